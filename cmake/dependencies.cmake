@@ -1,0 +1,20 @@
+# Every external library tracegate links, as imported targets. Debian package names are
+# in scripts/install-deps.sh.
+find_package(Threads REQUIRED)
+find_package(Boost 1.74 REQUIRED)
+find_package(OpenSSL 3 REQUIRED)
+find_package(absl REQUIRED)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(prometheus-cpp REQUIRED)
+find_package(GTest REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
+
+# Boost.Asio/Beast are header-only here; keep one interface target for them.
+add_library(tracegate_asio INTERFACE)
+target_link_libraries(tracegate_asio INTERFACE Boost::headers Threads::Threads OpenSSL::SSL
+                                               OpenSSL::Crypto)
+target_compile_definitions(tracegate_asio INTERFACE BOOST_ASIO_NO_DEPRECATED
+                                                    BOOST_ASIO_DISABLE_BOOST_COROUTINE)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything tracegate needs to build, run, test and benchmark on Debian 12.
+# Idempotent: packages already present are skipped; apt-get update runs only when
+# something is missing. Run as root (or via sudo).
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential g++ cmake ninja-build pkg-config clang clang-format clang-tidy
+  libclang-rt-14-dev
+  # libraries
+  libboost1.74-dev libboost-program-options1.74-dev libssl-dev libyaml-cpp-dev libabsl-dev
+  libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev nlohmann-json3-dev libsimdjson-dev
+  libzstd-dev libsqlite3-dev libpq-dev libpg-query-dev libhyperscan-dev libcjose-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  postgresql-15 postgresql-client-15 postgresql-contrib pgbouncer curl openssl
+  procps iproute2 python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+# Node.js (for the test OpenID provider) may come from Debian or from NodeSource; the
+# NodeSource package bundles npm and conflicts with Debian's npm, so take whichever is there.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
