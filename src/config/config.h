@@ -22,8 +22,10 @@ namespace tracegate::config {
 using Duration = std::chrono::milliseconds;
 
 struct Endpoint {
-  std::string host;  // literal address or name
+  std::string host;   // literal address or name
   uint16_t port = 0;  // 0 = pick a free port (tests)
+
+  bool operator==(const Endpoint&) const = default;
 };
 
 enum class BackendTlsMode { kDisable, kRequire, kVerifyFull };
@@ -38,15 +40,15 @@ struct Backend {
   // only with `allow_inline_password: true` for demos and tests).
   std::string password;
   BackendTlsMode tls = BackendTlsMode::kDisable;
-  std::string ca_file;           // verify-full: CA bundle (empty = system default)
+  std::string ca_file;  // verify-full: CA bundle (empty = system default)
   Duration connect_timeout{5000};
   Duration statement_timeout{30000};  // 0 = off
   bool read_only = true;              // default_transaction_read_only on backend sessions
 };
 
 struct Pool {
-  uint32_t max_size = 32;         // backend connections per connection entry
-  Duration idle_timeout{60000};   // close pooled backends idle longer than this
+  uint32_t max_size = 32;        // backend connections per connection entry
+  Duration idle_timeout{60000};  // close pooled backends idle longer than this
 };
 
 // A statically configured client credential (issue 2); JIT grants replace this source.
@@ -77,8 +79,8 @@ struct Limits {
 };
 
 struct Config {
-  std::string source;  // path it was loaded from, for messages
-  uint32_t workers = 0;  // event-loop threads; 0 = number of cores
+  std::string source;              // path it was loaded from, for messages
+  uint32_t workers = 0;            // event-loop threads; 0 = number of cores
   Duration shutdown_grace{10000};  // SIGTERM: drain this long, then close
   std::string log_level = "info";
   std::optional<Endpoint> admin;  // /healthz, /readyz, /metrics
@@ -92,5 +94,12 @@ struct Config {
 // Same, from text (tests, fuzzing); `source` names it in messages.
 [[nodiscard]] absl::StatusOr<std::shared_ptr<const Config>> LoadString(const std::string& yaml,
                                                                        const std::string& source);
+
+// The key paths (e.g. "workers", "connections[traces-pg].listen") whose values differ between
+// two loaded configs and which a reload cannot apply (declared per key in config.cpp); a
+// connection added or removed shows as "connections[<name>] (added)" / "(removed)". Empty
+// means `after` may simply replace `before`.
+[[nodiscard]] std::vector<std::string> RestartRequiredChanges(const Config& before,
+                                                              const Config& after);
 
 }  // namespace tracegate::config

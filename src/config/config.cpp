@@ -1,0 +1,487 @@
+// The one place that declares every configuration key: the *Keys() tables below list, per
+// YAML map, each key's name, whether it is required, its default, whether a reload may change
+// it, and how its value is parsed. Checks that span several keys follow each table.
+// tracegate.example.yaml at the repository root documents the same keys for operators.
+
+#include "config/config.h"
+
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "config/scalars.h"
+#include "config/schema.h"
+
+namespace tracegate::config {
+namespace {
+
+using namespace std::chrono_literals;
+using internal::Boolean;
+using internal::ByteSize;
+using internal::ConnectionName;
+using internal::Context;
+using internal::Count;
+using internal::ElementPath;
+using internal::EnvVarName;
+using internal::FilePath;
+using internal::HostName;
+using internal::Item;
+using internal::Keys;
+using internal::kOptional;
+using internal::kReloadable;
+using internal::kRequired;
+using internal::kRestart;
+using internal::ListenAddress;
+using internal::NoExtra;
+using internal::OneOf;
+using internal::Period;
+using internal::Quote;
+using internal::RoleName;
+using internal::ScramVerifier;
+using internal::Secret;
+using internal::Table;
+using internal::Text;
+
+constexpr size_t kMaxConnections = 256;
+constexpr size_t kMaxUsersPerConnection = 10000;
+constexpr size_t kMaxConfigFileBytes = 16 << 20;
+constexpr size_t kMaxPasswordFileBytes = 64 << 10;
+
+// ---- tls ---------------------------------------------------------------------------------
+
+void CheckTls(const Item& map, Tls& tls, NoExtra&, Context& ctx) {
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    ctx.Error(map.mark, map.path,
+              absl::StrCat("cert_file and key_file go together; ",
+                           tls.cert_file.empty() ? "cert_file" : "key_file", " is missing"));
+  }
+}
+
+const Table<Tls>& TlsKeys() {
+  using K = Keys<Tls>;
+  static const auto* const table = new Table<Tls>{
+      .keys =
+          {
+              K::Optional("cert_file", &Tls::cert_file, "", kReloadable, FilePath(true)),
+              K::Optional("key_file", &Tls::key_file, "", kReloadable, FilePath(true)),
+          },
+      .check = CheckTls,
+  };
+  return *table;
+}
+
+// ---- limits ------------------------------------------------------------------------------
+
+const Table<Limits>& LimitsKeys() {
+  using K = Keys<Limits>;
+  static const auto* const table = new Table<Limits>{
+      .keys =
+          {
+              // 8 = length + protocol version, the smallest startup packet.
+              K::Optional("max_startup_length", &Limits::max_startup_length, 10000, kReloadable,
+                          ByteSize<uint32_t>(8, 1 << 20)),
+              // 5 = type byte + length, the smallest message.
+              K::Optional("max_message_length", &Limits::max_message_length, 64u << 20, kReloadable,
+                          ByteSize<uint32_t>(5, 1u << 30)),
+          },
+  };
+  return *table;
+}
+
+// ---- admin -------------------------------------------------------------------------------
+
+struct AdminSection {
+  Endpoint listen;
+};
+
+const Table<AdminSection>& AdminKeys() {
+  using K = Keys<AdminSection>;
+  static const auto* const table = new Table<AdminSection>{
+      .keys =
+          {
+              K::Required("listen", &AdminSection::listen, kRestart, ListenAddress()),
+          },
+  };
+  return *table;
+}
+
+void ParseAdmin(const Item& item, Config& config, NoExtra&, Context& ctx) {
+  AdminSection admin;
+  NoExtra none;
+  ParseMap(AdminKeys(), item, admin, none, ctx);
+  config.admin = admin.listen;
+}
+
+// ---- connections[].backend ---------------------------------------------------------------
+
+// The keys that together yield Backend::password.
+struct PasswordSources {
+  std::string file;  // resolved path
+  std::string env;
+  std::string inline_value;
+  bool allow_inline = false;
+};
+
+void LoadPassword(const Item& map, Backend& backend, const PasswordSources& sources, Context& ctx) {
+  const std::string file_key = internal::ChildPath(map.path, "password_file");
+  const std::string env_key = internal::ChildPath(map.path, "password_env");
+  const std::string inline_key = internal::ChildPath(map.path, "password");
+  // Which sources the map names (MarkOf finds keys present, even with invalid values), in
+  // document order so that a conflict is reported at the later key.
+  std::vector<std::string> set;
+  for (const std::string* key : {&file_key, &env_key, &inline_key}) {
+    if (!ctx.MarkOf(*key).is_null()) {
+      set.push_back(*key);
+    }
+  }
+  std::sort(set.begin(), set.end(), [&ctx](const std::string& a, const std::string& b) {
+    return ctx.MarkOf(a).pos < ctx.MarkOf(b).pos;
+  });
+  if (set.empty()) {
+    ctx.Error(map.mark, map.path,
+              "needs a password source: password_file or password_env (or password, with "
+              "allow_inline_password: true)");
+    return;
+  }
+  if (set.size() > 1) {
+    ctx.Error(ctx.MarkOf(set[1]), set[1],
+              "set only one of password_file, password_env and password");
+    return;
+  }
+  if (sources.file.empty() && sources.env.empty() && sources.inline_value.empty()) {
+    return;  // the one source given was invalid, and reported
+  }
+  if (!sources.file.empty()) {
+    absl::StatusOr<std::string> content =
+        internal::ReadSmallFile(sources.file, kMaxPasswordFileBytes);
+    if (!content.ok()) {
+      ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
+      return;
+    }
+    std::string& password = *content;
+    if (password.ends_with('\n')) {  // one trailing newline, as `echo` writes it
+      password.pop_back();
+      if (password.ends_with('\r')) {
+        password.pop_back();
+      }
+    }
+    if (password.empty()) {
+      ctx.Error(ctx.MarkOf(file_key), file_key,
+                absl::StrCat("password file \"", sources.file, "\" is empty"));
+      return;
+    }
+    backend.password = std::move(password);
+  } else if (!sources.env.empty()) {
+    const char* value = std::getenv(sources.env.c_str());
+    if (value == nullptr || *value == '\0') {
+      ctx.Error(ctx.MarkOf(env_key), env_key,
+                absl::StrCat("environment variable ", sources.env,
+                             value == nullptr ? " is not set" : " is empty"));
+      return;
+    }
+    backend.password = value;
+  } else if (!sources.allow_inline) {
+    ctx.Error(ctx.MarkOf(inline_key), inline_key,
+              "an inline password is accepted only with allow_inline_password: true (demos and "
+              "tests); use password_file or password_env");
+  } else {
+    backend.password = sources.inline_value;
+  }
+}
+
+void CheckBackend(const Item& map, Backend& backend, PasswordSources& sources, Context& ctx) {
+  LoadPassword(map, backend, sources, ctx);
+  // Only verify-full verifies certificates; with disable or require a CA bundle would be
+  // ignored, and an operator who set one likely believes the backend is authenticated.
+  if (!backend.ca_file.empty() && backend.tls != BackendTlsMode::kVerifyFull) {
+    const std::string key = internal::ChildPath(map.path, "ca_file");
+    ctx.Error(ctx.MarkOf(key), key, "is only used with tls: verify-full");
+  }
+}
+
+const Table<Backend, PasswordSources>& BackendKeys() {
+  using K = Keys<Backend, PasswordSources>;
+  static const auto* const table = new Table<Backend, PasswordSources>{
+      .keys =
+          {
+              K::Required("host", &Backend::host, kReloadable, HostName()),
+              K::Optional("port", &Backend::port, 5432, kReloadable, Count<uint16_t>(1, 65535)),
+              K::Required("database", &Backend::database, kReloadable, Text("a database name")),
+              K::Required("user", &Backend::user, kReloadable, RoleName()),
+              K::Optional("password_file", &PasswordSources::file, "", kReloadable,
+                          FilePath(false)),
+              K::Optional("password_env", &PasswordSources::env, "", kReloadable, EnvVarName()),
+              K::Optional("password", &PasswordSources::inline_value, "", kReloadable, Secret()),
+              K::Optional("allow_inline_password", &PasswordSources::allow_inline, false,
+                          kReloadable, Boolean()),
+              K::Optional("tls", &Backend::tls, BackendTlsMode::kDisable, kReloadable,
+                          OneOf<BackendTlsMode>({{"disable", BackendTlsMode::kDisable},
+                                                 {"require", BackendTlsMode::kRequire},
+                                                 {"verify-full", BackendTlsMode::kVerifyFull}})),
+              K::Optional("ca_file", &Backend::ca_file, "", kReloadable, FilePath(true)),
+              K::Optional("connect_timeout", &Backend::connect_timeout, 5s, kReloadable,
+                          Period(1ms)),
+              K::Optional("statement_timeout", &Backend::statement_timeout, 30s, kReloadable,
+                          Period(0ms)),
+              K::Optional("read_only", &Backend::read_only, true, kReloadable, Boolean()),
+          },
+      .check = CheckBackend,
+  };
+  return *table;
+}
+
+// ---- connections[].pool, connections[].users ---------------------------------------------
+
+const Table<Pool>& PoolKeys() {
+  using K = Keys<Pool>;
+  static const auto* const table = new Table<Pool>{
+      .keys =
+          {
+              K::Optional("max_size", &Pool::max_size, 32, kReloadable, Count<uint32_t>(1, 10000)),
+              K::Optional("idle_timeout", &Pool::idle_timeout, 60s, kReloadable, Period(1ms)),
+          },
+  };
+  return *table;
+}
+
+const Table<StaticUser>& UserKeys() {
+  using K = Keys<StaticUser>;
+  static const auto* const table = new Table<StaticUser>{
+      .keys =
+          {
+              K::Required("name", &StaticUser::name, kReloadable, RoleName()),
+              K::Required("scram_verifier", &StaticUser::scram_verifier, kReloadable,
+                          ScramVerifier()),
+          },
+  };
+  return *table;
+}
+
+// ---- connections[] -----------------------------------------------------------------------
+
+internal::ScalarType<std::string> ConnectionType() {
+  return {"a connection type",
+          [](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
+            if (text == "postgres") {
+              return text;
+            }
+            if (text == "http") {
+              return absl::InvalidArgumentError("connection type \"http\" is not supported yet");
+            }
+            return absl::InvalidArgumentError(absl::StrCat("expected postgres, got ", Quote(text)));
+          }};
+}
+
+void CheckConnection(const Item& map, PostgresConnection& connection, NoExtra&, Context& ctx) {
+  std::map<std::string, std::string> first_by_name;
+  for (size_t i = 0; i < connection.users.size(); ++i) {
+    const std::string& name = connection.users[i].name;
+    std::string path = ElementPath(internal::ChildPath(map.path, "users"), i) + ".name";
+    if (name.empty()) {
+      continue;  // already reported
+    }
+    auto [it, inserted] = first_by_name.emplace(name, path);
+    if (!inserted) {
+      ctx.Error(ctx.MarkOf(path), path,
+                absl::StrCat("duplicate user name ", Quote(name), " (also ", it->second, ")"));
+    }
+  }
+}
+
+const Table<PostgresConnection>& ConnectionKeys() {
+  using K = Keys<PostgresConnection>;
+  static const auto* const table = new Table<PostgresConnection>{
+      .keys =
+          {
+              K::Required("name", &PostgresConnection::name, kRestart, ConnectionName()),
+              K::Checked("type", ConnectionType()),  // only "postgres" so far
+              K::Required("listen", &PostgresConnection::listen, kRestart, ListenAddress()),
+              K::Optional("require_tls", &PostgresConnection::require_tls, false, kReloadable,
+                          Boolean()),
+              K::Optional("idle_timeout", &PostgresConnection::idle_timeout, 5min, kReloadable,
+                          Period(1ms)),
+              K::Optional("session_timeout", &PostgresConnection::session_timeout, 1h, kReloadable,
+                          Period(0ms)),
+              K::Section("backend", kRequired, &PostgresConnection::backend, BackendKeys),
+              K::Section("pool", kOptional, &PostgresConnection::pool, PoolKeys),
+              K::List("users", kOptional, &PostgresConnection::users, UserKeys, 0,
+                      kMaxUsersPerConnection, nullptr),
+          },
+      .check = CheckConnection,
+  };
+  return *table;
+}
+
+// ---- top level ---------------------------------------------------------------------------
+
+std::string FormatEndpoint(const Endpoint& e) {
+  return e.host.find(':') == std::string::npos ? absl::StrCat(e.host, ":", e.port)
+                                               : absl::StrCat("[", e.host, "]:", e.port);
+}
+
+void CheckConfig(const Item&, Config& config, NoExtra&, Context& ctx) {
+  std::map<std::string, std::string> name_owner;
+  std::map<std::string, std::string> listen_owner;  // port 0 (pick a free one) never clashes
+  if (config.admin.has_value() && config.admin->port != 0) {
+    listen_owner.emplace(FormatEndpoint(*config.admin), "admin.listen");
+  }
+  for (size_t i = 0; i < config.connections.size(); ++i) {
+    const PostgresConnection& c = config.connections[i];
+    const std::string path = ElementPath("connections", i);
+    if (!c.name.empty()) {
+      auto [it, inserted] = name_owner.emplace(c.name, path + ".name");
+      if (!inserted) {
+        ctx.Error(
+            ctx.MarkOf(path + ".name"), path + ".name",
+            absl::StrCat("duplicate connection name ", Quote(c.name), " (also ", it->second, ")"));
+      }
+    }
+    if (c.listen.port != 0) {
+      auto [it, inserted] = listen_owner.emplace(FormatEndpoint(c.listen), path + ".listen");
+      if (!inserted) {
+        ctx.Error(
+            ctx.MarkOf(path + ".listen"), path + ".listen",
+            absl::StrCat("address ", FormatEndpoint(c.listen), " is also used by ", it->second));
+      }
+    }
+    if (c.require_tls && config.tls.cert_file.empty()) {
+      ctx.Error(ctx.MarkOf(path + ".require_tls"), path + ".require_tls",
+                "require_tls: true needs tls.cert_file and tls.key_file");
+    }
+  }
+}
+
+const Table<Config>& ConfigKeys() {
+  using K = Keys<Config>;
+  static const auto* const table = new Table<Config>{
+      .keys =
+          {
+              K::Optional("workers", &Config::workers, 0, kRestart, Count<uint32_t>(0, 1024)),
+              K::Optional("shutdown_grace", &Config::shutdown_grace, 10s, kReloadable, Period(0ms)),
+              K::Optional("log_level", &Config::log_level, "info", kReloadable,
+                          OneOf<std::string>({{"trace", "trace"},
+                                              {"debug", "debug"},
+                                              {"info", "info"},
+                                              {"warn", "warn"},
+                                              {"error", "error"}})),
+              K::Custom(
+                  "admin", kOptional, kRestart, ParseAdmin,
+                  [](Config& config, NoExtra&) { config.admin.reset(); },
+                  [](const Config& a, const Config& b, const std::string& path,
+                     std::vector<std::string>& out) {
+                    if (a.admin != b.admin) {
+                      out.push_back(path);
+                    }
+                  }),
+              K::Section("tls", kOptional, &Config::tls, TlsKeys),
+              K::Section("limits", kOptional, &Config::limits, LimitsKeys),
+              K::List("connections", kRequired, &Config::connections, ConnectionKeys, 1,
+                      kMaxConnections, [](const PostgresConnection& c) { return c.name; }),
+          },
+      .check = CheckConfig,
+  };
+  return *table;
+}
+
+// ---- loading -----------------------------------------------------------------------------
+
+// Where a second YAML document starts, if there is one. Not YAML::LoadAll: in yaml-cpp 0.7 it
+// loops forever, allocating, on input like ",1" (jbeder/yaml-cpp#1040, fixed upstream by
+// #1319); here the parser is asked for at most two documents.
+std::optional<YAML::Mark> SecondDocumentStart(const std::string& yaml) {
+  class DocumentStarts : public YAML::EventHandler {
+   public:
+    void OnDocumentStart(const YAML::Mark& mark) override { last = mark; }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+    YAML::Mark last;
+  };
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  if (!parser.HandleNextDocument(starts) || !parser.HandleNextDocument(starts)) {
+    return std::nullopt;
+  }
+  return starts.last;
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> Load(const std::string& yaml,
+                                                   const std::string& source,
+                                                   std::filesystem::path base_dir) {
+  Context ctx(source, std::move(base_dir));
+  auto config = std::make_shared<Config>();
+  config->source = source;
+  // yaml-cpp reports errors by throwing; this is the only place they are caught.
+  try {
+    YAML::Node root = YAML::Load(yaml);
+    if (std::optional<YAML::Mark> second = SecondDocumentStart(yaml)) {
+      ctx.Error(*second, "", "only one YAML document is allowed");
+    }
+    if (root.IsNull()) {
+      ctx.Error(YAML::Mark::null_mark(), "",
+                "the config is empty; it needs at least \"connections\"");
+    } else {
+      NoExtra none;
+      ParseMap(ConfigKeys(), Item{root, "", root.Mark()}, *config, none, ctx);
+    }
+  } catch (const YAML::DeepRecursion& e) {
+    ctx.Error(e.mark, "", "YAML syntax error: nested too deeply");
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp's messages are fixed texts ("illegal map value"), but a few append a piece of
+    // the document after a colon ("unknown escape character: q"); that piece may belong to a
+    // secret, so it is dropped.
+    std::string reason = e.msg.substr(0, e.msg.find(':'));
+    ctx.Error(e.mark, "", absl::StrCat("YAML syntax error: ", absl::CHexEscape(reason)));
+  }
+  if (!ctx.ok()) {
+    return absl::InvalidArgumentError(ctx.Report());
+  }
+  return std::shared_ptr<const Config>(std::move(config));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Config>> LoadFile(const std::string& path) {
+  absl::StatusOr<std::string> yaml = internal::ReadSmallFile(path, kMaxConfigFileBytes);
+  if (!yaml.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", yaml.status().message()));
+  }
+  std::error_code ec;
+  std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  return Load(*yaml, path, ec ? std::filesystem::path(path).parent_path() : absolute.parent_path());
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> LoadString(const std::string& yaml,
+                                                         const std::string& source) {
+  std::error_code ec;
+  std::filesystem::path cwd = std::filesystem::current_path(ec);
+  return Load(yaml, source, ec ? std::filesystem::path() : cwd);
+}
+
+std::vector<std::string> RestartRequiredChanges(const Config& before, const Config& after) {
+  std::vector<std::string> changes;
+  internal::DiffMap(ConfigKeys(), before, after, "", changes);
+  return changes;
+}
+
+}  // namespace tracegate::config
