@@ -51,8 +51,8 @@ enum class DecodeStatus { kNeedMoreData, kFrame, kError };
 
 struct FrameResult {
   DecodeStatus status = DecodeStatus::kNeedMoreData;
-  Frame frame;          // valid when status == kFrame
-  absl::Status error;   // set when status == kError (InvalidArgument with a precise text)
+  Frame frame;         // valid when status == kFrame
+  absl::Status error;  // set when status == kError (InvalidArgument with a precise text)
   // When kNeedMoreData: total bytes needed for the next frame if already known from its
   // header (so the caller can size its buffer), else the header size.
   size_t bytes_needed = 0;

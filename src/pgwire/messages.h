@@ -28,12 +28,11 @@ using Buffer = std::string;
 
 // ---- Message type bytes ----------------------------------------------------------
 namespace frontend {
-inline constexpr char kQuery = 'Q', kParse = 'P', kBind = 'B', kDescribe = 'D',
-                      kExecute = 'E', kSync = 'S', kFlush = 'H', kClose = 'C',
-                      kTerminate = 'X', kCopyData = 'd', kCopyDone = 'c', kCopyFail = 'f',
-                      kFunctionCall = 'F',
+inline constexpr char kQuery = 'Q', kParse = 'P', kBind = 'B', kDescribe = 'D', kExecute = 'E',
+                      kSync = 'S', kFlush = 'H', kClose = 'C', kTerminate = 'X', kCopyData = 'd',
+                      kCopyDone = 'c', kCopyFail = 'f', kFunctionCall = 'F',
                       // PasswordMessage, SASLInitialResponse and SASLResponse share 'p'.
-                      kPassword = 'p';
+    kPassword = 'p';
 }  // namespace frontend
 namespace backend {
 inline constexpr char kAuthentication = 'R', kParameterStatus = 'S', kBackendKeyData = 'K',
@@ -41,10 +40,9 @@ inline constexpr char kAuthentication = 'R', kParameterStatus = 'S', kBackendKey
                       kCommandComplete = 'C', kEmptyQueryResponse = 'I', kErrorResponse = 'E',
                       kNoticeResponse = 'N', kParseComplete = '1', kBindComplete = '2',
                       kCloseComplete = '3', kParameterDescription = 't', kNoData = 'n',
-                      kPortalSuspended = 's', kNotificationResponse = 'A',
-                      kCopyInResponse = 'G', kCopyOutResponse = 'H', kCopyBothResponse = 'W',
-                      kCopyData = 'd', kCopyDone = 'c', kFunctionCallResponse = 'V',
-                      kNegotiateProtocolVersion = 'v';
+                      kPortalSuspended = 's', kNotificationResponse = 'A', kCopyInResponse = 'G',
+                      kCopyOutResponse = 'H', kCopyBothResponse = 'W', kCopyData = 'd',
+                      kCopyDone = 'c', kFunctionCallResponse = 'V', kNegotiateProtocolVersion = 'v';
 }  // namespace backend
 
 // ---- Startup phase (untyped) -------------------------------------------------------
@@ -172,7 +170,7 @@ void EncodeParse(const Parse& msg, Buffer& out);
 struct Bind {
   std::string portal;
   std::string statement;
-  std::vector<int16_t> param_formats;       // 0 text, 1 binary; 0, 1 or n entries
+  std::vector<int16_t> param_formats;        // 0 text, 1 binary; 0, 1 or n entries
   std::vector<std::optional<Bytes>> params;  // nullopt = SQL NULL (length -1)
   std::vector<int16_t> result_formats;
 };
