@@ -1,0 +1,98 @@
+// tracegate: a just-in-time access gateway for LLM reasoning traces.
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <string>
+
+#include "absl/strings/str_join.h"
+#include "app/serve.h"
+#include "common/status.h"
+#include "config/config.h"
+#include "pgwire/scram.h"
+
+namespace {
+
+using tracegate::config::Config;
+
+void SetUpLogging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("tracegate");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  logger->set_level(spdlog::level::from_str(level));
+  spdlog::set_default_logger(logger);
+}
+
+int ConfigCheck(const std::string& path) {
+  auto config = tracegate::config::LoadFile(path);
+  if (!config.ok()) {
+    std::cerr << tracegate::MessageOf(config.status()) << "\n";
+    return 1;
+  }
+  const Config& cfg = **config;
+  std::cout << path << ": OK\n";
+  for (const auto& conn : cfg.connections) {
+    std::cout << "  connection " << conn.name << ": postgres, listens on " << conn.listen.host
+              << ":" << conn.listen.port << ", backend " << conn.backend.host << ":"
+              << conn.backend.port << "/" << conn.backend.database << " as " << conn.backend.user
+              << ", " << conn.users.size() << " static user(s)\n";
+  }
+  if (cfg.admin.has_value()) {
+    std::cout << "  admin: " << cfg.admin->host << ":" << cfg.admin->port << "\n";
+  }
+  return 0;
+}
+
+int ScramVerifierCommand(uint32_t iterations) {
+  std::string password;
+  if (!std::getline(std::cin, password) || password.empty()) {
+    std::cerr << "scram-verifier: give the password on stdin (one line)\n";
+    return 1;
+  }
+  const std::string salt = tracegate::pgwire::SystemRandom()(16);
+  std::cout << tracegate::pgwire::FormatScramVerifier(
+                   tracegate::pgwire::MakeScramVerifier(password, salt, iterations))
+            << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tracegate: just-in-time, audited access to LLM reasoning traces"};
+  app.require_subcommand(1);
+
+  std::string config_path;
+  auto* serve = app.add_subcommand("serve", "Run the gateway");
+  serve->add_option("-c,--config", config_path, "Configuration file (YAML)")->required();
+
+  auto* config_cmd = app.add_subcommand("config", "Configuration tools");
+  config_cmd->require_subcommand(1);
+  std::string check_path;
+  auto* check = config_cmd->add_subcommand("check", "Validate a configuration file");
+  check->add_option("file", check_path, "Configuration file (YAML)")->required();
+
+  uint32_t iterations = 4096;
+  auto* verifier = app.add_subcommand("scram-verifier",
+                                      "Read a password on stdin, print its SCRAM-SHA-256 verifier "
+                                      "(for connections[].users[].scram_verifier)");
+  verifier->add_option("--iterations", iterations, "PBKDF2 iterations")
+      ->check(CLI::Range(4096u, 1000000u));
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*check) {
+    return ConfigCheck(check_path);
+  }
+  if (*verifier) {
+    return ScramVerifierCommand(iterations);
+  }
+  auto config = tracegate::config::LoadFile(config_path);
+  if (!config.ok()) {
+    std::cerr << tracegate::MessageOf(config.status()) << "\n";
+    return 2;
+  }
+  SetUpLogging((*config)->log_level);
+  return tracegate::app::Serve(*config);
+}

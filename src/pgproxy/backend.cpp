@@ -1,0 +1,346 @@
+#include "pgproxy/backend.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+
+#include "common/socket_deadline.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "pgproxy/pg_error.h"
+#include "pgwire/scram.h"
+
+namespace tracegate::pgproxy {
+
+namespace {
+
+absl::Status BackendUnavailable(const config::PostgresConnection& conn, std::string_view why) {
+  return PgError(
+      absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
+      Cat("tracegate: cannot reach the trace store for connection \"", conn.name, "\": ", why));
+}
+
+absl::Status BackendProtocolError(std::string_view why) {
+  return PgError(absl::StatusCode::kInternal, sqlstate::kConnectionFailure,
+                 Cat("tracegate: trace store protocol error: ", why));
+}
+
+// The backend's own ErrorResponse, relayed with its SQLSTATE.
+absl::Status FromBackendError(const pgwire::ErrorFields& fields) {
+  const std::string* code = fields.Find('C');
+  const std::string* message = fields.Find('M');
+  return PgError(absl::StatusCode::kFailedPrecondition,
+                 code != nullptr ? *code : std::string(sqlstate::kInternalError),
+                 message != nullptr ? *message : "backend error");
+}
+
+}  // namespace
+
+const std::string* BackendConn::Parameter(std::string_view name) const {
+  for (const auto& [key, value] : parameters_) {
+    if (key == name) {
+      return &value;
+    }
+  }
+  return nullptr;
+}
+
+void BackendConn::SetParameter(std::string_view name, std::string_view value) {
+  for (auto& [key, current] : parameters_) {
+    if (key == name) {
+      current = value;
+      return;
+    }
+  }
+  parameters_.emplace_back(name, value);
+}
+
+awaitable<absl::StatusOr<pgwire::Frame>> BackendConn::ReadFrame() {
+  buffer_.DropDecoded();
+  for (;;) {
+    pgwire::FrameResult result =
+        pgwire::DecodeFrame(buffer_.Undecoded(), pgwire::Direction::kBackend, limits_);
+    if (result.status == pgwire::DecodeStatus::kFrame) {
+      absl::Status valid = pgwire::ValidateFrame(result.frame, pgwire::Direction::kBackend);
+      if (!valid.ok()) {
+        broken = true;
+        co_return BackendProtocolError(MessageOf(valid));
+      }
+      buffer_.MarkDecoded(result.frame.wire_size);
+      co_return result.frame;
+    }
+    if (result.status == pgwire::DecodeStatus::kError) {
+      broken = true;
+      co_return BackendProtocolError(MessageOf(result.error));
+    }
+    error_code ec;
+    size_t n = co_await stream_.ReadSome(buffer_.PrepareRead(result.bytes_needed), ec);
+    if (ec) {
+      broken = true;
+      co_return PgError(
+          absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
+          Cat("tracegate: lost the connection to the trace store (", ec.message(), ")"));
+    }
+    buffer_.CommitRead(n);
+  }
+}
+
+awaitable<absl::Status> BackendConn::Exec(std::string_view sql) {
+  pgwire::Buffer out;
+  pgwire::EncodeQuery(sql, out);
+  error_code ec;
+  co_await stream_.WriteAll(asio::buffer(out), ec);
+  if (ec) {
+    broken = true;
+    co_return PgError(absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
+                      "tracegate: lost the connection to the trace store");
+  }
+  absl::Status first_error;
+  for (;;) {
+    absl::StatusOr<pgwire::Frame> frame = co_await ReadFrame();
+    if (!frame.ok()) {
+      co_return frame.status();
+    }
+    switch (frame->type) {
+      case pgwire::backend::kReadyForQuery: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ReadyForQuery ready,
+                               pgwire::ParseReadyForQuery(frame->body));
+        transaction_status = ready.status;
+        co_return first_error;
+      }
+      case pgwire::backend::kErrorResponse: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ErrorFields fields, pgwire::ParseErrorFields(frame->body));
+        if (first_error.ok()) {
+          first_error = FromBackendError(fields);
+        }
+        break;
+      }
+      case pgwire::backend::kParameterStatus: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ParameterStatus param,
+                               pgwire::ParseParameterStatus(frame->body));
+        SetParameter(param.name, param.value);
+        break;
+      }
+      case pgwire::backend::kCommandComplete:
+      case pgwire::backend::kRowDescription:
+      case pgwire::backend::kDataRow:
+      case pgwire::backend::kEmptyQueryResponse:
+      case pgwire::backend::kNoticeResponse:
+        break;
+      default:
+        broken = true;
+        co_return BackendProtocolError(Cat("unexpected message '", std::string(1, frame->type),
+                                           "' in reply to an internal statement"));
+    }
+  }
+}
+
+awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> BackendConn::Open(
+    const BackendTarget& target) {
+  const config::PostgresConnection& conn = *target.connection;
+  const config::Backend& backend = conn.backend;
+  auto executor = co_await asio::this_coro::executor;
+
+  // One deadline for resolve + connect + TLS + authentication: closing the socket makes
+  // whatever step is pending fail at once.
+  auto result = std::make_unique<BackendConn>(tcp::socket(executor));
+  result->limits_ = target.limits;
+  SocketDeadline deadline(executor, result->stream_.socket(), backend.connect_timeout);
+
+  error_code ec;
+  tcp::resolver resolver(executor);
+  auto endpoints =
+      co_await resolver.async_resolve(backend.host, std::to_string(backend.port), Redirect(ec));
+  if (!ec) {
+    co_await asio::async_connect(result->stream_.socket(), endpoints, Redirect(ec));
+  }
+  if (ec || deadline.expired()) {
+    co_return BackendUnavailable(conn, deadline.expired() ? "connect timed out" : ec.message());
+  }
+  result->stream_.socket().set_option(tcp::no_delay(true), ec);
+
+  absl::Status status = co_await result->Handshake(target);
+  if (deadline.expired()) {
+    co_return BackendUnavailable(conn, "handshake timed out");
+  }
+  if (!status.ok()) {
+    co_return status;
+  }
+  result->idle_since = Clock::now();
+  co_return result;
+}
+
+awaitable<absl::Status> BackendConn::Handshake(const BackendTarget& target) {
+  const config::PostgresConnection& conn = *target.connection;
+  const config::Backend& backend = conn.backend;
+  error_code ec;
+
+  if (backend.tls != config::BackendTlsMode::kDisable) {
+    pgwire::Buffer request;
+    pgwire::EncodeSslRequest(request);
+    co_await stream_.WriteAll(asio::buffer(request), ec);
+    char answer = 0;
+    if (!ec) {
+      // Exactly one byte: anything the server sent after it must go through TLS, never be
+      // taken as plaintext protocol (CVE-2021-23222).
+      co_await asio::async_read(stream_.socket(), asio::buffer(&answer, 1), Redirect(ec));
+    }
+    if (ec) {
+      co_return BackendUnavailable(conn, ec.message());
+    }
+    if (answer != 'S') {
+      co_return BackendUnavailable(conn, "the server refused TLS (backend.tls requires it)");
+    }
+    const std::string sni =
+        backend.tls == config::BackendTlsMode::kVerifyFull ? backend.host : std::string();
+    ec = co_await stream_.StartTls(*target.tls, asio::ssl::stream_base::client, sni);
+    if (ec) {
+      co_return BackendUnavailable(conn, Cat("TLS handshake failed: ", ec.message()));
+    }
+  }
+
+  pgwire::StartupMessage startup;
+  startup.parameters = {
+      {"user", backend.user}, {"database", backend.database}, {"application_name", "tracegate"}};
+  if (backend.read_only) {
+    startup.parameters.emplace_back("default_transaction_read_only", "on");
+  }
+  if (backend.statement_timeout.count() > 0) {
+    startup.parameters.emplace_back("statement_timeout",
+                                    std::to_string(backend.statement_timeout.count()));
+  }
+  pgwire::Buffer out;
+  pgwire::EncodeStartupMessage(startup, out);
+  co_await stream_.WriteAll(asio::buffer(out), ec);
+  if (ec) {
+    co_return BackendUnavailable(conn, ec.message());
+  }
+
+  for (;;) {
+    absl::StatusOr<pgwire::Frame> frame = co_await ReadFrame();
+    if (!frame.ok()) {
+      co_return frame.status();
+    }
+    switch (frame->type) {
+      case pgwire::backend::kAuthentication: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::Authentication auth,
+                               pgwire::ParseAuthentication(frame->body));
+        if (auth.code == pgwire::AuthCode::kOk) {
+          break;
+        }
+        TG_CO_RETURN_IF_ERROR(co_await Authenticate(backend, auth));
+        break;
+      }
+      case pgwire::backend::kErrorResponse: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ErrorFields fields, pgwire::ParseErrorFields(frame->body));
+        broken = true;
+        co_return FromBackendError(fields);
+      }
+      case pgwire::backend::kParameterStatus: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ParameterStatus param,
+                               pgwire::ParseParameterStatus(frame->body));
+        SetParameter(param.name, param.value);
+        break;
+      }
+      case pgwire::backend::kBackendKeyData: {
+        TG_CO_ASSIGN_OR_RETURN(key_, pgwire::ParseBackendKeyData(frame->body));
+        break;
+      }
+      case pgwire::backend::kNoticeResponse:
+        break;
+      case pgwire::backend::kReadyForQuery: {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ReadyForQuery ready,
+                               pgwire::ParseReadyForQuery(frame->body));
+        transaction_status = ready.status;
+        co_return absl::OkStatus();
+      }
+      default:
+        broken = true;
+        co_return BackendProtocolError(
+            Cat("unexpected message '", std::string(1, frame->type), "' during startup"));
+    }
+  }
+}
+
+awaitable<absl::Status> BackendConn::Authenticate(const config::Backend& backend,
+                                                  const pgwire::Authentication& request) {
+  pgwire::Buffer out;
+  error_code ec;
+  switch (request.code) {
+    case pgwire::AuthCode::kCleartextPassword:
+      pgwire::EncodePasswordMessage(backend.password, out);
+      break;
+    case pgwire::AuthCode::kMd5Password:
+      pgwire::EncodePasswordMessage(
+          pgwire::Md5PasswordResponse(backend.user, backend.password, request.md5_salt), out);
+      break;
+    case pgwire::AuthCode::kSasl: {
+      bool offered = false;
+      for (const std::string& mechanism : request.mechanisms) {
+        offered = offered || mechanism == "SCRAM-SHA-256";
+      }
+      if (!offered) {
+        co_return BackendProtocolError("the server offers no SASL mechanism tracegate supports");
+      }
+      pgwire::ScramClient scram(backend.password, pgwire::SystemRandom());
+      pgwire::EncodeSaslInitialResponse({.mechanism = "SCRAM-SHA-256", .data = scram.ClientFirst()},
+                                        out);
+      co_await stream_.WriteAll(asio::buffer(out), ec);
+      if (ec) {
+        co_return BackendProtocolError(ec.message());
+      }
+      // server-first
+      absl::StatusOr<pgwire::Frame> frame = co_await ReadFrame();
+      if (!frame.ok()) {
+        co_return frame.status();
+      }
+      if (frame->type == pgwire::backend::kErrorResponse) {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ErrorFields fields, pgwire::ParseErrorFields(frame->body));
+        co_return FromBackendError(fields);
+      }
+      TG_CO_ASSIGN_OR_RETURN(pgwire::Authentication cont, pgwire::ParseAuthentication(frame->body));
+      if (frame->type != pgwire::backend::kAuthentication ||
+          cont.code != pgwire::AuthCode::kSaslContinue) {
+        co_return BackendProtocolError("expected SASLContinue");
+      }
+      absl::StatusOr<std::string> client_final = scram.HandleServerFirst(cont.data);
+      if (!client_final.ok()) {
+        co_return BackendProtocolError(MessageOf(client_final.status()));
+      }
+      out.clear();
+      pgwire::EncodeSaslResponse(*client_final, out);
+      co_await stream_.WriteAll(asio::buffer(out), ec);
+      if (ec) {
+        co_return BackendProtocolError(ec.message());
+      }
+      frame = co_await ReadFrame();
+      if (!frame.ok()) {
+        co_return frame.status();
+      }
+      if (frame->type == pgwire::backend::kErrorResponse) {
+        TG_CO_ASSIGN_OR_RETURN(pgwire::ErrorFields fields, pgwire::ParseErrorFields(frame->body));
+        co_return FromBackendError(fields);
+      }
+      TG_CO_ASSIGN_OR_RETURN(pgwire::Authentication final_msg,
+                             pgwire::ParseAuthentication(frame->body));
+      if (frame->type != pgwire::backend::kAuthentication ||
+          final_msg.code != pgwire::AuthCode::kSaslFinal) {
+        co_return BackendProtocolError("expected SASLFinal");
+      }
+      absl::Status verified = scram.HandleServerFinal(final_msg.data);
+      if (!verified.ok()) {
+        // The server could not prove it knows the password: it may be an impostor.
+        co_return BackendProtocolError(Cat("server signature rejected: ", MessageOf(verified)));
+      }
+      co_return absl::OkStatus();
+    }
+    default:
+      co_return BackendProtocolError("the server asked for an unsupported authentication method");
+  }
+  co_await stream_.WriteAll(asio::buffer(out), ec);
+  if (ec) {
+    co_return BackendProtocolError(ec.message());
+  }
+  co_return absl::OkStatus();
+}
+
+}  // namespace tracegate::pgproxy

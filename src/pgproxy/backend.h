@@ -1,0 +1,79 @@
+#pragma once
+// One authenticated connection from the gateway to a backend PostgreSQL, made with the
+// connection's stored credential (the client never sees it).
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "config/config.h"
+#include "pgproxy/asio.h"
+#include "pgproxy/frame_buffer.h"
+#include "pgproxy/metrics.h"
+#include "pgproxy/stream.h"
+#include "pgwire/messages.h"
+
+namespace tracegate::pgproxy {
+
+// Everything needed to open backend connections for one configured connection.
+struct BackendTarget {
+  const config::PostgresConnection* connection = nullptr;
+  asio::ssl::context* tls = nullptr;  // null when backend.tls is disable
+  pgwire::Limits limits;
+};
+
+class BackendConn {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // Connects, negotiates TLS as configured, authenticates (SCRAM-SHA-256, md5 or
+  // cleartext, whichever the server asks for) and reads up to the first ReadyForQuery,
+  // all within backend.connect_timeout. Errors carry a SQLSTATE (pg_error.h); a backend
+  // ErrorResponse keeps the backend's own SQLSTATE and message.
+  static awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> Open(const BackendTarget& target);
+
+  explicit BackendConn(tcp::socket socket) : stream_(std::move(socket)) {}
+
+  Stream& stream() { return stream_; }
+  FrameBuffer& buffer() { return buffer_; }
+  [[nodiscard]] const pgwire::BackendKeyData& key() const { return key_; }
+
+  // The server's current run-time parameters, as last reported by ParameterStatus.
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& parameters() const {
+    return parameters_;
+  }
+  [[nodiscard]] const std::string* Parameter(std::string_view name) const;
+  void SetParameter(std::string_view name, std::string_view value);
+
+  // Reads the next complete frame, validated; it stays valid until the next ReadFrame.
+  awaitable<absl::StatusOr<pgwire::Frame>> ReadFrame();
+
+  // Runs one simple-protocol statement and reads up to ReadyForQuery. Returns the
+  // backend's error, if it sent one.
+  awaitable<absl::Status> Exec(std::string_view sql);
+
+  // True once anything went wrong; such a connection is closed, never pooled.
+  bool broken = false;
+  // Transaction status from the last ReadyForQuery.
+  char transaction_status = 'I';
+  Clock::time_point idle_since{};
+  // Parameters a session SET that the server does not report: after a reset they are
+  // back to their defaults, so they must be applied again for the next session.
+  std::vector<std::pair<std::string, std::string>> unreported_settings;
+
+ private:
+  awaitable<absl::Status> Handshake(const BackendTarget& target);
+  awaitable<absl::Status> Authenticate(const config::Backend& backend,
+                                       const pgwire::Authentication& request);
+
+  Stream stream_;
+  FrameBuffer buffer_;
+  pgwire::Limits limits_;
+  pgwire::BackendKeyData key_;
+  std::vector<std::pair<std::string, std::string>> parameters_;
+};
+
+}  // namespace tracegate::pgproxy

@@ -1,0 +1,69 @@
+#include "pgproxy/metrics.h"
+
+namespace tracegate::pgproxy {
+
+namespace {
+
+prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& registry,
+                                                       const std::string& name,
+                                                       const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+}  // namespace
+
+ProxyMetrics::ProxyMetrics(prometheus::Registry& registry)
+    : sessions_total_(CounterFamily(registry, "tracegate_sessions_total",
+                                    "Client connections accepted on a Postgres listener")),
+      sessions_authenticated_(CounterFamily(registry, "tracegate_sessions_authenticated_total",
+                                            "Sessions that authenticated and reached a backend")),
+      sessions_active_(prometheus::BuildGauge()
+                           .Name("tracegate_sessions_active")
+                           .Help("Sessions currently open")
+                           .Register(registry)),
+      auth_failures_(CounterFamily(registry, "tracegate_auth_failures_total",
+                                   "Client authentications refused")),
+      protocol_errors_(CounterFamily(registry, "tracegate_protocol_errors_total",
+                                     "Sessions ended for a protocol violation (08P01)")),
+      backend_errors_(CounterFamily(registry, "tracegate_backend_errors_total",
+                                    "Backend connections that failed or were lost")),
+      bytes_(CounterFamily(registry, "tracegate_bytes_total", "Bytes relayed, by direction")),
+      backend_connects_(CounterFamily(registry, "tracegate_backend_connects_total",
+                                      "New backend connections opened")),
+      pool_reuses_(CounterFamily(registry, "tracegate_pool_reuses_total",
+                                 "Sessions served by an already-open pooled backend")),
+      cancels_(CounterFamily(registry, "tracegate_cancel_requests_total",
+                             "Cancel requests forwarded to a backend")),
+      statement_seconds_(prometheus::BuildHistogram()
+                             .Name("tracegate_statement_duration_seconds")
+                             .Help("Time from a client's Query or Sync to the backend's "
+                                   "ReadyForQuery")
+                             .Register(registry)) {}
+
+ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
+  const std::map<std::string, std::string> labels{{"connection", connection}};
+  auto with = [&](const char* key, const char* value) {
+    auto l = labels;
+    l.emplace(key, value);
+    return l;
+  };
+  static const prometheus::Histogram::BucketBoundaries kBuckets{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  return ConnectionMetrics{
+      .sessions_total = &sessions_total_.Add(labels),
+      .sessions_authenticated = &sessions_authenticated_.Add(labels),
+      .sessions_active = &sessions_active_.Add(labels),
+      .auth_failures = &auth_failures_.Add(labels),
+      .protocol_errors = &protocol_errors_.Add(labels),
+      .backend_errors = &backend_errors_.Add(labels),
+      .bytes_from_client = &bytes_.Add(with("direction", "from_client")),
+      .bytes_to_client = &bytes_.Add(with("direction", "to_client")),
+      .backend_connects = &backend_connects_.Add(labels),
+      .pool_reuses = &pool_reuses_.Add(labels),
+      .cancels = &cancels_.Add(labels),
+      .statement_seconds = &statement_seconds_.Add(labels, kBuckets),
+  };
+}
+
+}  // namespace tracegate::pgproxy

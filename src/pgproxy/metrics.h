@@ -1,0 +1,51 @@
+#pragma once
+// The proxy's metrics, declared in one table and exported on the admin /metrics page.
+// One ConnectionMetrics per configured connection holds the labelled children, so the hot
+// path increments a cached reference and never looks anything up.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <string>
+
+namespace tracegate::pgproxy {
+
+struct ConnectionMetrics {
+  prometheus::Counter* sessions_total;          // sessions accepted (after TCP accept)
+  prometheus::Counter* sessions_authenticated;  // sessions that reached the relay
+  prometheus::Gauge* sessions_active;
+  prometheus::Counter* auth_failures;
+  prometheus::Counter* protocol_errors;  // 08P01 sent to a client
+  prometheus::Counter* backend_errors;   // backend unreachable / lost
+  prometheus::Counter* bytes_from_client;
+  prometheus::Counter* bytes_to_client;
+  prometheus::Counter* backend_connects;     // new backend connections opened
+  prometheus::Counter* pool_reuses;          // sessions served by a pooled backend
+  prometheus::Counter* cancels;              // cancel requests forwarded
+  prometheus::Histogram* statement_seconds;  // Query/Sync → ReadyForQuery
+};
+
+class ProxyMetrics {
+ public:
+  explicit ProxyMetrics(prometheus::Registry& registry);
+  // Labelled children for one connection; the returned object lives as long as this.
+  ConnectionMetrics ForConnection(const std::string& connection);
+
+ private:
+  prometheus::Family<prometheus::Counter>& sessions_total_;
+  prometheus::Family<prometheus::Counter>& sessions_authenticated_;
+  prometheus::Family<prometheus::Gauge>& sessions_active_;
+  prometheus::Family<prometheus::Counter>& auth_failures_;
+  prometheus::Family<prometheus::Counter>& protocol_errors_;
+  prometheus::Family<prometheus::Counter>& backend_errors_;
+  prometheus::Family<prometheus::Counter>& bytes_;
+  prometheus::Family<prometheus::Counter>& backend_connects_;
+  prometheus::Family<prometheus::Counter>& pool_reuses_;
+  prometheus::Family<prometheus::Counter>& cancels_;
+  prometheus::Family<prometheus::Histogram>& statement_seconds_;
+};
+
+}  // namespace tracegate::pgproxy

@@ -1,0 +1,771 @@
+#include "pgproxy/session.h"
+
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+
+#include "absl/strings/ascii.h"
+#include "common/socket_deadline.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "pgproxy/pg_error.h"
+
+namespace tracegate::pgproxy {
+
+namespace {
+
+using pgwire::Direction;
+
+// The whole startup phase (TLS, startup packet, SCRAM) must finish within this.
+constexpr auto kHandshakeTimeout = std::chrono::seconds(30);
+
+// Startup parameters a client may set, in PostgreSQL's spelling. They are applied to the
+// pooled backend with SET. Anything else in a startup packet is refused: `options` could
+// turn off read-only mode, `replication` would open a replication connection.
+constexpr std::array<std::string_view, 6> kRelayedParameters = {
+    "application_name", "client_encoding", "DateStyle",
+    "TimeZone",         "IntervalStyle",   "extra_float_digits"};
+// Parameters PostgreSQL reports with ParameterStatus; others must be tracked by us.
+constexpr std::array<std::string_view, 5> kReportedParameters = {
+    "application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle"};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return absl::ascii_tolower(static_cast<unsigned char>(x)) ==
+                  absl::ascii_tolower(static_cast<unsigned char>(y));
+         });
+}
+
+absl::Status ProtocolViolation(std::string_view message) {
+  return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kProtocolViolation,
+                 Cat("tracegate: ", message));
+}
+
+// E'...' literal: correct whatever standard_conforming_strings says.
+std::string QuoteLiteral(std::string_view value) {
+  std::string out = "E'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') {
+      out.push_back(c);
+    }
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+std::string HmacSha256(std::string_view key, std::string_view data) {
+  unsigned char digest[32];
+  unsigned int len = sizeof digest;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, &len);
+  return std::string(reinterpret_cast<const char*>(digest), len);
+}
+
+}  // namespace
+
+Session::Session(tcp::socket socket, const ConnectionRuntime& runtime, BackendPool& pool,
+                 CancelRegistry& cancels, std::string id)
+    : id_(std::move(id)),
+      runtime_(runtime),
+      pool_(pool),
+      cancels_(cancels),
+      client_(std::move(socket)),
+      watchdog_timer_(client_.socket().get_executor()),
+      backend_relay_done_(client_.socket().get_executor()) {
+  error_code ec;
+  tcp::endpoint remote = client_.socket().remote_endpoint(ec);
+  peer_ = ec ? "unknown" : Cat(remote.address().to_string(), ":", remote.port());
+  client_.socket().set_option(tcp::no_delay(true), ec);
+}
+
+awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
+  auto self = shared_from_this();
+  const ConnectionMetrics& metrics = runtime_.metrics;
+  metrics.sessions_total->Increment();
+  metrics.sessions_active->Increment();
+
+  absl::Status status;
+  {
+    SocketDeadline handshake_deadline(client_.socket().get_executor(), client_.socket(),
+                                      kHandshakeTimeout);
+    absl::StatusOr<std::optional<pgwire::StartupMessage>> startup = co_await Negotiate();
+    if (!startup.ok()) {
+      status = startup.status();
+    } else if (!startup->has_value()) {
+      status = absl::CancelledError("client left during startup");
+    } else {
+      status = co_await CheckStartup(**startup);
+      if (status.ok()) {
+        status = co_await Authenticate();
+      }
+    }
+    if (handshake_deadline.expired()) {
+      status = absl::DeadlineExceededError("startup did not complete in time");
+    }
+  }
+  if (status.ok()) {
+    status = co_await AttachBackend();
+  }
+
+  if (status.ok()) {
+    metrics.sessions_authenticated->Increment();
+    spdlog::info("session={} connection={} peer={} user={} database={} tls={}: started", id_,
+                 runtime_.config->name, peer_, user_, database_, client_.tls());
+    backend_relay_running_ = true;
+    backend_relay_done_.expires_at(Clock::time_point::max());
+    asio::co_spawn(client_.socket().get_executor(), RelayBackendToClient(), asio::detached);
+    asio::co_spawn(client_.socket().get_executor(), Watchdog(), asio::detached);
+    co_await RelayClientToBackend();
+    if (backend_relay_running_) {
+      error_code ec;
+      co_await backend_relay_done_.async_wait(Redirect(ec));
+    }
+  } else {
+    const bool client_left = absl::IsCancelled(status);
+    Stop(status, !client_left && !absl::IsDeadlineExceeded(status));
+    if (SqlStateOf(status) == sqlstate::kInvalidPassword ||
+        SqlStateOf(status) == sqlstate::kInvalidAuthorization) {
+      metrics.auth_failures->Increment();
+    }
+  }
+  co_await Finish();
+  metrics.sessions_active->Decrement();
+  on_done(this);
+}
+
+void Session::Terminate(absl::Status reason) { Stop(std::move(reason), true); }
+
+void Session::Stop(absl::Status reason, bool tell_client) {
+  if (stopping_) {
+    return;
+  }
+  stopping_ = true;
+  end_reason_ = std::move(reason);
+  tell_client_ = tell_client;
+  error_code ignored;  // cancelling idle sockets is not an error
+  client_.socket().cancel(ignored);
+  if (backend_) {
+    backend_->stream().socket().cancel(ignored);
+  }
+  watchdog_timer_.cancel();
+}
+
+awaitable<absl::StatusOr<std::optional<pgwire::Frame>>> Session::ReadClientFrame(bool startup) {
+  client_buffer_.DropDecoded();
+  for (;;) {
+    pgwire::FrameResult result =
+        startup ? pgwire::DecodeStartupFrame(client_buffer_.Undecoded(), runtime_.limits)
+                : pgwire::DecodeFrame(client_buffer_.Undecoded(), Direction::kFrontend,
+                                      runtime_.limits);
+    if (result.status == pgwire::DecodeStatus::kFrame) {
+      client_buffer_.MarkDecoded(result.frame.wire_size);
+      co_return std::optional<pgwire::Frame>(result.frame);
+    }
+    if (result.status == pgwire::DecodeStatus::kError) {
+      co_return ProtocolViolation(MessageOf(result.error));
+    }
+    error_code ec;
+    size_t n = co_await client_.ReadSome(client_buffer_.PrepareRead(result.bytes_needed), ec);
+    if (ec) {
+      co_return std::optional<pgwire::Frame>();
+    }
+    client_buffer_.CommitRead(n);
+    bytes_from_client_ += n;
+  }
+}
+
+awaitable<bool> Session::WriteClient(const pgwire::Buffer& bytes) {
+  error_code ec;
+  co_await client_.WriteAll(asio::buffer(bytes), ec);
+  if (ec) {
+    client_write_torn_ = true;
+    co_return false;
+  }
+  bytes_to_client_ += bytes.size();
+  co_return true;
+}
+
+awaitable<absl::StatusOr<std::optional<pgwire::StartupMessage>>> Session::Negotiate() {
+  bool ssl_done = false;
+  bool gss_done = false;
+  for (;;) {
+    absl::StatusOr<std::optional<pgwire::Frame>> frame = co_await ReadClientFrame(true);
+    if (!frame.ok()) {
+      co_return frame.status();
+    }
+    if (!frame->has_value()) {
+      co_return std::optional<pgwire::StartupMessage>();
+    }
+    absl::StatusOr<pgwire::StartupPacket> packet = pgwire::ParseStartupPacket((*frame)->body);
+    if (!packet.ok()) {
+      co_return ProtocolViolation(MessageOf(packet.status()));
+    }
+    switch (packet->kind) {
+      case pgwire::StartupKind::kSslRequest:
+      case pgwire::StartupKind::kGssEncRequest: {
+        const bool ssl = packet->kind == pgwire::StartupKind::kSslRequest;
+        if (ssl_done || (ssl ? false : gss_done)) {
+          co_return ProtocolViolation(ssl ? "duplicate SSLRequest" : "duplicate GSSENCRequest");
+        }
+        // Anything behind the request was sent before encryption was agreed; a man in the
+        // middle may have put it there (CVE-2021-23214). Refuse rather than interpret it.
+        if (!client_buffer_.Undecoded().empty()) {
+          co_return ProtocolViolation("received unencrypted data after SSL/GSS request");
+        }
+        const bool accept_tls = ssl && runtime_.client_tls != nullptr;
+        pgwire::Buffer answer(1, accept_tls ? 'S' : 'N');
+        if (!co_await WriteClient(answer)) {
+          co_return std::optional<pgwire::StartupMessage>();
+        }
+        if (ssl) {
+          ssl_done = true;
+        } else {
+          gss_done = true;
+        }
+        if (accept_tls) {
+          error_code ec =
+              co_await client_.StartTls(*runtime_.client_tls, asio::ssl::stream_base::server, "");
+          if (ec) {
+            spdlog::info("session={} peer={}: TLS handshake failed: {}", id_, peer_, ec.message());
+            co_return std::optional<pgwire::StartupMessage>();
+          }
+        }
+        break;
+      }
+      case pgwire::StartupKind::kCancel:
+        co_await ForwardCancel(packet->cancel);
+        co_return std::optional<pgwire::StartupMessage>();
+      case pgwire::StartupKind::kStartup:
+        if (!client_buffer_.Undecoded().empty()) {
+          // The client must wait for our authentication request before saying more.
+          co_return ProtocolViolation("unexpected data after the startup packet");
+        }
+        co_return std::optional<pgwire::StartupMessage>(std::move(packet->startup));
+    }
+  }
+}
+
+awaitable<absl::Status> Session::CheckStartup(const pgwire::StartupMessage& startup) {
+  const std::string* user = startup.Find("user");
+  if (user == nullptr || user->empty()) {
+    co_return PgError(absl::StatusCode::kUnauthenticated, sqlstate::kInvalidAuthorization,
+                      "tracegate: no user name in the startup packet");
+  }
+  user_ = *user;
+  const std::string* database = startup.Find("database");
+  if (database == nullptr || database->empty()) {
+    co_return PgError(absl::StatusCode::kUnauthenticated, sqlstate::kInvalidAuthorization,
+                      "tracegate: no database name in the startup packet");
+  }
+  database_ = *database;
+  if (runtime_.config->require_tls && !client_.tls()) {
+    co_return PgError(absl::StatusCode::kUnauthenticated, sqlstate::kInvalidAuthorization,
+                      Cat("tracegate: connection \"", runtime_.config->name,
+                          "\" requires TLS (use sslmode=require or stronger)"));
+  }
+  if (database_ != runtime_.config->name && database_ != runtime_.config->backend.database) {
+    co_return PgError(
+        absl::StatusCode::kNotFound, sqlstate::kInvalidCatalogName,
+        Cat("tracegate: database \"", database_, "\" does not exist on this listener (use \"",
+            runtime_.config->backend.database, "\")"));
+  }
+  for (const auto& [name, value] : startup.parameters) {
+    if (name == "user" || name == "database") {
+      continue;
+    }
+    if (name == "options" && absl::StripAsciiWhitespace(value).empty()) {
+      continue;
+    }
+    auto relayed = std::find_if(
+        kRelayedParameters.begin(), kRelayedParameters.end(),
+        [&name = name](std::string_view known) { return EqualsIgnoreCase(known, name); });
+    if (relayed == kRelayedParameters.end()) {
+      co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
+                        Cat("tracegate: unsupported startup parameter: ", name));
+    }
+    client_parameters_.emplace_back(*relayed, value);
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> Session::Authenticate() {
+  auto known = runtime_.users.find(user_);
+  pgwire::ScramVerifier verifier;
+  if (known != runtime_.users.end()) {
+    verifier = known->second;
+  } else {
+    // Run the same exchange with a verifier nobody can satisfy: the reply looks the same
+    // as for a real user (stable salt, same iteration count), so user names cannot be
+    // probed. The final check fails like a wrong password.
+    verifier.iterations = 4096;
+    verifier.salt = HmacSha256(runtime_.unknown_user_salt_key, user_).substr(0, 16);
+    verifier.stored_key = pgwire::SystemRandom()(32);
+    verifier.server_key = pgwire::SystemRandom()(32);
+  }
+  const absl::Status wrong_password =
+      PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidPassword,
+              Cat("password authentication failed for user \"", user_, "\""));
+
+  pgwire::Buffer out;
+  pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kSasl, .mechanisms = {"SCRAM-SHA-256"}},
+                               out);
+  if (!co_await WriteClient(out)) {
+    co_return absl::CancelledError("client left");
+  }
+
+  pgwire::ScramServer scram(std::move(verifier), pgwire::SystemRandom());
+  for (int step = 0; step < 2; ++step) {
+    absl::StatusOr<std::optional<pgwire::Frame>> frame = co_await ReadClientFrame(false);
+    if (!frame.ok()) {
+      co_return frame.status();
+    }
+    if (!frame->has_value()) {
+      // psql does this when it has to prompt for the password: not an error.
+      co_return absl::CancelledError("client left during authentication");
+    }
+    const pgwire::Frame& msg = **frame;
+    if (msg.type != pgwire::frontend::kPassword) {
+      co_return ProtocolViolation(
+          Cat("expected a SASL response, got message type '", std::string(1, msg.type), "'"));
+    }
+    absl::StatusOr<std::string> reply;
+    if (step == 0) {
+      absl::StatusOr<pgwire::SaslInitialResponse> initial =
+          pgwire::ParseSaslInitialResponse(msg.body);
+      if (!initial.ok()) {
+        co_return ProtocolViolation(MessageOf(initial.status()));
+      }
+      if (initial->mechanism != "SCRAM-SHA-256") {
+        co_return ProtocolViolation(
+            Cat("client selected an unsupported SASL mechanism: ", initial->mechanism));
+      }
+      if (!initial->data.has_value()) {
+        co_return ProtocolViolation("SASLInitialResponse without data");
+      }
+      reply = scram.HandleClientFirst(*initial->data);
+    } else {
+      reply = scram.HandleClientFinal(pgwire::ParseSaslResponse(msg.body));
+    }
+    if (!reply.ok()) {
+      if (absl::IsPermissionDenied(reply.status())) {
+        spdlog::info("session={} peer={} user={}: authentication failed", id_, peer_, user_);
+        co_return wrong_password;
+      }
+      co_return ProtocolViolation(MessageOf(reply.status()));
+    }
+    if (step == 1 && known == runtime_.users.end()) {
+      co_return wrong_password;  // unreachable in practice: the proof cannot match
+    }
+    out.clear();
+    pgwire::EncodeAuthentication(
+        {.code = step == 0 ? pgwire::AuthCode::kSaslContinue : pgwire::AuthCode::kSaslFinal,
+         .data = *reply},
+        out);
+    if (!co_await WriteClient(out)) {
+      co_return absl::CancelledError("client left");
+    }
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> Session::AttachBackend() {
+  absl::StatusOr<std::unique_ptr<BackendConn>> backend = co_await pool_.Acquire();
+  if (!backend.ok()) {
+    spdlog::warn("session={} connection={}: {}", id_, runtime_.config->name,
+                 MessageOf(backend.status()));
+    co_return backend.status();
+  }
+  backend_ = std::move(*backend);
+  TG_CO_RETURN_IF_ERROR(co_await ApplyClientParameters());
+
+  const config::Backend& cfg = runtime_.config->backend;
+  client_key_ = cancels_.Register(CancelTarget{.host = cfg.host,
+                                               .port = cfg.port,
+                                               .backend_key = backend_->key(),
+                                               .connection = runtime_.config->name});
+  pgwire::Buffer out;
+  pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kOk}, out);
+  for (const auto& [name, value] : backend_->parameters()) {
+    pgwire::EncodeParameterStatus({.name = name, .value = value}, out);
+  }
+  pgwire::EncodeBackendKeyData(*client_key_, out);
+  pgwire::EncodeReadyForQuery({.status = backend_->transaction_status}, out);
+  if (!co_await WriteClient(out)) {
+    co_return absl::CancelledError("client left");
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> Session::ApplyClientParameters() {
+  std::string sql;
+  std::vector<std::pair<std::string, std::string>> unreported;
+  for (const auto& [name, value] : client_parameters_) {
+    const bool reported = std::find(kReportedParameters.begin(), kReportedParameters.end(), name) !=
+                          kReportedParameters.end();
+    if (reported) {
+      const std::string* current = backend_->Parameter(name);
+      if (current != nullptr && *current == value) {
+        continue;
+      }
+    } else {
+      auto& settings = backend_->unreported_settings;
+      auto same = std::find(settings.begin(), settings.end(), std::pair(name, value));
+      if (same != settings.end()) {
+        continue;
+      }
+      unreported.emplace_back(name, value);
+    }
+    // `name` comes from kRelayedParameters, never from the client.
+    absl::StrAppend(&sql, "SET ", name, " TO ", QuoteLiteral(value), ";");
+  }
+  if (sql.empty()) {
+    co_return absl::OkStatus();
+  }
+  absl::Status status = co_await backend_->Exec(sql);
+  if (!status.ok()) {
+    co_return status;  // e.g. 22023 invalid value for parameter "client_encoding"
+  }
+  for (auto& setting : unreported) {
+    backend_->unreported_settings.push_back(std::move(setting));
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<void> Session::ForwardCancel(const pgwire::CancelRequest& request) {
+  std::optional<CancelTarget> target = cancels_.Find(request);
+  if (!target.has_value()) {
+    // Like PostgreSQL: no answer either way, so keys cannot be probed.
+    spdlog::debug("session={} peer={}: cancel request for an unknown key", id_, peer_);
+    co_return;
+  }
+  auto executor = co_await asio::this_coro::executor;
+  tcp::socket socket(executor);
+  SocketDeadline deadline(executor, socket, runtime_.config->backend.connect_timeout);
+  error_code ec;
+  tcp::resolver resolver(executor);
+  auto endpoints =
+      co_await resolver.async_resolve(target->host, std::to_string(target->port), Redirect(ec));
+  if (!ec) {
+    co_await asio::async_connect(socket, endpoints, Redirect(ec));
+  }
+  if (!ec) {
+    pgwire::Buffer out;
+    pgwire::EncodeCancelRequest({.process_id = target->backend_key.process_id,
+                                 .secret_key = target->backend_key.secret_key},
+                                out);
+    co_await asio::async_write(socket, asio::buffer(out), Redirect(ec));
+  }
+  if (ec) {
+    spdlog::warn("session={} connection={}: forwarding a cancel request failed: {}", id_,
+                 target->connection, ec.message());
+    co_return;
+  }
+  runtime_.metrics.cancels->Increment();
+  // PostgreSQL closes the connection once it has read the request; wait for that so the
+  // cancel is delivered before we drop the socket.
+  char byte;
+  co_await socket.async_read_some(asio::buffer(&byte, 1), Redirect(ec));
+}
+
+awaitable<void> Session::RelayClientToBackend() {
+  const ConnectionMetrics& metrics = runtime_.metrics;
+  client_buffer_.DropDecoded();  // the handshake's frames were consumed, not relayed
+  for (;;) {
+    if (stopping_) {
+      co_return;
+    }
+    // Validate every complete frame we have; forward them in one write.
+    bool terminate = false;
+    size_t bytes_needed = 0;
+    for (;;) {
+      pgwire::FrameResult result =
+          pgwire::DecodeFrame(client_buffer_.Undecoded(), Direction::kFrontend, runtime_.limits);
+      if (result.status == pgwire::DecodeStatus::kNeedMoreData) {
+        bytes_needed = result.bytes_needed;
+        break;
+      }
+      if (result.status == pgwire::DecodeStatus::kError) {
+        metrics.protocol_errors->Increment();
+        Stop(ProtocolViolation(MessageOf(result.error)), true);
+        co_return;
+      }
+      const pgwire::Frame& frame = result.frame;
+      absl::Status valid = pgwire::ValidateFrame(frame, Direction::kFrontend);
+      if (!valid.ok()) {
+        metrics.protocol_errors->Increment();
+        Stop(ProtocolViolation(MessageOf(valid)), true);
+        co_return;
+      }
+      switch (frame.type) {
+        case pgwire::frontend::kTerminate:
+          terminate = true;
+          break;
+        case pgwire::frontend::kPassword:
+          metrics.protocol_errors->Increment();
+          Stop(ProtocolViolation("unexpected password message after authentication"), true);
+          co_return;
+        case pgwire::frontend::kQuery:
+        case pgwire::frontend::kFunctionCall:
+          ++outstanding_syncs_;
+          statement_starts_.push_back(Clock::now());
+          break;
+        case pgwire::frontend::kSync:
+          ++outstanding_syncs_;
+          unsynced_ = false;
+          statement_starts_.push_back(Clock::now());
+          break;
+        case pgwire::frontend::kParse:
+        case pgwire::frontend::kBind:
+        case pgwire::frontend::kDescribe:
+        case pgwire::frontend::kExecute:
+        case pgwire::frontend::kClose:
+        case pgwire::frontend::kFlush:
+          unsynced_ = true;
+          break;
+        default:  // CopyData / CopyDone / CopyFail: part of a Query already counted
+          break;
+      }
+      if (terminate) {
+        break;  // Terminate itself is not forwarded: the backend stays in the pool.
+      }
+      client_buffer_.MarkDecoded(frame.wire_size);
+    }
+    if (client_buffer_.HasDecoded()) {
+      error_code ec;
+      pgwire::Bytes out = client_buffer_.Decoded();
+      co_await backend_->stream().WriteAll(asio::buffer(out.data(), out.size()), ec);
+      if (ec) {
+        backend_->broken = true;
+        if (!stopping_) {
+          metrics.backend_errors->Increment();
+          Stop(PgError(absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
+                       "tracegate: lost the connection to the trace store"),
+               true);
+        }
+        co_return;
+      }
+      metrics.bytes_from_client->Increment(static_cast<double>(out.size()));
+      client_buffer_.DropDecoded();
+    }
+    if (terminate) {
+      Stop(absl::OkStatus(), false);
+      co_return;
+    }
+    if (stopping_) {
+      co_return;
+    }
+    error_code ec;
+    size_t n = co_await client_.ReadSome(client_buffer_.PrepareRead(bytes_needed), ec);
+    if (ec) {
+      Stop(absl::CancelledError("client closed the connection"), false);
+      co_return;
+    }
+    client_buffer_.CommitRead(n);
+    bytes_from_client_ += n;
+    last_client_activity_ = Clock::now();
+  }
+}
+
+awaitable<void> Session::RelayBackendToClient() {
+  auto self = shared_from_this();
+  const ConnectionMetrics& metrics = runtime_.metrics;
+  FrameBuffer& buffer = backend_->buffer();
+  buffer.DropDecoded();
+  absl::Status end;
+  bool tell_client = true;
+  for (;;) {
+    if (stopping_) {
+      break;
+    }
+    size_t bytes_needed = 0;
+    bool failed = false;
+    for (;;) {
+      pgwire::FrameResult result =
+          pgwire::DecodeFrame(buffer.Undecoded(), Direction::kBackend, runtime_.limits);
+      if (result.status == pgwire::DecodeStatus::kNeedMoreData) {
+        bytes_needed = result.bytes_needed;
+        break;
+      }
+      absl::Status valid = result.status == pgwire::DecodeStatus::kError
+                               ? result.error
+                               : pgwire::ValidateFrame(result.frame, Direction::kBackend);
+      const pgwire::Frame& frame = result.frame;
+      if (valid.ok()) {
+        switch (frame.type) {
+          case pgwire::backend::kReadyForQuery: {
+            backend_->transaction_status = static_cast<char>(frame.body[0]);
+            if (outstanding_syncs_ > 0) {
+              --outstanding_syncs_;
+            }
+            if (!statement_starts_.empty()) {
+              std::chrono::duration<double> took = Clock::now() - statement_starts_.front();
+              statement_starts_.pop_front();
+              metrics.statement_seconds->Observe(took.count());
+            }
+            break;
+          }
+          case pgwire::backend::kParameterStatus: {
+            absl::StatusOr<pgwire::ParameterStatus> param =
+                pgwire::ParseParameterStatus(frame.body);
+            if (param.ok()) {
+              backend_->SetParameter(param->name, param->value);
+            }
+            break;
+          }
+          case pgwire::backend::kErrorResponse: {
+            absl::StatusOr<pgwire::ErrorFields> fields = pgwire::ParseErrorFields(frame.body);
+            const std::string* severity = fields.ok() ? fields->Find('V') : nullptr;
+            if (severity != nullptr && (*severity == "FATAL" || *severity == "PANIC")) {
+              backend_sent_fatal_ = true;
+              backend_->broken = true;
+            }
+            break;
+          }
+          case pgwire::backend::kAuthentication:
+          case pgwire::backend::kBackendKeyData:
+          case pgwire::backend::kNegotiateProtocolVersion:
+            valid = absl::InvalidArgumentError(
+                Cat("unexpected message '", std::string(1, frame.type), "' after startup"));
+            break;
+          default:
+            break;
+        }
+      }
+      if (!valid.ok()) {
+        backend_->broken = true;
+        metrics.backend_errors->Increment();
+        end = PgError(absl::StatusCode::kInternal, sqlstate::kConnectionFailure,
+                      Cat("tracegate: trace store protocol error: ", MessageOf(valid)));
+        failed = true;
+        break;
+      }
+      buffer.MarkDecoded(frame.wire_size);
+    }
+    // Forward what was validated, even when a later frame failed: those bytes are good.
+    if (buffer.HasDecoded()) {
+      pgwire::Bytes out = buffer.Decoded();
+      error_code ec;
+      co_await client_.WriteAll(asio::buffer(out.data(), out.size()), ec);
+      if (ec) {
+        client_write_torn_ = true;
+        end = absl::CancelledError("client stopped reading");
+        tell_client = false;
+        break;
+      }
+      metrics.bytes_to_client->Increment(static_cast<double>(out.size()));
+      bytes_to_client_ += out.size();
+      buffer.DropDecoded();
+    }
+    if (failed || stopping_) {
+      break;
+    }
+    error_code ec;
+    size_t n = co_await backend_->stream().ReadSome(buffer.PrepareRead(bytes_needed), ec);
+    if (ec) {
+      if (stopping_) {
+        break;
+      }
+      backend_->broken = true;
+      if (backend_sent_fatal_) {
+        end = absl::AbortedError("the trace store ended the session");
+        tell_client = false;  // the client already has the backend's FATAL
+      } else {
+        metrics.backend_errors->Increment();
+        end = PgError(absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
+                      "tracegate: lost the connection to the trace store");
+      }
+      break;
+    }
+    buffer.CommitRead(n);
+  }
+  if (!stopping_) {
+    Stop(end, tell_client);
+  }
+  backend_relay_running_ = false;
+  backend_relay_done_.cancel();
+}
+
+awaitable<void> Session::Watchdog() {
+  auto self = shared_from_this();
+  const config::PostgresConnection& cfg = *runtime_.config;
+  const bool session_limited = cfg.session_timeout.count() > 0;
+  const Clock::time_point session_deadline =
+      session_limited ? started_ + cfg.session_timeout : Clock::time_point::max();
+  while (!stopping_) {
+    const Clock::time_point idle_deadline = last_client_activity_ + cfg.idle_timeout;
+    watchdog_timer_.expires_at(std::min(idle_deadline, session_deadline));
+    error_code ec;
+    co_await watchdog_timer_.async_wait(Redirect(ec));
+    if (stopping_) {
+      co_return;
+    }
+    const Clock::time_point now = Clock::now();
+    if (now >= session_deadline) {
+      Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kAdminShutdown,
+                   "tracegate: terminating the session: it reached session_timeout"),
+           true);
+    } else if (now >= last_client_activity_ + cfg.idle_timeout && outstanding_syncs_ == 0) {
+      Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kIdleSessionTimeout,
+                   "tracegate: terminating the session: idle for longer than idle_timeout"),
+           true);
+    } else if (now >= last_client_activity_ + cfg.idle_timeout) {
+      last_client_activity_ = now;  // a statement is running: not idle
+    }
+  }
+}
+
+awaitable<void> Session::Finish() {
+  if (!end_reason_.ok() && tell_client_ && !client_write_torn_) {
+    pgwire::Buffer out;
+    pgwire::EncodeError("FATAL", SqlStateOf(end_reason_), MessageOf(end_reason_), out);
+    co_await WriteClient(out);
+  }
+  const char* level_reason = end_reason_.ok() ? "client terminated" : "";
+  if (!end_reason_.ok() && !absl::IsCancelled(end_reason_)) {
+    spdlog::info("session={} connection={} peer={} user={}: ended: [{}] {} (in {} B, out {} B)",
+                 id_, runtime_.config->name, peer_, user_, SqlStateOf(end_reason_),
+                 MessageOf(end_reason_), bytes_from_client_, bytes_to_client_);
+  } else {
+    spdlog::debug("session={} connection={} peer={}: ended: {} (in {} B, out {} B)", id_,
+                  runtime_.config->name, peer_,
+                  end_reason_.ok() ? level_reason : MessageOf(end_reason_), bytes_from_client_,
+                  bytes_to_client_);
+  }
+  client_.Close();
+  if (client_key_.has_value()) {
+    cancels_.Unregister(*client_key_);
+  }
+  ReturnBackend();
+  co_return;
+}
+
+void Session::ReturnBackend() {
+  if (!backend_) {
+    return;
+  }
+  const bool clean = !backend_->broken && outstanding_syncs_ == 0 && !unsynced_ &&
+                     backend_->transaction_status == 'I' && backend_->buffer().Empty();
+  if (!clean) {
+    pool_.Discard(std::move(backend_));
+    return;
+  }
+  // Reset off the session's critical path; the backend goes back only if that works.
+  asio::co_spawn(
+      client_.socket().get_executor(),
+      [pool = &pool_, conn = std::move(backend_)]() mutable -> awaitable<void> {
+        absl::Status reset = co_await conn->Exec("DISCARD ALL");
+        if (reset.ok() && conn->transaction_status == 'I') {
+          conn->unreported_settings.clear();
+          pool->Release(std::move(conn));
+        } else {
+          pool->Discard(std::move(conn));
+        }
+      },
+      asio::detached);
+}
+
+}  // namespace tracegate::pgproxy

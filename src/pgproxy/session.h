@@ -1,0 +1,120 @@
+#pragma once
+// One client connection on a Postgres listener, from the first byte to the close:
+//
+//   Negotiate    SSLRequest / GSSENCRequest / CancelRequest / StartupMessage
+//   Authenticate SCRAM-SHA-256 against the connection's client credentials
+//   Attach       a pooled backend, the client's parameters applied, the startup replies
+//   Relay        both directions, every frame framed and validated before it moves on
+//   Finish       the final ErrorResponse if any, backend reset into the pool or closed
+//
+// Everything a session does runs on one worker's event loop, so its state needs no lock.
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "config/config.h"
+#include "pgproxy/asio.h"
+#include "pgproxy/backend.h"
+#include "pgproxy/cancel.h"
+#include "pgproxy/frame_buffer.h"
+#include "pgproxy/metrics.h"
+#include "pgproxy/pool.h"
+#include "pgproxy/stream.h"
+#include "pgwire/messages.h"
+#include "pgwire/scram.h"
+
+namespace tracegate::pgproxy {
+
+// Read-only state shared by every session of one configured connection.
+struct ConnectionRuntime {
+  const config::PostgresConnection* config = nullptr;
+  ConnectionMetrics metrics;
+  absl::flat_hash_map<std::string, pgwire::ScramVerifier> users;
+  // Keys the fake SCRAM salt of unknown users, so probing cannot tell them apart.
+  std::string unknown_user_salt_key;
+  asio::ssl::context* client_tls = nullptr;  // null when no server certificate is configured
+  BackendTarget backend;
+  pgwire::Limits limits;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Session(tcp::socket socket, const ConnectionRuntime& runtime, BackendPool& pool,
+          CancelRegistry& cancels, std::string id);
+
+  // Runs the session to its end. `on_done` is called last, on the session's thread.
+  awaitable<void> Run(std::function<void(Session*)> on_done);
+
+  // Ends the session with `reason` sent to the client as a FATAL ErrorResponse (gateway
+  // shutdown). Must be called on the session's thread.
+  void Terminate(absl::Status reason);
+
+  [[nodiscard]] const std::string& id() const { return id_; }
+
+ private:
+  // Startup phase. Returns the StartupMessage, or an error to send; nullopt when the
+  // connection was a CancelRequest (already handled) or the client went away.
+  awaitable<absl::StatusOr<std::optional<pgwire::StartupMessage>>> Negotiate();
+  awaitable<absl::Status> CheckStartup(const pgwire::StartupMessage& startup);
+  awaitable<absl::Status> Authenticate();
+  awaitable<absl::Status> AttachBackend();
+  awaitable<absl::Status> ApplyClientParameters();
+  awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
+
+  awaitable<void> RelayClientToBackend();
+  awaitable<void> RelayBackendToClient();
+  awaitable<void> Watchdog();
+  // Records why the session ends (first reason wins) and interrupts both relays.
+  void Stop(absl::Status reason, bool tell_client);
+  awaitable<void> Finish();
+  void ReturnBackend();
+
+  // Client reads: the next startup-phase packet, or the next typed frame (validated).
+  // An error status means a protocol violation; nullopt means the client went away.
+  awaitable<absl::StatusOr<std::optional<pgwire::Frame>>> ReadClientFrame(bool startup);
+  awaitable<bool> WriteClient(const pgwire::Buffer& bytes);
+
+  tcp::socket& client_socket() { return client_.socket(); }
+
+  const std::string id_;
+  const ConnectionRuntime& runtime_;
+  BackendPool& pool_;
+  CancelRegistry& cancels_;
+  Stream client_;
+  FrameBuffer client_buffer_;
+  std::unique_ptr<BackendConn> backend_;
+  std::optional<pgwire::BackendKeyData> client_key_;
+
+  std::string user_;
+  std::string database_;
+  std::string peer_;
+  std::vector<std::pair<std::string, std::string>> client_parameters_;
+
+  // Relay bookkeeping, to know whether the backend is idle and clean when we are done.
+  int outstanding_syncs_ = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet back
+  bool unsynced_ = false;      // extended-protocol messages sent since the last Sync
+  bool client_write_torn_ = false;
+  bool backend_sent_fatal_ = false;
+  std::deque<Clock::time_point> statement_starts_;
+  Clock::time_point started_ = Clock::now();
+  Clock::time_point last_client_activity_ = Clock::now();
+  uint64_t bytes_from_client_ = 0;
+  uint64_t bytes_to_client_ = 0;
+
+  bool stopping_ = false;
+  bool tell_client_ = false;
+  absl::Status end_reason_;
+  asio::steady_timer watchdog_timer_;
+  asio::steady_timer backend_relay_done_;
+  bool backend_relay_running_ = false;
+};
+
+}  // namespace tracegate::pgproxy

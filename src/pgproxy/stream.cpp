@@ -1,0 +1,44 @@
+#include "pgproxy/stream.h"
+
+#include <openssl/ssl.h>
+
+namespace tracegate::pgproxy {
+
+awaitable<error_code> Stream::StartTls(asio::ssl::context& ctx,
+                                       asio::ssl::stream_base::handshake_type type,
+                                       const std::string& sni_host) {
+  auto tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, ctx);
+  if (type == asio::ssl::stream_base::client && !sni_host.empty()) {
+    SSL_set_tlsext_host_name(tls->native_handle(), sni_host.c_str());
+    tls->set_verify_callback(asio::ssl::host_name_verification(sni_host));
+  }
+  error_code ec;
+  co_await tls->async_handshake(type, Redirect(ec));
+  if (!ec) {
+    tls_ = std::move(tls);
+  }
+  co_return ec;
+}
+
+awaitable<size_t> Stream::ReadSome(asio::mutable_buffer buffer, error_code& ec) {
+  if (tls_) {
+    co_return co_await tls_->async_read_some(buffer, Redirect(ec));
+  }
+  co_return co_await socket_.async_read_some(buffer, Redirect(ec));
+}
+
+awaitable<void> Stream::WriteAll(asio::const_buffer buffer, error_code& ec) {
+  if (tls_) {
+    co_await asio::async_write(*tls_, buffer, Redirect(ec));
+  } else {
+    co_await asio::async_write(socket_, buffer, Redirect(ec));
+  }
+}
+
+void Stream::Close() {
+  error_code ignored;  // closing an already-broken socket is not an error worth reporting
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+}  // namespace tracegate::pgproxy

@@ -1,0 +1,36 @@
+#pragma once
+// A byte stream that is either plain TCP or TLS over that TCP socket. Both the client side
+// (TLS accepted after SSLRequest) and the backend side (TLS started after our SSLRequest)
+// use it, so the relay code does not care which it has.
+
+#include <memory>
+
+#include "pgproxy/asio.h"
+
+namespace tracegate::pgproxy {
+
+class Stream {
+ public:
+  explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
+
+  [[nodiscard]] bool tls() const { return tls_ != nullptr; }
+  tcp::socket& socket() { return socket_; }
+
+  // TLS handshake as `type` (server for clients, client for backends). On success every
+  // later read and write goes through TLS.
+  awaitable<error_code> StartTls(asio::ssl::context& ctx,
+                                 asio::ssl::stream_base::handshake_type type,
+                                 const std::string& sni_host);
+
+  awaitable<size_t> ReadSome(asio::mutable_buffer buffer, error_code& ec);
+  awaitable<void> WriteAll(asio::const_buffer buffer, error_code& ec);
+
+  // Closes the socket (no TLS close_notify: sessions end on a protocol-level goodbye).
+  void Close();
+
+ private:
+  tcp::socket socket_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+};
+
+}  // namespace tracegate::pgproxy

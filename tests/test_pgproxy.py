@@ -1,0 +1,667 @@
+"""End-to-end tests of the PostgreSQL pass-through: real PostgreSQL 15, the real gateway
+binary, psql / libpq / pgbench / raw sockets.
+
+Run from this folder: python3 -m unittest -v test_pgproxy
+(CTest sets TRACEGATE_BIN, LIBPQ_CLIENT and TRACEGATE_ROOT; see harness.py.)
+
+Every class starts its own PostgreSQL and gateway, so a test that stops the backend or
+breaks a connection cannot disturb another class.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import (ConnectionClosed, Gateway, PgProtocolError, PgServer, RawPgConn,
+                     gssenc_request, http_get, message, run_libpq_client, run_psql,
+                     sqlstate_of, ssl_request, startup_message, wait_for)
+
+harness.install_sigterm_cleanup()
+
+ALICE = "alice"
+ALICE_PW = "alice-Secret-1"
+SHARED = harness.SHARED_DATA if os.path.isdir(harness.SHARED_DATA) else None
+
+
+def ssl_client_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def metric_sum(text: str, name: str) -> float | None:
+    """Sum of all samples of `name` (any labels) in Prometheus text; None if absent."""
+    total, seen = 0.0, False
+    for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+(\S+)", text, re.M):
+        total += float(m.group(1))
+        seen = True
+    return total if seen else None
+
+
+class GatewayCase(unittest.TestCase):
+    """One PgServer + one Gateway for the whole class."""
+
+    pg_options: dict = {"traces": 60, "shared_data": SHARED}
+    gateway_options: dict = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PgServer(**cls.pg_options)
+        cls.pg.__enter__()
+        try:
+            cls.extra_setup()
+            cfg = Gateway.config_for(cls.pg, {ALICE: ALICE_PW, "bob": "bob-pw"},
+                                     **cls.gateway_config_options())
+            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
+                                       cls.pg.password_for("tracegate")})
+            cls.gw.__enter__()
+        except BaseException:
+            cls.pg.__exit__(None, None, None)
+            raise
+
+    @classmethod
+    def extra_setup(cls):
+        pass
+
+    @classmethod
+    def gateway_config_options(cls) -> dict:
+        return dict(cls.gateway_options)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw.stop()  # asserts a clean exit on SIGTERM
+        finally:
+            cls.gw.cleanup()
+            cls.pg.__exit__(None, None, None)
+
+    # -- helpers --
+
+    def gw_dsn(self, **kw) -> str:
+        return self.gw.dsn(ALICE, ALICE_PW, **kw)
+
+    def gw_psql(self, sql: str, **kw) -> subprocess.CompletedProcess:
+        return run_psql(self.gw_dsn(), sql, **kw)
+
+    def direct_psql(self, sql: str, **kw) -> subprocess.CompletedProcess:
+        return run_psql(self.pg.dsn("tracegate"), sql, **kw)
+
+    def assert_gateway_serves(self, context: str = "") -> None:
+        """Proves the gateway is alive and still serves a normal client."""
+        self.assertTrue(self.gw.alive(), f"gateway died {context}; stderr:\n"
+                                         f"{self.gw.stderr_text()[-3000:]}")
+        p = self.gw_psql("select count(*) from traces")
+        direct = self.direct_psql("select count(*) from traces")
+        self.assertEqual(p.returncode, 0, f"psql through gateway failed {context}: {p.stderr}")
+        self.assertEqual(p.stdout, direct.stdout, f"count differs {context}")
+
+    def raw(self, timeout: float = 10.0) -> RawPgConn:
+        return RawPgConn(self.gw.host, self.gw.port, timeout=timeout)
+
+    def raw_session(self, user: str = ALICE, password: str = ALICE_PW) -> RawPgConn:
+        conn = self.raw()
+        try:
+            conn.startup(user, password)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def assert_refused(self, conn: RawPgConn, allowed: set[str], context: str,
+                       require_error: bool = False) -> None:
+        """The gateway ends the connection (within 10 s) without authenticating it; an
+        ErrorResponse, if sent, carries one of the `allowed` SQLSTATEs."""
+        try:
+            data = conn.expect_closed(10)
+        except TimeoutError as e:
+            self.fail(f"{context}: gateway kept the connection open: {e}")
+        msgs = harness.split_messages(data[1:] if data[:1] in (b"S", b"N") else data)
+        types = [t for t, _ in msgs]
+        self.assertNotIn(b"Z", types, f"{context}: got ReadyForQuery: {data[:200]!r}")
+        for mtype, body in msgs:
+            if mtype == b"R":
+                self.fail(f"{context}: gateway started authentication: {data[:200]!r}")
+        errors = [harness.parse_error_fields(b) for t, b in msgs if t == b"E"]
+        if require_error:
+            self.assertTrue(errors, f"{context}: closed without an ErrorResponse: {data[:200]!r}")
+        for e in errors:
+            self.assertIn(e.get("C"), allowed, f"{context}: unexpected error {e}")
+
+
+class PassThroughTest(GatewayCase):
+    """Results through the gateway equal a direct connection's."""
+
+    @classmethod
+    def extra_setup(cls):
+        ids = cls.pg.psql("select id from traces order by id").split()
+        cls.trace_ids = ids
+        cls.small_id = cls.pg.psql("select id from traces where id ~ '^[0-9a-f-]{36}$' "
+                                   "order by id limit 1").strip()
+
+    def compare(self, sql: str, args=("-qAt",), stdin_script: bool = False) -> None:
+        gw = self.gw_psql(sql, args=args, stdin_script=stdin_script)
+        direct = self.direct_psql(sql, args=args, stdin_script=stdin_script)
+        self.assertEqual(direct.returncode, 0, f"direct psql failed: {direct.stderr}")
+        self.assertEqual(gw.returncode, 0, f"gateway psql failed: {gw.stderr}")
+        self.assertEqual(len(gw.stdout), len(direct.stdout), "output length differs")
+        self.assertEqual(gw.stdout, direct.stdout, "output differs")
+        self.assertEqual(gw.stderr, direct.stderr, "notices/warnings differ")
+
+    def test_psql_queries_match_direct(self):
+        tid = self.small_id
+        queries = {
+            "count": "select count(*) from traces",
+            "trace_by_id_8kb": f"select * from traces where id = '{tid}'",
+            "all_traces": "select * from traces order by id",
+            "largest_row": "select id, input, output, metadata from traces t "
+                           "order by pg_column_size(t.*) desc, id limit 1",
+            "jsonb_ops": "select id, metadata->'sdk'->>'name', input->'messages'->0->>'role', "
+                         "output #> '{content,0,type}', jsonb_typeof(output->'content'), "
+                         "metadata ? 'customer' from traces order by id limit 20",
+            "jsonb_containment": "select count(*) from traces where input @> "
+                                 "'{\"messages\": [{\"role\": \"system\"}]}'",
+            "jsonb_path": "select id, jsonb_path_query_array(output, "
+                          "'$.content[*] ? (@.type == \"reasoning\").summary[*].text') "
+                          "from traces order by id limit 5",
+            "reasoning_blocks": "select id, b->>'type', length(b->>'signature'), "
+                                "length(b->>'encrypted_content') from traces, "
+                                "jsonb_array_elements(output->'content') b "
+                                "where b->>'type' in ('thinking', 'reasoning') "
+                                "order by 1, 2 limit 30",
+            "tool_args_json_in_string": "select (b->>'arguments')::jsonb->'filters' from traces, "
+                                        "jsonb_array_elements(output->'content') b where "
+                                        "b->>'type' = 'function_call' order by id limit 10",
+            "arrays": "select id, tags, array_length(tags, 1) from traces where tags <> '{}' "
+                      "order by id limit 20",
+            "join_aggregate": "select t.id, count(o.*), max(o.end_time - o.start_time), "
+                              "string_agg(distinct o.type, ',' order by o.type) from traces t "
+                              "join observations o on o.trace_id = t.id group by t.id "
+                              "order by t.id limit 25",
+            "scores": "select name, count(*), round(avg(value)::numeric, 4) from scores "
+                      "group by name order by name",
+            "null_and_types": "select null::int, 1.5::float8, 'x'::bytea, now() > '2000-01-01', "
+                              "interval '1 day', '\u00e9\u00e8\u4e2d'::text",
+            "multi_statement": "select 1; select count(*) from scores; select 'three'",
+            "transaction": "begin; select count(*) from observations; commit",
+            "empty_result": "select * from traces where false",
+            "notice": "do $$ begin raise notice 'hello from %', 'plpgsql'; end $$",
+            "describe_table": "\\d traces",
+            "list_tables": "\\dt",
+        }
+        for name, sql in queries.items():
+            with self.subTest(query=name):
+                self.compare(sql)
+
+    def test_psql_aligned_output_and_script(self):
+        script = (f"\\set tid '{self.small_id}'\n"
+                  "select id, name, risk from traces where id = :'tid';\n"
+                  "\\x on\n"
+                  "select * from observations where trace_id = :'tid' order by start_time, id;\n"
+                  "\\x off\n"
+                  "\\d+ observations\n"
+                  "select 1 as a\\gset\n"
+                  "select :a + 1;\n")
+        self.compare(script, args=(), stdin_script=True)
+
+    def test_errors_match_direct(self):
+        for name, sql, state in [("division_by_zero", "select 1/0", "22012"),
+                                 ("syntax", "selec 1", "42601"),
+                                 ("undefined_table", "select * from nope", "42P01"),
+                                 ("undefined_column", "select nope from traces", "42703")]:
+            with self.subTest(error=name):
+                gw = self.gw_psql(sql)
+                direct = self.direct_psql(sql)
+                self.assertEqual(sqlstate_of(direct.stderr), state, direct.stderr)
+                self.assertEqual(sqlstate_of(gw.stderr), state,
+                                 f"gateway error differs: {gw.stderr}")
+                self.assertEqual(gw.stderr.splitlines()[0], direct.stderr.splitlines()[0])
+                self.assertEqual(gw.returncode, direct.returncode)
+        self.assert_gateway_serves("after SQL errors")
+
+    def test_libpq_client_matches_direct(self):
+        for command in ["extended", "prepared", "binary", "pipeline", "copy-out"]:
+            with self.subTest(command=command):
+                direct = run_libpq_client(self.pg.dsn("tracegate"), command)
+                self.assertEqual(direct.returncode, 0, f"direct run failed: {direct.stderr}")
+                gw = run_libpq_client(self.gw_dsn(), command)
+                self.assertEqual(gw.returncode, 0, f"through gateway failed: {gw.stderr}")
+                self.assertEqual(gw.stdout, direct.stdout, f"{command} output differs")
+
+    def test_libpq_client_twice_reuses_clean_backends(self):
+        # `prepared` leaves named statements behind; a pooled backend handed to the next
+        # client must not carry them (a direct new connection never does).
+        for round_ in range(3):
+            with self.subTest(round=round_):
+                p = run_libpq_client(self.gw_dsn(), "prepared")
+                self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_session_state_does_not_leak_between_clients(self):
+        baseline = self.direct_psql("show work_mem; show search_path; "
+                                    "select count(*) from pg_prepared_statements")
+        self.assertEqual(baseline.returncode, 0, baseline.stderr)
+        for round_ in range(4):
+            with self.subTest(round=round_):
+                dirty = self.gw_psql("set work_mem = '7MB'; set search_path = pg_catalog; "
+                                     "prepare leak as select 1; "
+                                     "select set_config('application_name', 'dirty', false)")
+                self.assertEqual(dirty.returncode, 0, dirty.stderr)
+                clean = self.gw_psql("show work_mem; show search_path; "
+                                     "select count(*) from pg_prepared_statements")
+                self.assertEqual(clean.returncode, 0, clean.stderr)
+                self.assertEqual(clean.stdout, baseline.stdout,
+                                 "session settings leaked through the backend pool")
+
+    def test_cancel_through_gateway(self):
+        p = run_libpq_client(self.gw_dsn(), "cancel", timeout=60)
+        self.assertEqual(p.returncode, 0, f"cancel through gateway failed: {p.stderr}")
+        self.assertIn("cancel: 57014", p.stdout)
+        self.assertIn("usable after cancel", p.stdout)
+
+    def test_pgbench_custom_script(self):
+        n = len(self.trace_ids)
+        with tempfile.TemporaryDirectory() as d:
+            script = os.path.join(d, "fetch.sql")
+            with open(script, "w") as f:
+                f.write(f"\\set k random(0, {n - 1})\n"
+                        "select id, input, output from traces order by id offset :k limit 1;\n")
+            for mode in ["simple", "extended", "prepared"]:
+                with self.subTest(mode=mode):
+                    cmd = ["pgbench", "-n", "-t", "50", "-c", "4", "-M", mode, "-f", script,
+                           "-h", self.gw.host, "-p", str(self.gw.port), "-U", ALICE, "traces"]
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                                       env=dict(os.environ, PGPASSWORD=ALICE_PW))
+                    self.assertEqual(p.returncode, 0, f"pgbench failed:\n{p.stdout}\n{p.stderr}")
+                    self.assertIn("number of transactions actually processed: 200/200",
+                                  p.stdout)
+                    self.assertIn("number of failed transactions: 0", p.stdout)
+
+    def test_read_only_backend(self):
+        # Direct, `tracegate` may INSERT into write_probe: the refusal below comes from the
+        # gateway's read-only backend session, not from a missing privilege.
+        direct = self.direct_psql("insert into write_probe values (1, 'direct')")
+        self.assertEqual(direct.returncode, 0, direct.stderr)
+        for name, sql in [("insert", "insert into write_probe values (2, 'gateway')"),
+                          ("update", "update write_probe set note = 'x'"),
+                          ("delete", "delete from write_probe"),
+                          ("ddl", "create table evil (id int)")]:
+            with self.subTest(statement=name):
+                p = self.gw_psql(sql)
+                self.assertNotEqual(p.returncode, 0, f"{name} through gateway succeeded")
+                self.assertEqual(sqlstate_of(p.stderr), "25006", p.stderr)
+        self.assertEqual(self.pg.psql("select count(*) from write_probe").strip(), "1")
+
+    def test_admin_endpoints(self):
+        url = self.gw.admin_url
+        self.assertIsNotNone(url)
+        for path in ["/healthz", "/readyz"]:
+            with self.subTest(path=path):
+                status, _ = http_get(url + path)
+                self.assertEqual(status, 200)
+        status, body = http_get(url + "/metrics")
+        self.assertEqual(status, 200)
+        before = metric_sum(body, "tracegate_sessions_total")
+        self.assertIsNotNone(before, f"tracegate_sessions_total missing:\n{body[:2000]}")
+        self.assert_gateway_serves("for metrics")
+        wait_for(lambda: metric_sum(http_get(url + "/metrics")[1],
+                                    "tracegate_sessions_total") > before,
+                 10, what="tracegate_sessions_total to count the session")
+        status, _ = http_get(url + "/no-such-endpoint")
+        self.assertEqual(status, 404)
+
+
+class AuthTest(GatewayCase):
+    """Client authentication: SCRAM against the configured users, no user enumeration."""
+
+    pg_options = {"traces": 10}
+
+    def auth_transcript(self, user: str, password: str) -> tuple[list[bytes], dict]:
+        """Message types seen during a startup, and the final error's fields."""
+        conn = self.raw()
+        types: list[bytes] = []
+        try:
+            conn.send(startup_message({"user": user, "database": "traces"}))
+            scram = harness.ScramClient(password)
+            while True:
+                mtype, body = conn.recv_message()
+                code = struct.unpack("!I", body[:4])[0] if mtype == b"R" else None
+                types.append(mtype + (b"%d" % code if code is not None else b""))
+                if mtype == b"E":
+                    return types, harness.parse_error_fields(body)
+                if mtype == b"Z":
+                    return types, {}
+                if code == 10:
+                    first = scram.client_first()
+                    conn.send(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first))
+                                      + first))
+                elif code == 11:
+                    conn.send(message(b"p", scram.client_final(body[4:])))
+                elif code == 12:
+                    scram.verify_server_final(body[4:])
+        finally:
+            conn.close()
+
+    def test_good_password(self):
+        with self.raw_session() as conn:
+            self.assertEqual(conn.simple_query("select current_database()"), [("traces",)])
+        for user, pw in [(ALICE, ALICE_PW), ("bob", "bob-pw")]:
+            with self.subTest(user=user):
+                p = run_psql(self.gw.dsn(user, pw), "select 1")
+                self.assertEqual((p.returncode, p.stdout), (0, "1\n"), p.stderr)
+
+    def test_wrong_password_is_28P01(self):
+        types, err = self.auth_transcript(ALICE, "wrong")
+        self.assertEqual(err.get("C"), "28P01", f"transcript {types} error {err}")
+        self.assertEqual(err.get("S"), "FATAL")
+        p = run_psql(self.gw.dsn(ALICE, "wrong"), "select 1")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("authentication failed", p.stderr)
+
+    def test_unknown_user_is_28P01_and_indistinguishable(self):
+        wrong_types, wrong_err = self.auth_transcript(ALICE, "wrong")
+        unknown_types, unknown_err = self.auth_transcript("mallory", "whatever")
+        self.assertEqual(unknown_err.get("C"), "28P01", f"{unknown_types} {unknown_err}")
+        # Same exchange (a full SCRAM round with a made-up salt) and the same message,
+        # modulo the user name the client sent.
+        self.assertEqual(unknown_types, wrong_types)
+        self.assertEqual(unknown_err.get("M", "").replace("mallory", "<u>"),
+                         wrong_err.get("M", "").replace(ALICE, "<u>"))
+        self.assert_gateway_serves("after unknown user")
+
+    def test_user_from_another_config_entry_cannot_use_other_password(self):
+        types, err = self.auth_transcript("bob", ALICE_PW)
+        self.assertEqual(err.get("C"), "28P01", f"{types} {err}")
+
+    def test_empty_or_missing_user_is_28000(self):
+        for name, params in [("empty_user", {"user": "", "database": "traces"}),
+                             ("no_user_key", {"database": "traces"})]:
+            with self.subTest(case=name), self.raw() as conn:
+                conn.send(startup_message(params))
+                err = conn.read_until_error_or_close()
+                self.assertIsNotNone(err, "closed without ErrorResponse")
+                self.assertEqual(err.get("C"), "28000", err)
+        self.assert_gateway_serves("after empty user")
+
+    def test_empty_database_refused(self):
+        with self.raw() as conn:
+            conn.send(startup_message({"user": ALICE, "database": ""}))
+            self.assert_refused(conn, {"28000", "08P01", "3D000"}, "empty database",
+                                require_error=True)
+        self.assert_gateway_serves("after empty database")
+
+
+class ProtocolAbuseTest(GatewayCase):
+    """Malformed and hostile input: the session ends cleanly and the gateway keeps serving."""
+
+    pg_options = {"traces": 10}
+
+    def test_startup_phase_garbage(self):
+        cases = {
+            "truncated_then_close": struct.pack("!I", 100) + struct.pack("!I", 196608) + b"user",
+            "length_2_pow_31": struct.pack("!II", 2 ** 31, 196608),
+            "length_max_uint32": struct.pack("!II", 0xFFFFFFFF, 196608),
+            "length_below_minimum": struct.pack("!II", 4, 196608),
+            "length_over_max_startup": struct.pack("!II", 10001, 196608) + b"a" * 10001,
+            "http_request": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "protocol_2": startup_message({"user": ALICE, "database": "traces"}, 0x00020000),
+            "protocol_4": startup_message({"user": ALICE, "database": "traces"}, 0x00040000),
+            "no_terminator": struct.pack("!II", 18, 196608) + b"user\0alice",
+            "odd_key_without_value": struct.pack("!II", 14, 196608) + b"user\0\0",
+            "bogus_cancel": struct.pack("!IIII", 16, 80877102, 1234, 5678),
+        }
+        for name, data in cases.items():
+            with self.subTest(case=name):
+                with self.raw() as conn:
+                    conn.send(data)
+                    if name == "truncated_then_close":
+                        conn.sock.shutdown(socket.SHUT_WR)
+                    self.assert_refused(conn, {"08P01", "0A000", "28000"}, name)
+                self.assert_gateway_serves(f"after {name}")
+
+    def test_second_ssl_request_after_N(self):
+        with self.raw() as conn:
+            conn.send(ssl_request())
+            self.assertEqual(conn.recv_byte(), b"N", "no TLS configured: expected 'N'")
+            conn.send(ssl_request())
+            self.assert_refused(conn, {"08P01", "0A000"}, "second SSLRequest after N")
+        self.assert_gateway_serves("after second SSLRequest")
+
+    def test_gssenc_request_answered_N_then_normal_startup(self):
+        with self.raw() as conn:
+            conn.send(gssenc_request())
+            self.assertEqual(conn.recv_byte(), b"N")
+            conn.startup(ALICE, ALICE_PW)
+            self.assertEqual(conn.simple_query("select 41 + 1"), [("42",)])
+        p = run_psql(self.gw_dsn(gssencmode="prefer"), "select 1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_after_auth_violations_get_08P01(self):
+        cases = {
+            "unknown_type": message(b"!", b"xyz"),
+            "length_below_4": b"Q" + struct.pack("!I", 2),
+            "length_over_max": b"Q" + struct.pack("!I", 2 ** 30 + 5),
+            "startup_again": startup_message({"user": ALICE, "database": "traces"}),
+            "ssl_request_mid_session": ssl_request(),
+        }
+        for name, data in cases.items():
+            with self.subTest(case=name):
+                with self.raw_session() as conn:
+                    conn.send(data)
+                    try:
+                        fields = conn.read_until_error_or_close(10)
+                    except TimeoutError as e:
+                        self.fail(f"{name}: connection left open: {e}")
+                    self.assertIsNotNone(fields, f"{name}: closed without ErrorResponse")
+                    self.assertEqual(fields.get("C"), "08P01", f"{name}: {fields}")
+                self.assert_gateway_serves(f"after {name}")
+
+    def test_client_vanishes_mid_query(self):
+        with self.raw_session() as conn:
+            conn.send(message(b"Q", b"select pg_sleep(2)\0"))
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.assert_gateway_serves("after client reset mid-query")
+
+    def test_many_parallel_bad_connections(self):
+        conns = []
+        try:
+            for _ in range(50):
+                c = self.raw()
+                c.send(struct.pack("!I", 50) + b"\0\3")
+                conns.append(c)
+        finally:
+            for c in conns:
+                c.close()
+        self.assert_gateway_serves("after 50 half-open connections")
+
+
+class TlsCases:
+    """TLS towards clients; mixed into the two classes below (not a TestCase itself)."""
+
+    pg_options = {"traces": 10}
+    require_tls = False
+
+    @classmethod
+    def extra_setup(cls):
+        cls.cert_dir = tempfile.mkdtemp(prefix="tg-cert-")
+        cls.cert, cls.key = harness.make_self_signed_cert(cls.cert_dir)
+
+    @classmethod
+    def gateway_config_options(cls):
+        return {"tls": {"cert_file": cls.cert, "key_file": cls.key},
+                "require_tls": cls.require_tls}
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.cert_dir, ignore_errors=True)
+
+    def gw_psql(self, sql, **kw):
+        return run_psql(self.gw_dsn(sslmode="require"), sql, **kw)
+
+    def test_psql_sslmode_require_and_verify_full(self):
+        for mode, extra in [("require", {}), ("verify-full", {"sslrootcert": self.cert})]:
+            with self.subTest(sslmode=mode):
+                p = run_psql(self.gw_dsn(sslmode=mode, **extra), "\\conninfo", args=("-q",))
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn("SSL connection", p.stdout)
+                q = run_psql(self.gw_dsn(sslmode=mode, **extra), "select count(*) from traces")
+                self.assertEqual(q.returncode, 0, q.stderr)
+                self.assertEqual(q.stdout, self.direct_psql("select count(*) from traces").stdout)
+
+    def test_raw_tls_session(self):
+        with self.raw() as conn:
+            conn.start_tls()
+            conn.startup(ALICE, ALICE_PW)
+            self.assertEqual(conn.simple_query("select 'over tls'"), [("over tls",)])
+
+    def test_bytes_behind_ssl_request_refused(self):
+        # A startup packet in the same segment as the SSLRequest was never encrypted: a
+        # man in the middle could have injected it. It must not be processed.
+        # Refusing at once (PgBouncer) or after the handshake (PostgreSQL) are both fine;
+        # answering the injected startup is not.
+        with self.raw() as conn:
+            conn.send(ssl_request() + startup_message({"user": ALICE, "database": "traces"}))
+            try:
+                first = conn.sock.recv(1)
+            except ConnectionResetError:
+                first = b""
+            if first == b"S":
+                try:
+                    conn.buf = b""
+                    conn.sock = ssl_client_context().wrap_socket(conn.sock)
+                except (OSError, ssl.SSLError):
+                    pass  # handshake refused: the injected bytes were not processed
+                else:
+                    self.assert_refused(conn, {"08P01"}, "bytes after SSLRequest (in TLS)")
+            elif first:
+                conn.buf = first
+                self.assert_refused(conn, {"08P01"}, "bytes after SSLRequest")
+        self.assert_gateway_serves("after SSLRequest injection")
+
+    def test_second_ssl_request_inside_tls(self):
+        with self.raw() as conn:
+            conn.start_tls()
+            conn.send(ssl_request())
+            self.assert_refused(conn, {"08P01", "0A000"}, "SSLRequest inside TLS")
+        self.assert_gateway_serves("after SSLRequest inside TLS")
+
+
+class TlsOptionalTest(TlsCases, GatewayCase):
+    """TLS offered, not required: both kinds of client get in."""
+
+    def test_plaintext_allowed_when_not_required(self):
+        p = run_psql(self.gw_dsn(sslmode="disable"), "select 1")
+        self.assertEqual((p.returncode, p.stdout), (0, "1\n"), p.stderr)
+
+
+class TlsRequiredTest(TlsCases, GatewayCase):
+    """require_tls: plaintext clients are refused with 28000."""
+
+    require_tls = True
+
+    def test_plaintext_refused_with_28000(self):
+        p = run_psql(self.gw_dsn(sslmode="disable"), "select 1")
+        self.assertNotEqual(p.returncode, 0, "plaintext client got in")
+        with self.raw() as conn:
+            conn.send(startup_message({"user": ALICE, "database": "traces"}))
+            err = conn.read_until_error_or_close()
+            self.assertIsNotNone(err, "closed without ErrorResponse")
+            self.assertEqual(err.get("C"), "28000", err)
+        self.assert_gateway_serves("after plaintext refusal")
+
+
+class BackendFailureTest(GatewayCase):
+    """The backend goes away: clients get errors, never hangs; the gateway recovers."""
+
+    pg_options = {"traces": 10}
+
+    def expect_backend_error(self, context: str) -> str:
+        """A new client through the gateway gets an error of class 08 or 57."""
+        conn = self.raw(timeout=30)
+        try:
+            conn.startup(ALICE, ALICE_PW)
+            conn.simple_query("select count(*) from traces")
+        except PgProtocolError as e:
+            self.assertIn(e.sqlstate[:2], ("08", "57"), f"{context}: {e.fields}")
+            return e.sqlstate
+        except ConnectionClosed:
+            self.fail(f"{context}: connection closed without an ErrorResponse")
+        except socket.timeout:
+            self.fail(f"{context}: client hung waiting for the gateway")
+        finally:
+            conn.close()
+        self.fail(f"{context}: query succeeded with the backend down")
+
+    def wait_until_served(self, context: str) -> None:
+        def ok():
+            return self.gw_psql("select count(*) from traces").returncode == 0
+        wait_for(ok, 30, interval=0.2, what=f"gateway to serve again {context}")
+        self.assert_gateway_serves(context)
+
+    def test_backend_down_then_up(self):
+        self.assert_gateway_serves("before stopping the backend")
+        self.pg.stop()
+        try:
+            self.expect_backend_error("backend stopped")
+            p = self.gw_psql("select 1")
+            self.assertNotEqual(p.returncode, 0, "psql succeeded with the backend down")
+            self.assertTrue(self.gw.alive(), "gateway died when the backend went away")
+            self.assertEqual(http_get(self.gw.admin_url + "/healthz")[0], 200)
+        finally:
+            self.pg.start()
+        self.wait_until_served("after the backend came back")
+
+    def test_backend_restart_mid_session(self):
+        for mode in ["fast", "immediate"]:
+            with self.subTest(shutdown=mode):
+                conn = self.raw_session()
+                sleeper = subprocess.Popen(
+                    ["psql", "-X", "-qAt", "-d", self.gw_dsn(), "-c", "select pg_sleep(60)"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                try:
+                    self.assertEqual(conn.simple_query("select 1"), [("1",)])
+                    wait_for(lambda: self.pg.psql(
+                        "select count(*) from pg_stat_activity where query = "
+                        "'select pg_sleep(60)' and state = 'active'").strip() == "1",
+                        15, what="pg_sleep to run on the backend")
+                    self.pg.stop(mode=mode)
+                    self.pg.start()
+                    # The client in the middle of a query gets an error promptly.
+                    try:
+                        _, err = sleeper.communicate(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        self.fail("psql hung after the backend restarted mid-query")
+                    self.assertNotEqual(sleeper.returncode, 0)
+                    # The idle session's next query fails (class 08/57) or the session is
+                    # closed; it must not hang and must not be silently re-attached.
+                    try:
+                        conn.simple_query("select 2")
+                        self.fail("session silently survived a backend restart")
+                    except PgProtocolError as e:
+                        self.assertIn(e.sqlstate[:2], ("08", "57"), e.fields)
+                    except ConnectionClosed:
+                        pass
+                    except socket.timeout:
+                        self.fail("idle session hung after the backend restarted")
+                finally:
+                    conn.close()
+                    if sleeper.poll() is None:
+                        sleeper.kill()
+                        sleeper.wait()
+                self.assertTrue(self.gw.alive())
+                self.wait_until_served(f"after {mode} restart")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
