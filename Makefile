@@ -1,0 +1,56 @@
+# tracegate: the two commands that matter are `make run` and `make test`.
+# Both install what is missing (scripts/install-deps.sh, Debian 12, as root), then build.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+JOBS       ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+
+CMAKE_FLAGS ?= -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: all deps build run test test-asan format format-check bench fuzz clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Starts a throwaway PostgreSQL trace store with generated traces and tracegate in front
+# of it, prints the psql command to connect; Ctrl-C stops everything.
+run: build
+	./scripts/demo.sh $(BUILD)
+
+# Every test: formatting, unit, fuzz-corpus replay and integration (real PostgreSQL,
+# psql, pgbench, libpq), through CTest.
+test: build format-check
+	ctest --test-dir $(BUILD) --output-on-failure --timeout 900 -j $(JOBS)
+
+# The unit and fuzz-corpus tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	cmake -S . -B $(BUILD_ASAN) $(CMAKE_FLAGS) -DTRACEGATE_SANITIZE=ON
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	ctest --test-dir $(BUILD_ASAN) --output-on-failure -L 'unit|fuzz' -j $(JOBS)
+
+format:
+	git ls-files '*.cpp' '*.h' | xargs clang-format -i
+
+format-check:
+	@git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
+
+bench: build
+	TRACEGATE_BIN=$(BUILD)/tracegate ./bench/pg_overhead.sh
+
+# Runs every libFuzzer target for FUZZ_SECONDS each (clang), from its committed corpus.
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) $(CMAKE_FLAGS) -DTRACEGATE_FUZZ=ON \
+	  -DTRACEGATE_SANITIZE=ON
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	./scripts/run-fuzzers.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# `make run`: a self-contained tracegate demo on an embedded default.
+#
+#   1. a throwaway PostgreSQL 15 trace store (initdb into a temp dir), loaded with
+#      generated Langfuse-shaped traces (traces, observations, scores; JSONB reasoning),
+#   2. a read-only backend role `tracegate` whose password only the gateway knows,
+#   3. tracegate in front of it with one client credential (SCRAM-SHA-256),
+#   4. the psql command to connect through the gateway.
+#
+# Ctrl-C (or SIGTERM) stops everything it started and removes the temp dir.
+# Knobs: DEMO_PORT (6432), DEMO_ADMIN_PORT (9187), DEMO_TRACES (200).
+set -euo pipefail
+
+build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+case "$build" in /*) tracegate="$build/tracegate" ;; *) tracegate="$root/$build/tracegate" ;; esac
+[ -x "$tracegate" ] || { echo "demo: $tracegate not built (run make build)" >&2; exit 1; }
+port=${DEMO_PORT:-6432}
+admin_port=${DEMO_ADMIN_PORT:-9187}
+traces=${DEMO_TRACES:-200}
+pgbin=/usr/lib/postgresql/15/bin
+
+tmp=$(mktemp -d /tmp/tracegate-demo.XXXXXX)
+chmod 755 "$tmp"
+pg_pid=""
+gw_pid=""
+cleanup() {
+  trap - EXIT INT TERM
+  [ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
+  if [ -f "$tmp/pgdata/postmaster.pid" ]; then
+    as_pg "$pgbin/pg_ctl" -D "$tmp/pgdata" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$tmp"
+  echo "demo: stopped; everything it started is gone."
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# initdb and postgres refuse to run as root: use Debian's `postgres` system user.
+if [ "$(id -u)" -eq 0 ]; then
+  as_pg() { runuser -u postgres -- "$@"; }
+else
+  as_pg() { "$@"; }
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+pg_port=$(free_port)
+super_pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+backend_pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+agent_pw="agent-demo-password"
+
+echo "demo: initdb into $tmp/pgdata (PostgreSQL on 127.0.0.1:$pg_port)"
+printf '%s\n' "$super_pw" > "$tmp/super.pw"
+[ "$(id -u)" -eq 0 ] && chown -R postgres "$tmp"
+as_pg "$pgbin/initdb" -D "$tmp/pgdata" -U postgres --pwfile "$tmp/super.pw" \
+  --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+rm -f "$tmp/super.pw"
+cat >> "$tmp/pgdata/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$tmp'
+password_encryption = 'scram-sha-256'
+fsync = off
+CONF
+as_pg "$pgbin/pg_ctl" -D "$tmp/pgdata" -l "$tmp/postgres.log" -w start >/dev/null
+
+spsql() { as_pg psql -h "$tmp" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+spsql -d postgres -c "CREATE DATABASE traces"
+spsql -d postgres -c "CREATE ROLE tracegate LOGIN PASSWORD '$backend_pw'"
+echo "demo: loading $traces generated traces"
+python3 "$root/scripts/gen_traces.py" --traces "$traces" -o "$tmp/traces.sql"
+[ "$(id -u)" -eq 0 ] && chown postgres "$tmp/traces.sql"
+spsql -d traces -f "$tmp/traces.sql" >/dev/null
+spsql -d traces -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO tracegate"
+
+# The gateway's own backend credential lives in a file only it reads.
+printf '%s\n' "$backend_pw" > "$tmp/backend.pw"
+chmod 600 "$tmp/backend.pw"
+verifier=$(printf '%s\n' "$agent_pw" | "$tracegate" scram-verifier)
+cat > "$tmp/tracegate.yaml" <<YAML
+# Written by scripts/demo.sh; see tracegate.example.yaml for every key.
+workers: 2
+log_level: info
+admin:
+  listen: 127.0.0.1:$admin_port
+connections:
+  - name: traces-pg
+    type: postgres
+    listen: 127.0.0.1:$port
+    backend:
+      host: 127.0.0.1
+      port: $pg_port
+      database: traces
+      user: tracegate
+      password_file: $tmp/backend.pw
+      read_only: true
+    users:
+      - name: agent
+        scram_verifier: "$verifier"
+YAML
+"$tracegate" config check "$tmp/tracegate.yaml"
+
+"$tracegate" serve --config "$tmp/tracegate.yaml" &
+gw_pid=$!
+for _ in $(seq 1 100); do
+  if curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; then break; fi
+  kill -0 "$gw_pid" 2>/dev/null || { echo "demo: tracegate exited" >&2; exit 1; }
+  sleep 0.1
+done
+trace_id=$(PGPASSWORD=$agent_pw psql -h 127.0.0.1 -p "$port" -U agent -d traces -qAt \
+  -c "select id from traces order by id limit 1")
+
+cat <<MSG
+
+  tracegate is running in front of a throwaway trace store.
+
+  Connect through the gateway (the client never sees the store's own password):
+
+    PGPASSWORD=$agent_pw psql "host=127.0.0.1 port=$port user=agent dbname=traces"
+
+  Try:
+    select id, name, jsonb_pretty(output) from traces where id = '$trace_id';
+    select type, name from observations where trace_id = '$trace_id';
+    insert into scores(id, trace_id) values ('x', '$trace_id');   -- refused: read-only
+
+  Metrics:  curl http://127.0.0.1:$admin_port/metrics
+  Health:   curl http://127.0.0.1:$admin_port/readyz
+
+  Ctrl-C stops the gateway and the trace store.
+
+MSG
+wait "$gw_pid"
