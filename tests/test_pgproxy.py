@@ -300,6 +300,24 @@ class PassThroughTest(GatewayCase):
                 self.assertEqual(sqlstate_of(p.stderr), "25006", p.stderr)
         self.assertEqual(self.pg.psql("select count(*) from write_probe").strip(), "1")
 
+    def test_backend_pool_reuses_connections(self):
+        # Sequential sessions must be served by already-open backends, not a new
+        # PostgreSQL connection each (each worker opens at most one here).
+        url = self.gw.admin_url
+        _, body = http_get(url + "/metrics")
+        connects_before = metric_sum(body, "tracegate_backend_connects_total") or 0
+        reuses_before = metric_sum(body, "tracegate_pool_reuses_total") or 0
+        sessions = 8
+        for i in range(sessions):
+            p = self.gw_psql(f"select {i}")
+            self.assertEqual(p.returncode, 0, p.stderr)
+        _, body = http_get(url + "/metrics")
+        reuses = (metric_sum(body, "tracegate_pool_reuses_total") or 0) - reuses_before
+        connects = (metric_sum(body, "tracegate_backend_connects_total") or 0) - connects_before
+        self.assertEqual(reuses + connects, sessions, body)
+        self.assertGreaterEqual(reuses, sessions // 2,
+                                f"only {reuses} of {sessions} sessions reused a pooled backend")
+
     def test_admin_endpoints(self):
         url = self.gw.admin_url
         self.assertIsNotNone(url)

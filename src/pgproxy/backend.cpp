@@ -105,6 +105,7 @@ awaitable<absl::Status> BackendConn::Exec(std::string_view sql) {
         TG_CO_ASSIGN_OR_RETURN(pgwire::ReadyForQuery ready,
                                pgwire::ParseReadyForQuery(frame->body));
         transaction_status = ready.status;
+        buffer_.DropDecoded();  // idle again: nothing of this exchange stays buffered
         co_return first_error;
       }
       case pgwire::backend::kErrorResponse: {
@@ -251,6 +252,7 @@ awaitable<absl::Status> BackendConn::Handshake(const BackendTarget& target) {
         TG_CO_ASSIGN_OR_RETURN(pgwire::ReadyForQuery ready,
                                pgwire::ParseReadyForQuery(frame->body));
         transaction_status = ready.status;
+        buffer_.DropDecoded();
         co_return absl::OkStatus();
       }
       default:

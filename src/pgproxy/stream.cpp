@@ -24,7 +24,27 @@ awaitable<size_t> Stream::ReadSome(asio::mutable_buffer buffer, error_code& ec) 
   if (tls_) {
     co_return co_await tls_->async_read_some(buffer, Redirect(ec));
   }
-  co_return co_await socket_.async_read_some(buffer, Redirect(ec));
+  // Wait for readiness, then read once. Asio's async_read_some would first try a recv that,
+  // in a request/response relay, almost always finds nothing (the peer is still working),
+  // costing a wasted syscall per message in each direction.
+  if (!socket_.non_blocking()) {
+    socket_.non_blocking(true, ec);
+    if (ec) {
+      co_return 0;
+    }
+  }
+  for (;;) {
+    co_await socket_.async_wait(tcp::socket::wait_read, Redirect(ec));
+    if (ec) {
+      co_return 0;
+    }
+    const size_t n = socket_.read_some(buffer, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec.clear();  // spurious wake-up: wait again
+      continue;
+    }
+    co_return n;
+  }
 }
 
 awaitable<void> Stream::WriteAll(asio::const_buffer buffer, error_code& ec) {
