@@ -9,6 +9,12 @@ FUZZ_SECONDS ?= 60
 
 CMAKE_FLAGS ?= -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
+# `make test SANITIZE=1`: the whole suite, gateway included, under ASan + UBSan.
+ifeq ($(SANITIZE),1)
+BUILD := $(BUILD_ASAN)
+CMAKE_FLAGS += -DTRACEGATE_SANITIZE=ON
+endif
+
 .PHONY: all deps build run test test-asan format format-check bench fuzz clean
 
 all: build
@@ -30,11 +36,9 @@ run: build
 test: build format-check
 	ctest --test-dir $(BUILD) --output-on-failure --timeout 900 -j $(JOBS)
 
-# The unit and fuzz-corpus tests under AddressSanitizer + UndefinedBehaviorSanitizer.
-test-asan: deps
-	cmake -S . -B $(BUILD_ASAN) $(CMAKE_FLAGS) -DTRACEGATE_SANITIZE=ON
-	cmake --build $(BUILD_ASAN) -j $(JOBS)
-	ctest --test-dir $(BUILD_ASAN) --output-on-failure -L 'unit|fuzz' -j $(JOBS)
+# Shorthand for `make test SANITIZE=1`.
+test-asan:
+	$(MAKE) test SANITIZE=1
 
 format:
 	git ls-files '*.cpp' '*.h' | xargs clang-format -i
