@@ -21,30 +21,14 @@ awaitable<error_code> Stream::StartTls(asio::ssl::context& ctx,
 }
 
 awaitable<size_t> Stream::ReadSome(asio::mutable_buffer buffer, error_code& ec) {
+  // Plain async_read_some, speculative recv included. Waiting for readiness first would
+  // save a syscall, but Asio's epoll reactor is edge-triggered and its wait operations do
+  // not try the socket first: an edge harvested while no operation was queued is gone, and
+  // a later wait can sleep forever on bytes already in the socket.
   if (tls_) {
     co_return co_await tls_->async_read_some(buffer, Redirect(ec));
   }
-  // Wait for readiness, then read once. Asio's async_read_some would first try a recv that,
-  // in a request/response relay, almost always finds nothing (the peer is still working),
-  // costing a wasted syscall per message in each direction.
-  if (!socket_.non_blocking()) {
-    socket_.non_blocking(true, ec);
-    if (ec) {
-      co_return 0;
-    }
-  }
-  for (;;) {
-    co_await socket_.async_wait(tcp::socket::wait_read, Redirect(ec));
-    if (ec) {
-      co_return 0;
-    }
-    const size_t n = socket_.read_some(buffer, ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      ec.clear();  // spurious wake-up: wait again
-      continue;
-    }
-    co_return n;
-  }
+  co_return co_await socket_.async_read_some(buffer, Redirect(ec));
 }
 
 awaitable<void> Stream::WriteAll(asio::const_buffer buffer, error_code& ec) {
