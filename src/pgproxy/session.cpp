@@ -724,16 +724,20 @@ awaitable<void> Session::Finish() {
     pgwire::EncodeError("FATAL", SqlStateOf(end_reason_), MessageOf(end_reason_), out);
     co_await WriteClient(out);
   }
-  const char* level_reason = end_reason_.ok() ? "client terminated" : "";
-  if (!end_reason_.ok() && !absl::IsCancelled(end_reason_)) {
-    spdlog::info("session={} connection={} peer={} user={}: ended: [{}] {} (in {} B, out {} B)",
-                 id_, runtime_.config->name, peer_, user_, SqlStateOf(end_reason_),
-                 MessageOf(end_reason_), bytes_from_client_, bytes_to_client_);
+  const std::chrono::duration<double> lasted = Clock::now() - started_;
+  if (end_reason_.ok() || absl::IsCancelled(end_reason_)) {
+    spdlog::info(
+        "session={} connection={} peer={} user={}: ended by the client after {:.3f} s "
+        "({}; in {} B, out {} B)",
+        id_, runtime_.config->name, peer_, user_, lasted.count(),
+        end_reason_.ok() ? std::string_view("Terminate") : MessageOf(end_reason_),
+        bytes_from_client_, bytes_to_client_);
   } else {
-    spdlog::debug("session={} connection={} peer={}: ended: {} (in {} B, out {} B)", id_,
-                  runtime_.config->name, peer_,
-                  end_reason_.ok() ? level_reason : MessageOf(end_reason_), bytes_from_client_,
-                  bytes_to_client_);
+    spdlog::info(
+        "session={} connection={} peer={} user={}: ended after {:.3f} s: [{}] {} "
+        "(in {} B, out {} B)",
+        id_, runtime_.config->name, peer_, user_, lasted.count(), SqlStateOf(end_reason_),
+        MessageOf(end_reason_), bytes_from_client_, bytes_to_client_);
   }
   client_.Close();
   if (client_key_.has_value()) {
