@@ -330,6 +330,11 @@ class PgServer:
         self.stop(mode=mode)
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP via pg_ctl: configuration and TLS files are re-read. Asynchronous; poll
+        for the effect."""
+        self._run([os.path.join(PG_BINDIR, "pg_ctl"), "reload", "-D", self.datadir])
+
     @property
     def running(self) -> bool:
         return self._started
@@ -388,14 +393,14 @@ class PgServer:
         return p.stdout
 
 
-def make_self_signed_cert(directory: str, name: str = "server") -> tuple[str, str]:
-    """A throwaway self-signed certificate for 127.0.0.1/localhost (it is its own CA, so
-    it also serves as sslrootcert for verify-full). Returns (cert_file, key_file)."""
+def make_self_signed_cert(directory: str, name: str = "server", common_name: str = "127.0.0.1",
+                          san: str = "IP:127.0.0.1,DNS:localhost") -> tuple[str, str]:
+    """A throwaway self-signed certificate, by default for 127.0.0.1/localhost (it is its own
+    CA, so it also serves as sslrootcert for verify-full). Returns (cert_file, key_file)."""
     cert = os.path.join(directory, f"{name}.crt")
     key = os.path.join(directory, f"{name}.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-subj", f"/CN={common_name}", "-addext", f"subjectAltName={san}",
                     "-keyout", key, "-out", cert], check=True, capture_output=True)
     os.chmod(key, 0o600)  # postgres (and libpq) refuse group/world-readable keys
     return cert, key

@@ -10,15 +10,20 @@ breaks a connection cannot disturb another class.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
 import tempfile
+import time
 import unittest
+from typing import Any
 
 import harness
 from harness import (ConnectionClosed, Gateway, PgProtocolError, PgServer, RawPgConn,
@@ -679,6 +684,591 @@ class BackendFailureTest(GatewayCase):
                         sleeper.wait()
                 self.assertTrue(self.gw.alive())
                 self.wait_until_served(f"after {mode} restart")
+
+
+# --- robustness: backend auth, backpressure, drain, timeouts, large messages ----------------
+
+
+def parse_data_row(body: bytes) -> tuple[str | None, ...]:
+    (n,) = struct.unpack("!H", body[:2])
+    pos, row = 2, []
+    for _ in range(n):
+        (ln,) = struct.unpack("!i", body[pos:pos + 4])
+        pos += 4
+        if ln < 0:
+            row.append(None)
+        else:
+            row.append(body[pos:pos + ln].decode())
+            pos += ln
+    return tuple(row)
+
+
+def read_outcome(conn: RawPgConn) -> tuple[str, Any]:
+    """Reads the answer to a Query already sent and says how it ended: ("rows", rows),
+    ("error", fields) for a non-fatal ErrorResponse, ("fatal", fields) for a FATAL one (the
+    session is over), or ("closed", None) if the connection ended without either. A hang
+    raises socket.timeout (the connection's timeout)."""
+    rows: list[tuple[str | None, ...]] = []
+    error = None
+    try:
+        while True:
+            mtype, body = conn.recv_message()
+            if mtype == b"D":
+                rows.append(parse_data_row(body))
+            elif mtype == b"E":
+                fields = harness.parse_error_fields(body)
+                if fields.get("V", fields.get("S")) in ("FATAL", "PANIC"):
+                    return "fatal", fields
+                error = fields
+            elif mtype == b"Z":
+                return ("error", error) if error else ("rows", rows)
+    except (ConnectionClosed, ConnectionResetError):
+        return "closed", None
+
+
+def query_outcome(conn: RawPgConn, sql: str) -> tuple[str, Any]:
+    """Sends one simple Query and returns read_outcome()."""
+    try:
+        conn.send(message(b"Q", sql.encode() + b"\0"))
+    except (BrokenPipeError, ConnectionResetError):
+        return "closed", None
+    return read_outcome(conn)
+
+
+def session_on(gw: Gateway, timeout: float = 10.0) -> RawPgConn:
+    """An authenticated raw session as alice on `gw`."""
+    conn = RawPgConn(gw.host, gw.port, timeout=timeout)
+    try:
+        conn.startup(ALICE, ALICE_PW)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def vm_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class PgServerCase(unittest.TestCase):
+    """One PgServer for the class; each test starts the gateway(s) it needs, because the
+    tests change gateway configuration or stop the gateway."""
+
+    pg_options: dict = {"traces": 10}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PgServer(**cls.pg_options)
+        cls.pg.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.__exit__(None, None, None)
+
+    def gateway(self, conn: dict | None = None, **overrides: Any) -> Gateway:
+        """A gateway (not started; use it as a context manager) in front of self.pg, logging
+        in as `tracegate`; `conn` updates the connection entry, `overrides` the top level."""
+        cfg = Gateway.config_for(self.pg, {ALICE: ALICE_PW}, **overrides)
+        cfg["connections"][0].update(conn or {})
+        return Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV: self.pg.password_for("tracegate")})
+
+    def wait_exit(self, gw: Gateway, timeout: float) -> int:
+        """Waits for a gateway that was already signalled; fails if it does not exit."""
+        try:
+            code = gw.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.fail(f"gateway still running {timeout}s after SIGTERM; stderr:\n"
+                      f"{gw.stderr_text()[-3000:]}")
+        gw.exit_code = code
+        return code
+
+
+class BackendAuthModesTest(PgServerCase):
+    """The gateway logs in to PostgreSQL with whatever method the server asks for (SCRAM,
+    md5, cleartext), with or without TLS, and never leaks its credential."""
+
+    pg_options = {"traces": 10, "ssl": True}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.pg.add_auth_roles()
+            cls.tmp = tempfile.mkdtemp(prefix="tg-backend-auth-")
+            # A CA that did not sign the server's certificate.
+            cls.other_ca, _ = harness.make_self_signed_cert(cls.tmp, "other-ca")
+        except BaseException:
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        finally:
+            super().tearDownClass()
+
+    def backend_gateway(self, user: str, tls: str, source: str = "env",
+                        password: str | None = None, ca_file: str | None = None,
+                        log_level: str = "info") -> Gateway:
+        """A gateway whose backend.user is `user`, its password from the environment
+        (source="env") or from a file (source="file")."""
+        password = self.pg.password_for(user) if password is None else password
+        cfg = Gateway.config_for(self.pg, {ALICE: ALICE_PW}, backend_user=user,
+                                 backend_tls=tls, log_level=log_level)
+        backend = cfg["connections"][0]["backend"]
+        if ca_file is not None:
+            backend["ca_file"] = ca_file
+        env = {}
+        if source == "file":
+            del backend["password_env"]
+            fd, path = tempfile.mkstemp(prefix=f"{user}-", suffix=".pw", dir=self.tmp)
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+            backend["password_file"] = path
+        else:
+            env[Gateway.BACKEND_PASSWORD_ENV] = password
+        return Gateway(cfg, env=env)
+
+    def client_error(self, gw: Gateway, secret: str) -> dict[str, str]:
+        """A client that must be refused once the gateway fails to log in to the backend.
+        Returns the ErrorResponse fields (psql does not show a SQLSTATE for errors during
+        connection, so a raw client reads them); asserts `secret` reached neither the raw
+        client, nor psql, nor the gateway log."""
+        with RawPgConn(gw.host, gw.port, timeout=30) as conn:
+            try:
+                conn.startup(ALICE, ALICE_PW)
+                self.fail("session started although the backend login must fail")
+            except PgProtocolError as e:
+                fields = e.fields
+            except ConnectionClosed:
+                self.fail("connection closed without an ErrorResponse")
+        p = run_psql(gw.dsn(ALICE, ALICE_PW), "select current_user", timeout=60)
+        self.assertNotEqual(p.returncode, 0, f"psql got in: {p.stdout}")
+        self.assertIn(fields.get("M", "<no message>"), p.stderr, "psql saw another error")
+        self.assertNotIn(secret, repr(fields), "the backend password reached the client")
+        self.assert_secret_absent(secret, gw, p.stderr)
+        return fields
+
+    def assert_secret_absent(self, secret: str, gw: Gateway, client_stderr: str) -> None:
+        self.assertNotIn(secret, client_stderr, "the backend password reached the client")
+        self.assertNotIn(secret, gw.stderr_text(), "the backend password is in the gateway log")
+
+    def test_harness_roles_use_the_methods_under_test(self):
+        # Guards the table below: if the harness changed, md5/cleartext would silently turn
+        # into SCRAM and the backend-auth paths would go untested.
+        rules = self.pg.psql("select user_name[1], type, auth_method from pg_hba_file_rules "
+                             "where user_name[1] in ('tg_md5', 'tg_plain', 'tg_ssl') "
+                             "order by line_number")
+        self.assertEqual(rules.split(), ["tg_md5|host|md5", "tg_plain|host|password",
+                                         "tg_ssl|hostnossl|reject",
+                                         "tg_ssl|hostssl|scram-sha-256"])
+        stored = self.pg.psql("select rolname, case when rolpassword like 'md5%' then 'md5' "
+                              "when rolpassword like 'SCRAM-SHA-256$%' then 'scram' end "
+                              "from pg_authid where rolname in ('tracegate', 'tg_md5') "
+                              "order by 1")
+        self.assertEqual(stored.split(), ["tg_md5|md5", "tracegate|scram"])
+
+    def test_every_auth_method_and_tls_mode(self):
+        cases = [
+            # (backend.user, backend.tls, password source)
+            ("tracegate", "disable", "env"),      # SCRAM-SHA-256
+            ("tracegate", "require", "file"),
+            ("tg_md5", "disable", "file"),        # md5
+            ("tg_md5", "require", "env"),
+            ("tg_plain", "disable", "env"),       # cleartext password
+            ("tg_plain", "require", "file"),
+            ("tg_ssl", "require", "env"),         # hostssl only
+            ("tg_ssl", "verify-full", "file"),    # ca_file = the server's self-signed cert
+        ]
+        sql = "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()"
+        for user, tls, source in cases:
+            with self.subTest(user=user, tls=tls, password=source):
+                with self.backend_gateway(user, tls, source) as gw:
+                    p = run_psql(gw.dsn(ALICE, ALICE_PW), sql, timeout=60)
+                    self.assertEqual(p.returncode, 0, f"{p.stderr}\ngateway log:\n"
+                                                      f"{gw.stderr_text()[-2000:]}")
+                    encrypted = "f" if tls == "disable" else "t"
+                    self.assertEqual(p.stdout, f"{user}|{encrypted}\n",
+                                     "wrong backend role or TLS state")
+                    self.assert_secret_absent(self.pg.password_for(user), gw, p.stderr)
+
+    def test_verify_full_with_another_ca_fails_with_class_08(self):
+        with self.backend_gateway("tg_ssl", "verify-full", ca_file=self.other_ca,
+                                  log_level="debug") as gw:
+            fields = self.client_error(gw, self.pg.password_for("tg_ssl"))
+            self.assertEqual(fields.get("C", "")[:2], "08", fields)
+            self.assertIn("certificate verify failed", fields.get("M", ""), fields)
+            self.assertTrue(gw.alive())
+
+    def test_verify_full_checks_the_host_name(self):
+        # Swap the server's certificate for one from a CA the gateway trusts but naming
+        # another host. The chain verifies, the name does not: verify-full must refuse.
+        wrong_cert, wrong_key = harness.make_self_signed_cert(
+            self.tmp, "wrong-host", common_name="wrong.invalid", san="DNS:wrong.invalid")
+        originals = {}
+        for path in (self.pg.cert_file, self.pg.key_file):
+            with open(path, "rb") as f:
+                originals[path] = f.read()
+
+        def server_presents(ca: str) -> bool:
+            dsn = self.pg.dsn("tg_ssl", sslmode="verify-ca", sslrootcert=ca)
+            return run_psql(dsn, "select 1").returncode == 0
+
+        try:
+            # copyfile rewrites the existing files: owner (postgres) and mode 0600 stay.
+            shutil.copyfile(wrong_cert, self.pg.cert_file)
+            shutil.copyfile(wrong_key, self.pg.key_file)
+            self.pg.reload()
+            wait_for(lambda: server_presents(wrong_cert), 15, interval=0.1,
+                     what="postgres to serve the wrong-host certificate")
+            with self.backend_gateway("tg_ssl", "require") as gw:
+                p = run_psql(gw.dsn(ALICE, ALICE_PW), "select current_user", timeout=60)
+                self.assertEqual((p.returncode, p.stdout), (0, "tg_ssl\n"),
+                                 f"control (tls: require) failed: {p.stderr}")
+            with self.backend_gateway("tg_ssl", "verify-full", ca_file=wrong_cert) as gw:
+                fields = self.client_error(gw, self.pg.password_for("tg_ssl"))
+                self.assertEqual(fields.get("C", "")[:2], "08", fields)
+                self.assertIn("certificate verify failed", fields.get("M", ""), fields)
+        finally:
+            for path, data in originals.items():
+                with open(path, "wb") as f:
+                    f.write(data)
+            self.pg.reload()
+            wait_for(lambda: server_presents(self.pg.ca_file), 15, interval=0.1,
+                     what="postgres to serve its own certificate again")
+
+    def test_tls_disable_against_hostssl_only_role_relays_28000(self):
+        with self.backend_gateway("tg_ssl", "disable", log_level="debug") as gw:
+            fields = self.client_error(gw, self.pg.password_for("tg_ssl"))
+            self.assertEqual(fields.get("C"), "28000", fields)
+            self.assertIn("pg_hba.conf rejects connection", fields.get("M", ""),
+                          "expected the backend's own message")
+
+    def test_wrong_backend_password_relays_28P01_without_leaking_it(self):
+        for user in ["tracegate", "tg_md5", "tg_plain"]:
+            for source in ["env", "file"]:
+                with self.subTest(user=user, password=source):
+                    wrong = "wrong-" + secrets.token_hex(12)
+                    with self.backend_gateway(user, "disable", source, password=wrong,
+                                              log_level="debug") as gw:
+                        fields = self.client_error(gw, wrong)
+                        self.assertEqual(fields.get("C"), "28P01", fields)
+                        self.assertEqual(fields.get("M"),
+                                         f'password authentication failed for user "{user}"')
+                        self.assertTrue(gw.alive(), "gateway died on a backend auth failure")
+
+
+class BackpressureTest(GatewayCase):
+    """A client that stops reading pauses the backend; the gateway does not buffer the
+    result (its buffers hold one frame per direction)."""
+
+    pg_options = {"traces": 10}
+    gateway_options = {"workers": 1}
+    ROWS = 300_000
+    # About 300 MB of DataRows.
+    QUERY = f"select repeat('x', 1000) from generate_series(1, {ROWS})"
+    # RowDescription of one text column "repeat" (32 B), DataRows (1 + 4 + 2 + 4 + 1000 B
+    # each), CommandComplete "SELECT 300000" (19 B), ReadyForQuery (6 B).
+    RESULT_BYTES = 32 + ROWS * 1011 + 19 + 6
+    MAX_GROWTH_KIB = 64 * 1024
+
+    def backends_in_client_write(self) -> int:
+        return int(self.pg.psql("select count(*) from pg_stat_activity where usename = "
+                                "'tracegate' and wait_event = 'ClientWrite'").strip())
+
+    def stall(self, conn: RawPgConn) -> None:
+        """Sends QUERY without reading; returns once the pipe is full end to end, after
+        asserting the gateway's memory did not grow with the result."""
+        pid = self.gw.proc.pid
+        baseline = vm_rss_kib(pid)
+        conn.send(message(b"Q", self.QUERY.encode() + b"\0"))
+        # PostgreSQL blocks writing to the gateway only once the gateway stopped reading:
+        # the pipe is full from PostgreSQL through the gateway to this socket.
+        wait_for(lambda: self.backends_in_client_write() == 1, 30, interval=0.1,
+                 what="the backend to wait on ClientWrite")
+        stalled = vm_rss_kib(pid)
+        print(f"\n  gateway VmRSS: baseline {baseline} KiB, stalled on a ~300 MB result "
+              f"{stalled} KiB", flush=True)
+        self.assertLess(stalled - baseline, self.MAX_GROWTH_KIB,
+                        f"gateway RSS grew from {baseline} KiB to {stalled} KiB while the "
+                        "client was not reading: it buffers the result")
+        self.assertEqual(self.backends_in_client_write(), 1, "the backend stopped waiting")
+
+    @staticmethod
+    def drain_result(conn: RawPgConn) -> tuple[int, bytes]:
+        """Reads raw bytes up to the closing ReadyForQuery; returns (byte count, tail)."""
+        total, tail = len(conn.buf), conn.buf[-64:]
+        conn.buf = b""
+        chunk = bytearray(1 << 20)
+        while not tail.endswith(b"Z\0\0\0\x05I"):
+            n = conn.sock.recv_into(chunk)
+            if n == 0:
+                raise ConnectionClosed(f"closed after {total} bytes of the result")
+            total += n
+            tail = (tail + chunk[max(0, n - 64):n])[-64:]
+        return total, bytes(tail)
+
+    def test_stalled_client_gets_the_whole_result_when_it_reads_again(self):
+        self.assert_gateway_serves("before the large query")
+        with self.raw_session() as conn:
+            self.stall(conn)
+            total, tail = self.drain_result(conn)
+            self.assertEqual(total, self.RESULT_BYTES, "result size differs after the stall")
+            self.assertIn(b"SELECT 300000\0", tail, "no CommandComplete at the end")
+            self.assertEqual(conn.simple_query("select 'after'"), [("after",)])
+        self.assert_gateway_serves("after the stalled client read its result")
+
+    def test_client_leaving_a_stalled_result_releases_the_backend(self):
+        self.assert_gateway_serves("before the large query")
+        conn = self.raw_session()
+        try:
+            self.stall(conn)
+        finally:
+            # Unread data makes close() send RST: the gateway's write to us fails.
+            conn.close()
+        wait_for(lambda: self.backends_in_client_write() == 0, 15, interval=0.1,
+                 what="the stalled backend to be released after the client left")
+        self.assert_gateway_serves("after the stalled client left")
+
+
+class DrainTest(PgServerCase):
+    """SIGTERM: stop accepting, let open sessions finish, exit 0; after shutdown_grace the
+    remaining sessions get FATAL 57P01."""
+
+    def test_sigterm_lets_open_sessions_finish(self):
+        # A long grace: the gateway must exit because the last session ended, not because
+        # the grace ran out (the exit deadline below is shorter than the grace).
+        with self.gateway(shutdown_grace="60s") as gw:
+            conn = session_on(gw, timeout=20)
+            with conn:
+                self.assertEqual(conn.simple_query("select 1"), [("1",)])
+                conn.send(message(b"Q", b"select 'in flight' from pg_sleep(1)\0"))
+                gw.proc.send_signal(signal.SIGTERM)
+                wait_for(lambda: not harness.port_accepts(gw.host, gw.port), 15,
+                         what="the listener to close after SIGTERM")
+                p = run_psql(gw.dsn(ALICE, ALICE_PW), "select 1", timeout=30)
+                self.assertNotEqual(p.returncode, 0, "a new client got in while draining")
+                self.assertEqual(read_outcome(conn), ("rows", [("in flight",)]),
+                                 "the query in flight at SIGTERM did not complete")
+                self.assertEqual(query_outcome(conn, "select 2"), ("rows", [("2",)]),
+                                 "an open session could not run a query while draining")
+                self.assertTrue(gw.alive(), "gateway exited with a session still open")
+                conn.terminate()
+            code = self.wait_exit(gw, 30)
+            self.assertEqual(code, 0, gw.stderr_text()[-3000:])
+
+    def test_grace_expiry_ends_sessions_with_57P01(self):
+        for state in ["idle", "busy"]:
+            with self.subTest(session=state), self.gateway(shutdown_grace="1s") as gw:
+                conn = session_on(gw, timeout=20)
+                with conn:
+                    self.assertEqual(conn.simple_query("select 1"), [("1",)])
+                    if state == "busy":
+                        conn.send(message(b"Q", b"select pg_sleep(20)\0"))
+                        wait_for(lambda: self.pg.psql(
+                            "select count(*) from pg_stat_activity where "
+                            "query = 'select pg_sleep(20)' and state = 'active'").strip() == "1",
+                            15, what="pg_sleep to run on the backend")
+                    gw.proc.send_signal(signal.SIGTERM)
+                    try:
+                        fields = conn.read_until_error_or_close(15)
+                    except TimeoutError as e:
+                        self.fail(f"session still open after shutdown_grace: {e}")
+                    self.assertIsNotNone(fields, "closed without an ErrorResponse")
+                    self.assertEqual((fields.get("V"), fields.get("C")), ("FATAL", "57P01"),
+                                     fields)
+                code = self.wait_exit(gw, 30)
+                self.assertEqual(code, 0, gw.stderr_text()[-3000:])
+
+
+class TimeoutTest(PgServerCase):
+    """idle_timeout ends sessions without client traffic (57P05), never active ones;
+    session_timeout ends every session (57P01)."""
+
+    def test_idle_session_ends_with_57P05(self):
+        with self.gateway(conn={"idle_timeout": "1s"}) as gw:
+            with session_on(gw) as conn:
+                self.assertEqual(conn.simple_query("select 1"), [("1",)])
+                try:
+                    fields = conn.read_until_error_or_close(15)
+                except TimeoutError as e:
+                    self.fail(f"idle session not ended: {e}")
+                self.assertIsNotNone(fields, "closed without an ErrorResponse")
+                self.assertEqual((fields.get("V"), fields.get("C")), ("FATAL", "57P05"), fields)
+
+    def test_active_session_is_not_cut(self):
+        with self.gateway(conn={"idle_timeout": "1s"}) as gw:
+            with session_on(gw) as conn:
+                end = time.monotonic() + 2.5
+                n = 0
+                while time.monotonic() < end:
+                    n += 1
+                    self.assertEqual(query_outcome(conn, f"select {n}"), ("rows", [(str(n),)]),
+                                     f"query {n} of a session active every 200 ms failed")
+                    time.sleep(0.2)  # the pacing is the stimulus, not a readiness wait
+                # One statement that runs longer than idle_timeout is not idleness either.
+                self.assertEqual(query_outcome(conn, "select 'slept' from pg_sleep(2.5)"),
+                                 ("rows", [("slept",)]), "a long statement was cut as idle")
+                conn.terminate()
+
+    def test_idle_clock_starts_when_the_result_is_delivered(self):
+        # A statement that takes most of idle_timeout, then a pause shorter than
+        # idle_timeout: the session was never idle for idle_timeout and must survive.
+        # (PostgreSQL's idle_session_timeout likewise counts from ReadyForQuery.)
+        with self.gateway(conn={"idle_timeout": "2s"}) as gw:
+            with session_on(gw) as conn:
+                self.assertEqual(query_outcome(conn, "select 'slow' from pg_sleep(1.8)"),
+                                 ("rows", [("slow",)]))
+                time.sleep(1.0)  # idle, but for half of idle_timeout (the stimulus)
+                self.assertEqual(query_outcome(conn, "select 'still here'"),
+                                 ("rows", [("still here",)]),
+                                 f"session cut 1 s after its last result with idle_timeout 2s; "
+                                 f"gateway log:\n{gw.stderr_text()[-1500:]}")
+                conn.terminate()
+
+    def test_session_timeout_ends_active_session_with_57P01(self):
+        with self.gateway(conn={"session_timeout": "2s"}) as gw:
+            with session_on(gw, timeout=20) as conn:
+                deadline = time.monotonic() + 15
+                n = 0
+                while True:
+                    n += 1
+                    outcome, detail = query_outcome(conn, f"select {n}")
+                    if outcome != "rows":
+                        break
+                    self.assertLess(time.monotonic(), deadline,
+                                    "session still running 15 s into a 2 s session_timeout")
+                    time.sleep(0.05)
+                self.assertEqual(outcome, "fatal", f"session ended without FATAL: {outcome}")
+                self.assertEqual(detail.get("C"), "57P01", detail)
+                try:
+                    conn.expect_closed(10)
+                except TimeoutError as e:
+                    self.fail(f"connection left open after the FATAL: {e}")
+
+
+class LargeMessagesTest(GatewayCase):
+    """Messages far larger than the gateway's 64 KiB read buffer pass intact; messages over
+    limits.max_message_length end the session with class 08, never a hang."""
+
+    pg_options = {"traces": 10}
+    SMALL_LIMIT = "1MiB"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cfg = Gateway.config_for(cls.pg, {ALICE: ALICE_PW})
+            cfg["limits"]["max_message_length"] = cls.SMALL_LIMIT
+            cls.small_gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
+                                             cls.pg.password_for("tracegate")})
+            cls.small_gw.__enter__()
+        except BaseException:
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.small_gw.stop()
+        finally:
+            cls.small_gw.cleanup()
+            super().tearDownClass()
+
+    def compare(self, sql: str, stdin_script: bool = False) -> None:
+        gw = self.gw_psql(sql, stdin_script=stdin_script)
+        direct = self.direct_psql(sql, stdin_script=stdin_script)
+        self.assertEqual(direct.returncode, 0, f"direct psql failed: {direct.stderr[:500]}")
+        self.assertEqual(gw.returncode, 0, f"gateway psql failed: {gw.stderr[:500]}")
+        self.assertEqual(len(gw.stdout), len(direct.stdout), "output length differs")
+        self.assertEqual(digest(gw.stdout), digest(direct.stdout), "output differs")
+        self.assertEqual(gw.stderr, direct.stderr)
+
+    def small_gw_psql(self, sql: str, **kw) -> subprocess.CompletedProcess:
+        return run_psql(self.small_gw.dsn(ALICE, ALICE_PW), sql, **kw)
+
+    def assert_both_gateways_serve(self, context: str) -> None:
+        self.assert_gateway_serves(context)
+        self.assertTrue(self.small_gw.alive(), f"1MiB-limit gateway died {context}")
+        p = self.small_gw_psql("select count(*) from traces")
+        self.assertEqual(p.returncode, 0, f"1MiB-limit gateway fails {context}: {p.stderr}")
+        self.assertEqual(p.stdout, self.direct_psql("select count(*) from traces").stdout)
+
+    def test_large_results_match_direct(self):
+        queries = {
+            "one_5mb_value": "select repeat('x', 5000000)",
+            "200k_small_rows": "select g, md5(g::text) from generate_series(1, 200000) g",
+            "50_rows_of_60kb": "select g, repeat(chr(65 + g % 26), 60000) "
+                               "from generate_series(1, 50) g",
+        }
+        for name, sql in queries.items():
+            for round_ in range(3):
+                with self.subTest(query=name, round=round_):
+                    self.compare(sql)
+
+    def test_1mb_query_text_matches_direct(self):
+        big = "".join(chr(97 + i % 26) for i in range(1_000_000))
+        script = (f"select length(s), md5(s) from (select '{big}'::text as s) t;\n"
+                  f"select '{big}';\n")
+        for round_ in range(3):
+            with self.subTest(round=round_):
+                self.compare(script, stdin_script=True)
+
+    def test_query_over_max_message_length_is_08P01(self):
+        under = "u" * 900_000
+        p = self.small_gw_psql(f"select length('{under}');\n", stdin_script=True)
+        self.assertEqual((p.returncode, p.stdout), (0, "900000\n"),
+                         f"a 900 kB query under the 1MiB limit failed: {p.stderr[:500]}")
+        over = "o" * 2_000_000
+        with self.subTest(client="psql"):
+            p = self.small_gw_psql(f"select length('{over}');\n", stdin_script=True,
+                                   timeout=60)
+            self.assertNotEqual(p.returncode, 0, "a 2 MB query passed a 1MiB limit")
+            self.assertEqual(sqlstate_of(p.stderr), "08P01", p.stderr[:1000])
+        with self.subTest(client="raw"):
+            with session_on(self.small_gw) as conn:
+                # Only the header and a little of the body: the limit applies before
+                # the message is buffered.
+                body = f"select length('{over}')\0".encode()
+                conn.send(b"Q" + struct.pack("!I", len(body) + 4) + body[:4096])
+                try:
+                    fields = conn.read_until_error_or_close(10)
+                except TimeoutError as e:
+                    self.fail(f"oversized message header left the session open: {e}")
+                self.assertIsNotNone(fields, "closed without an ErrorResponse")
+                self.assertEqual((fields.get("V"), fields.get("C")), ("FATAL", "08P01"), fields)
+        self.assert_both_gateways_serve("after an oversized query")
+
+    def test_result_over_max_message_length_is_class_08(self):
+        sql = "select repeat('r', 2000000)"
+        with self.subTest(client="psql"):
+            try:
+                p = self.small_gw_psql(sql, timeout=30)
+            except subprocess.TimeoutExpired:
+                self.fail("psql hung on a result over max_message_length")
+            self.assertNotEqual(p.returncode, 0, "a 2 MB DataRow passed a 1MiB limit")
+            state = sqlstate_of(p.stderr)
+            self.assertIsNotNone(state, f"no SQLSTATE in: {p.stderr[:1000]}")
+            self.assertEqual(state[:2], "08", p.stderr[:1000])
+        with self.subTest(client="raw"):
+            with session_on(self.small_gw, timeout=30) as conn:
+                outcome, fields = query_outcome(conn, sql)
+                self.assertEqual(outcome, "fatal", f"expected a FATAL, got {outcome}")
+                self.assertEqual(fields.get("C", "")[:2], "08", fields)
+                try:
+                    conn.expect_closed(10)
+                except TimeoutError as e:
+                    self.fail(f"connection left open after the FATAL: {e}")
+        self.assert_both_gateways_serve("after an oversized result")
 
 
 if __name__ == "__main__":

@@ -566,7 +566,7 @@ awaitable<void> Session::RelayClientToBackend() {
     }
     client_buffer_.CommitRead(n);
     bytes_from_client_ += n;
-    last_client_activity_ = Clock::now();
+    idle_since_ = Clock::now();
   }
 }
 
@@ -600,6 +600,9 @@ awaitable<void> Session::RelayBackendToClient() {
             backend_->transaction_status = static_cast<char>(frame.body[0]);
             if (outstanding_syncs_ > 0) {
               --outstanding_syncs_;
+            }
+            if (outstanding_syncs_ == 0) {
+              idle_since_ = Clock::now();  // the last answer is out: idle from here
             }
             if (!statement_starts_.empty()) {
               std::chrono::duration<double> took = Clock::now() - statement_starts_.front();
@@ -639,7 +642,7 @@ awaitable<void> Session::RelayBackendToClient() {
         backend_->broken = true;
         metrics.backend_errors->Increment();
         end = PgError(absl::StatusCode::kInternal, sqlstate::kConnectionFailure,
-                      Cat("tracegate: trace store protocol error: ", MessageOf(valid)));
+                      Cat("tracegate: refused a message from the trace store: ", MessageOf(valid)));
         failed = true;
         break;
       }
@@ -696,7 +699,7 @@ awaitable<void> Session::Watchdog() {
   const Clock::time_point session_deadline =
       session_limited ? started_ + cfg.session_timeout : Clock::time_point::max();
   while (!stopping_) {
-    const Clock::time_point idle_deadline = last_client_activity_ + cfg.idle_timeout;
+    const Clock::time_point idle_deadline = idle_since_ + cfg.idle_timeout;
     watchdog_timer_.expires_at(std::min(idle_deadline, session_deadline));
     error_code ec;
     co_await watchdog_timer_.async_wait(Redirect(ec));
@@ -708,12 +711,12 @@ awaitable<void> Session::Watchdog() {
       Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kAdminShutdown,
                    "tracegate: terminating the session: it reached session_timeout"),
            true);
-    } else if (now >= last_client_activity_ + cfg.idle_timeout && outstanding_syncs_ == 0) {
+    } else if (now >= idle_since_ + cfg.idle_timeout && outstanding_syncs_ == 0) {
       Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kIdleSessionTimeout,
                    "tracegate: terminating the session: idle for longer than idle_timeout"),
            true);
-    } else if (now >= last_client_activity_ + cfg.idle_timeout) {
-      last_client_activity_ = now;  // a statement is running: not idle
+    } else if (now >= idle_since_ + cfg.idle_timeout) {
+      idle_since_ = now;  // a statement is running: not idle
     }
   }
 }

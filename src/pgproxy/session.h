@@ -105,7 +105,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool backend_sent_fatal_ = false;
   std::deque<Clock::time_point> statement_starts_;
   Clock::time_point started_ = Clock::now();
-  Clock::time_point last_client_activity_ = Clock::now();
+  // When the session last became idle: the client's last message, or the ReadyForQuery
+  // that answered its last outstanding statement, whichever is later (as PostgreSQL's
+  // idle_session_timeout counts).
+  Clock::time_point idle_since_ = Clock::now();
   uint64_t bytes_from_client_ = 0;
   uint64_t bytes_to_client_ = 0;
 
