@@ -542,6 +542,21 @@ def parse_error_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
+def parse_data_row(body: bytes) -> tuple[str | None, ...]:
+    """A DataRow body as text values (None for SQL NULL)."""
+    (n,) = struct.unpack("!H", body[:2])
+    pos, row = 2, []
+    for _ in range(n):
+        (ln,) = struct.unpack("!i", body[pos:pos + 4])
+        pos += 4
+        if ln < 0:
+            row.append(None)
+        else:
+            row.append(body[pos:pos + ln].decode())
+            pos += ln
+    return tuple(row)
+
+
 def split_messages(data: bytes) -> list[tuple[bytes, bytes]]:
     """Splits backend bytes into (type, body) messages; a truncated tail is dropped."""
     out = []
@@ -700,17 +715,7 @@ class RawPgConn:
         while True:
             mtype, body = self.recv_message()
             if mtype == b"D":
-                (n,) = struct.unpack("!H", body[:2])
-                pos, row = 2, []
-                for _ in range(n):
-                    (ln,) = struct.unpack("!i", body[pos:pos + 4])
-                    pos += 4
-                    if ln < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[pos:pos + ln].decode())
-                        pos += ln
-                rows.append(tuple(row))
+                rows.append(parse_data_row(body))
             elif mtype == b"E":
                 error = PgProtocolError(parse_error_fields(body))
             elif mtype == b"Z":

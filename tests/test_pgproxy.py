@@ -27,8 +27,8 @@ from typing import Any
 
 import harness
 from harness import (ConnectionClosed, Gateway, PgProtocolError, PgServer, RawPgConn,
-                     gssenc_request, http_get, message, run_libpq_client, run_psql,
-                     sqlstate_of, ssl_request, startup_message, wait_for)
+                     gssenc_request, http_get, message, parse_data_row, run_libpq_client,
+                     run_psql, sqlstate_of, ssl_request, startup_message, wait_for)
 
 harness.install_sigterm_cleanup()
 
@@ -687,20 +687,6 @@ class BackendFailureTest(GatewayCase):
 
 
 # --- robustness: backend auth, backpressure, drain, timeouts, large messages ----------------
-
-
-def parse_data_row(body: bytes) -> tuple[str | None, ...]:
-    (n,) = struct.unpack("!H", body[:2])
-    pos, row = 2, []
-    for _ in range(n):
-        (ln,) = struct.unpack("!i", body[pos:pos + 4])
-        pos += 4
-        if ln < 0:
-            row.append(None)
-        else:
-            row.append(body[pos:pos + ln].decode())
-            pos += ln
-    return tuple(row)
 
 
 def read_outcome(conn: RawPgConn) -> tuple[str, Any]:
