@@ -1076,6 +1076,41 @@ class DrainTest(PgServerCase):
                 self.assertEqual(code, 0, gw.stderr_text()[-3000:])
 
 
+class SessionLimitTest(PgServerCase):
+    """max_sessions bounds the sessions open on one listener, handshakes included: one
+    more is refused with 53300 before any other work, and a slot frees when a session
+    ends."""
+
+    def refused_sqlstate(self, gw: Gateway) -> str | None:
+        conn = RawPgConn(gw.host, gw.port)
+        try:
+            conn.startup(ALICE, ALICE_PW)
+        except PgProtocolError as e:
+            return e.fields.get("C")
+        finally:
+            conn.close()
+        return None
+
+    def test_one_more_than_max_sessions_is_refused_with_53300(self):
+        with self.gateway(conn={"max_sessions": 2}) as gw:
+            # Two connections that never even send a startup packet hold both slots.
+            holders = [RawPgConn(gw.host, gw.port) for _ in range(2)]
+            try:
+                state = wait_for(lambda: self.refused_sqlstate(gw), timeout=15,
+                                 what="a third connection to be refused")
+                self.assertEqual(state, "53300")
+                p = run_psql(gw.dsn(ALICE, ALICE_PW), "select 1")
+                self.assertNotEqual(p.returncode, 0, p.stdout)
+                self.assertIn("too many clients", p.stderr)
+            finally:
+                for holder in holders:
+                    holder.close()
+            # The slots come back once the holders are gone.
+            ok = wait_for(lambda: run_psql(gw.dsn(ALICE, ALICE_PW), "select 'back'").stdout,
+                          timeout=15, what="a session after the holders left")
+            self.assertEqual(ok.strip(), "back")
+
+
 class TimeoutTest(PgServerCase):
     """idle_timeout ends sessions without client traffic (57P05), never active ones;
     session_timeout ends every session (57P01)."""

@@ -313,6 +313,8 @@ const Table<PostgresConnection>& ConnectionKeys() {
                           Period(1ms)),
               K::Optional("session_timeout", &PostgresConnection::session_timeout, 1h, kReloadable,
                           Period(0ms)),
+              K::Optional("max_sessions", &PostgresConnection::max_sessions, 1000, kReloadable,
+                          Count<uint32_t>(1, 1000000)),
               K::Section("backend", kRequired, &PostgresConnection::backend, BackendKeys),
               K::Section("pool", kOptional, &PostgresConnection::pool, PoolKeys),
               K::List("users", kOptional, &PostgresConnection::users, UserKeys, 0,

@@ -63,6 +63,9 @@ struct PostgresConnection {
   bool require_tls = false;
   Duration idle_timeout{300000};      // no client traffic for this long ends the session
   Duration session_timeout{3600000};  // hard bound on a session's life; 0 = off
+  // Client sessions open at once on this listener (handshakes included); one more is
+  // refused with 53300 before any other work, so a flood cannot exhaust the gateway.
+  uint32_t max_sessions = 1000;
   Backend backend;
   Pool pool;
   std::vector<StaticUser> users;

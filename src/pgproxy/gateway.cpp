@@ -93,6 +93,23 @@ std::string RandomKey() {
   return key;
 }
 
+// Answers a connection over max_sessions the way PostgreSQL answers one over
+// max_connections: an ErrorResponse (libpq shows it whatever it sent first), then close.
+awaitable<void> RefuseOverLimit(tcp::socket socket, const ConnectionRuntime& runtime) {
+  spdlog::warn("connection {}: refusing a client: {} sessions open (max_sessions)",
+               runtime.config->name, runtime.config->max_sessions);
+  pgwire::Buffer out;
+  pgwire::EncodeError(
+      "FATAL", sqlstate::kTooManyConnections,
+      Cat("tracegate: sorry, too many clients already on connection \"", runtime.config->name,
+          "\" (max_sessions ", runtime.config->max_sessions, ")"),
+      out);
+  error_code ec;
+  co_await asio::async_write(socket, asio::buffer(out), Redirect(ec));
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
+}
+
 }  // namespace
 
 Gateway::Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry)
@@ -241,6 +258,13 @@ awaitable<void> Gateway::AcceptLoop(Listener& listener) {
       co_await pause.async_wait(Redirect(ec));
       continue;
     }
+    ConnectionRuntime& runtime = *listener.runtime;
+    if (runtime.open_sessions.load() >= runtime.config->max_sessions) {
+      runtime.metrics.sessions_refused->Increment();
+      asio::co_spawn(worker.context, RefuseOverLimit(std::move(socket), runtime), asio::detached);
+      continue;
+    }
+    ++runtime.open_sessions;
     const std::string id = absl::StrFormat("%06x", st.next_session++);
     ++active_sessions_;
     asio::post(worker.context, [this, &worker, &listener, id,
@@ -248,8 +272,9 @@ awaitable<void> Gateway::AcceptLoop(Listener& listener) {
       auto session = std::make_shared<Session>(std::move(socket), *listener.runtime,
                                                *worker.pools[listener.index], state_->cancels, id);
       worker.sessions.emplace(session.get(), session);
-      asio::co_spawn(worker.context, session->Run([this, &worker](Session* done) {
+      asio::co_spawn(worker.context, session->Run([this, &worker, &listener](Session* done) {
         worker.sessions.erase(done);
+        --listener.runtime->open_sessions;
         --active_sessions_;
       }),
                      asio::detached);

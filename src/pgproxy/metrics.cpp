@@ -17,6 +17,8 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& registry)
                                     "Client connections accepted on a Postgres listener")),
       sessions_authenticated_(CounterFamily(registry, "tracegate_sessions_authenticated_total",
                                             "Sessions that authenticated and reached a backend")),
+      sessions_refused_(CounterFamily(registry, "tracegate_sessions_refused_total",
+                                      "Connections refused because max_sessions were open")),
       sessions_active_(prometheus::BuildGauge()
                            .Name("tracegate_sessions_active")
                            .Help("Sessions currently open")
@@ -53,6 +55,7 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
   return ConnectionMetrics{
       .sessions_total = &sessions_total_.Add(labels),
       .sessions_authenticated = &sessions_authenticated_.Add(labels),
+      .sessions_refused = &sessions_refused_.Add(labels),
       .sessions_active = &sessions_active_.Add(labels),
       .auth_failures = &auth_failures_.Add(labels),
       .protocol_errors = &protocol_errors_.Add(labels),

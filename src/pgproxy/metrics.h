@@ -16,6 +16,7 @@ namespace tracegate::pgproxy {
 struct ConnectionMetrics {
   prometheus::Counter* sessions_total;          // sessions accepted (after TCP accept)
   prometheus::Counter* sessions_authenticated;  // sessions that reached the relay
+  prometheus::Counter* sessions_refused;        // over max_sessions, refused with 53300
   prometheus::Gauge* sessions_active;
   prometheus::Counter* auth_failures;
   prometheus::Counter* protocol_errors;  // 08P01 sent to a client
@@ -37,6 +38,7 @@ class ProxyMetrics {
  private:
   prometheus::Family<prometheus::Counter>& sessions_total_;
   prometheus::Family<prometheus::Counter>& sessions_authenticated_;
+  prometheus::Family<prometheus::Counter>& sessions_refused_;
   prometheus::Family<prometheus::Gauge>& sessions_active_;
   prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Counter>& protocol_errors_;

@@ -9,6 +9,7 @@
 //
 // Everything a session does runs on one worker's event loop, so its state needs no lock.
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -41,6 +42,8 @@ struct ConnectionRuntime {
   asio::ssl::context* client_tls = nullptr;  // null when no server certificate is configured
   BackendTarget backend;
   pgwire::Limits limits;
+  // Sessions open on this listener, handshakes included (all workers); see max_sessions.
+  std::atomic<uint32_t> open_sessions{0};
 };
 
 class Session : public std::enable_shared_from_this<Session> {
