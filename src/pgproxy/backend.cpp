@@ -147,17 +147,10 @@ awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> BackendConn::Open(
   result->limits_ = target.limits;
   SocketDeadline deadline(executor, result->stream_.socket(), backend.connect_timeout);
 
-  error_code ec;
-  tcp::resolver resolver(executor);
-  auto endpoints =
-      co_await resolver.async_resolve(backend.host, std::to_string(backend.port), Redirect(ec));
-  if (!ec) {
-    co_await asio::async_connect(result->stream_.socket(), endpoints, Redirect(ec));
-  }
+  error_code ec = co_await ConnectTcp(result->stream_.socket(), backend.host, backend.port);
   if (ec || deadline.expired()) {
     co_return BackendUnavailable(conn, deadline.expired() ? "connect timed out" : ec.message());
   }
-  result->stream_.socket().set_option(tcp::no_delay(true), ec);
 
   absl::Status status = co_await result->Handshake(target);
   if (deadline.expired()) {

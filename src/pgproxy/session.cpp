@@ -208,7 +208,10 @@ awaitable<absl::StatusOr<std::optional<pgwire::StartupMessage>>> Session::Negoti
       case pgwire::StartupKind::kSslRequest:
       case pgwire::StartupKind::kGssEncRequest: {
         const bool ssl = packet->kind == pgwire::StartupKind::kSslRequest;
-        if (ssl_done || (ssl ? false : gss_done)) {
+        // PostgreSQL allows GSSENCRequest, then SSLRequest (after an 'N'), never a repeat
+        // and never GSS after SSL.
+        const bool repeated = ssl ? ssl_done : (gss_done || ssl_done);
+        if (repeated) {
           co_return ProtocolViolation(ssl ? "duplicate SSLRequest" : "duplicate GSSENCRequest");
         }
         // Anything behind the request was sent before encryption was agreed; a man in the
@@ -445,13 +448,7 @@ awaitable<void> Session::ForwardCancel(const pgwire::CancelRequest& request) {
   auto executor = co_await asio::this_coro::executor;
   tcp::socket socket(executor);
   SocketDeadline deadline(executor, socket, runtime_.config->backend.connect_timeout);
-  error_code ec;
-  tcp::resolver resolver(executor);
-  auto endpoints =
-      co_await resolver.async_resolve(target->host, std::to_string(target->port), Redirect(ec));
-  if (!ec) {
-    co_await asio::async_connect(socket, endpoints, Redirect(ec));
-  }
+  error_code ec = co_await ConnectTcp(socket, target->host, target->port);
   if (!ec) {
     pgwire::Buffer out;
     pgwire::EncodeCancelRequest({.process_id = target->backend_key.process_id,

@@ -4,6 +4,19 @@
 
 namespace tracegate::pgproxy {
 
+awaitable<error_code> ConnectTcp(tcp::socket& socket, const std::string& host, uint16_t port) {
+  error_code ec;
+  tcp::resolver resolver(socket.get_executor());
+  auto endpoints = co_await resolver.async_resolve(host, std::to_string(port), Redirect(ec));
+  if (!ec) {
+    co_await asio::async_connect(socket, endpoints, Redirect(ec));
+  }
+  if (!ec) {
+    socket.set_option(tcp::no_delay(true), ec);
+  }
+  co_return ec;
+}
+
 awaitable<error_code> Stream::StartTls(asio::ssl::context& ctx,
                                        asio::ssl::stream_base::handshake_type type,
                                        const std::string& sni_host) {

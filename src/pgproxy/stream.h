@@ -3,11 +3,17 @@
 // (TLS accepted after SSLRequest) and the backend side (TLS started after our SSLRequest)
 // use it, so the relay code does not care which it has.
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "pgproxy/asio.h"
 
 namespace tracegate::pgproxy {
+
+// Resolves `host` and connects `socket` to the first address that answers, with
+// TCP_NODELAY set. Bound the time with a SocketDeadline on the same socket.
+awaitable<error_code> ConnectTcp(tcp::socket& socket, const std::string& host, uint16_t port);
 
 class Stream {
  public:
