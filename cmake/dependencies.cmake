@@ -18,3 +18,10 @@ target_link_libraries(tracegate_asio INTERFACE Boost::headers Threads::Threads O
                                                OpenSSL::Crypto)
 target_compile_definitions(tracegate_asio INTERFACE BOOST_ASIO_NO_DEPRECATED
                                                     BOOST_ASIO_DISABLE_BOOST_COROUTINE)
+
+# Control plane, identity and state (issue 3); masking (issue 5).
+find_package(SQLite3 REQUIRED)
+find_package(CURL REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+pkg_check_modules(HYPERSCAN REQUIRED IMPORTED_TARGET libhs)
+find_package(simdjson REQUIRED)

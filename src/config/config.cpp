@@ -20,6 +20,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "config/access_keys.h"
 #include "config/scalars.h"
 #include "config/schema.h"
 
@@ -307,6 +308,8 @@ const Table<PostgresConnection>& ConnectionKeys() {
               K::Required("name", &PostgresConnection::name, kRestart, ConnectionName()),
               K::Checked("type", ConnectionType()),  // only "postgres" so far
               K::Required("listen", &PostgresConnection::listen, kRestart, ListenAddress()),
+              K::Optional("advertise_host", &PostgresConnection::advertise_host, "", kReloadable,
+                          HostName()),
               K::Optional("require_tls", &PostgresConnection::require_tls, false, kReloadable,
                           Boolean()),
               K::Optional("idle_timeout", &PostgresConnection::idle_timeout, 5min, kReloadable,
@@ -362,6 +365,15 @@ void CheckConfig(const Item&, Config& config, NoExtra&, Context& ctx) {
                 "require_tls: true needs tls.cert_file and tls.key_file");
     }
   }
+  if (config.api.has_value() && config.api->listen.port != 0) {
+    auto [it, inserted] = listen_owner.emplace(FormatEndpoint(config.api->listen), "api.listen");
+    if (!inserted) {
+      ctx.Error(ctx.MarkOf("api.listen"), "api.listen",
+                absl::StrCat("address ", FormatEndpoint(config.api->listen), " is also used by ",
+                             it->second));
+    }
+  }
+  internal::CheckAccess(config, ctx);
 }
 
 const Table<Config>& ConfigKeys() {
@@ -390,6 +402,19 @@ const Table<Config>& ConfigKeys() {
               K::Section("limits", kOptional, &Config::limits, LimitsKeys),
               K::List("connections", kRequired, &Config::connections, ConnectionKeys, 1,
                       kMaxConnections, [](const PostgresConnection& c) { return c.name; }),
+              K::Custom(
+                  "api", kOptional, kRestart, internal::ParseApi,
+                  [](Config& config, NoExtra&) { config.api.reset(); },
+                  [](const Config& a, const Config& b, const std::string& path,
+                     std::vector<std::string>& out) {
+                    if (a.api.has_value() != b.api.has_value() ||
+                        (a.api && (a.api->listen != b.api->listen || a.api->tls != b.api->tls))) {
+                      out.push_back(path);
+                    }
+                  }),
+              K::Section("state", kOptional, &Config::state, internal::StateKeys),
+              K::Section("identity", kOptional, &Config::identity, internal::IdentityKeys),
+              K::Section("policy", kOptional, &Config::policy, internal::PolicyKeys),
           },
       .check = CheckConfig,
   };

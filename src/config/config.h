@@ -60,6 +60,7 @@ struct StaticUser {
 struct PostgresConnection {
   std::string name;
   Endpoint listen;
+  std::string advertise_host;  // host written into grant credentials; default: listen host
   bool require_tls = false;
   Duration idle_timeout{300000};      // no client traffic for this long ends the session
   Duration session_timeout{3600000};  // hard bound on a session's life; 0 = off
@@ -81,6 +82,84 @@ struct Limits {
   uint32_t max_message_length = 64u << 20;
 };
 
+// ---- identity: who may call the control plane ---------------------------------------------
+
+// One trusted OIDC issuer. Tokens are routed to it by their exact `iss`; keys come only from
+// its JWKS (discovered, configured by URI, or a local file for the development issuer).
+struct Issuer {
+  std::string name;                    // label in logs and config paths, e.g. "okta"
+  std::string issuer;                  // exact `iss` value
+  std::vector<std::string> audiences;  // `aud` must contain one of these (required)
+  // Where the keys come from: exactly one of discovery (issuer + /.well-known/...),
+  // jwks_uri, or jwks_file (a local JWKS, e.g. the development issuer's).
+  bool discovery = true;
+  std::string jwks_uri;
+  std::string jwks_file;
+  std::string ca_file;  // PEM bundle for the IdP's TLS; empty = system default
+  // Pinned algorithms; never "none". HS256/384/512 only with hmac_secret set.
+  std::vector<std::string> algorithms = {"RS256"};
+  std::string hmac_secret;              // loaded from hmac_secret_file / hmac_secret_env
+  std::string typ;                      // required JOSE `typ` (e.g. "at+jwt"); empty = not checked
+  Duration leeway{30000};               // clock skew allowed on exp / nbf / iat
+  std::string groups_claim = "groups";  // dotted path, e.g. "realm_access.roles"
+  Duration jwks_refresh{300000};        // background refetch interval
+  Duration jwks_stale_max{3600000};     // serve cached keys this long after refetches fail
+  Duration unknown_kid_min_interval{10000};  // at most one refetch per this on unknown kid
+  // RFC 7662 introspection for opaque (non-JWT) tokens; empty endpoint = JWTs only.
+  std::string introspection_endpoint;
+  std::string introspection_client_id;
+  std::string introspection_client_secret;  // loaded from ..._file / ..._env
+  bool development = false;  // the local `tracegate dev token` issuer: marked in every log line
+};
+
+struct Identity {
+  std::vector<Issuer> issuers;
+  size_t token_cache_entries = 100000;  // validated tokens cached until their exp
+};
+
+// ---- policy ------------------------------------------------------------------------------
+
+enum class Effect { kAllow, kDeny };
+
+// One rule. A rule matches when every non-empty selector matches (subjects / groups /
+// clients / connections are each "any of"; "*" matches everything). Deny wins over allow;
+// among allow rules the first match in file order decides.
+struct PolicyRule {
+  std::string name;
+  Effect effect = Effect::kAllow;
+  std::vector<std::string> subjects;
+  std::vector<std::string> groups;
+  std::vector<std::string> clients;      // client_id / azp
+  std::vector<std::string> connections;  // empty = every connection
+  Duration ttl{30000};                   // how long the credential may be redeemed
+  uint32_t uses = 1;
+  Duration max_session{300000};  // a session's life, at most until the grant expires
+  uint64_t max_rows = 100000;    // per session; 0 = unlimited
+  uint64_t max_bytes = 64u << 20;
+  std::string masking_profile;  // empty = no masking
+  bool require_reason = false;
+  bool require_approval = false;
+};
+
+struct Policy {
+  Duration max_ttl{300000};  // no rule may grant longer
+  std::vector<PolicyRule> rules;
+};
+
+// ---- control plane and state --------------------------------------------------------------
+
+struct Api {
+  Endpoint listen;
+  bool tls = true;          // uses the top-level tls cert; false only for local demos
+  std::string public_host;  // host put into credential URIs; default: the listen host
+  uint32_t max_body_bytes = 65536;
+  uint32_t auth_failures_per_minute = 30;  // per client address, then 429
+};
+
+struct State {
+  std::string path = "tracegate.db";  // SQLite database file
+};
+
 struct Config {
   std::string source;              // path it was loaded from, for messages
   uint32_t workers = 0;            // event-loop threads; 0 = number of cores
@@ -90,6 +169,10 @@ struct Config {
   Tls tls;
   Limits limits;
   std::vector<PostgresConnection> connections;
+  std::optional<Api> api;  // control plane; absent = no grants API (static users only)
+  State state;
+  Identity identity;
+  Policy policy;
 };
 
 // Loads and validates. On failure the status message lists every error, one per line.

@@ -320,6 +320,54 @@ struct Keys {
     return row;
   }
 
+  // A list of scalars, each parsed with `element` (e.g. `groups: [ai-agents, sre]`). A single
+  // scalar is not taken for a one-element list: that is how `groups: a, b` would be misread.
+  template <typename Owner>
+  static Row Strings(absl::string_view name, std::vector<std::string> Owner::*member,
+                     std::vector<std::string> fallback, Reload reload,
+                     ScalarType<std::string> element, size_t max_size) {
+    Row row{.name = name, .need = kOptional, .reload = reload};
+    row.parse = [member, element = std::move(element), max_size](const Item& item, T& t, Extra& e,
+                                                                 Context& ctx) {
+      if (!item.yaml.IsSequence()) {
+        ctx.Error(
+            item.mark, item.path,
+            "expected a list of " + element.what + ", got " + std::string(DescribeKind(item.yaml)));
+        return;
+      }
+      if (item.yaml.size() > max_size) {
+        ctx.Error(item.mark, item.path,
+                  "has " + std::to_string(item.yaml.size()) + " entries, at most " +
+                      std::to_string(max_size) + " are allowed");
+        return;
+      }
+      std::vector<std::string>& list = Field(t, e, member);
+      list.clear();
+      for (const YAML::Node& node : item.yaml) {
+        if (!ctx.CountKey(node.Mark())) {
+          return;
+        }
+        Item sub{node, ElementPath(item.path, list.size()),
+                 node.IsNull() ? item.mark : node.Mark()};
+        const std::string* text = ScalarText(sub, element.what, ctx);
+        if (text == nullptr) {
+          list.emplace_back();
+          continue;
+        }
+        absl::StatusOr<std::string> value = element.parse(*text, ctx);
+        if (!value.ok()) {
+          ctx.Error(sub.mark, sub.path, value.status().message());
+        }
+        list.push_back(value.ok() ? *std::move(value) : std::string());
+      }
+    };
+    row.apply_default = [member, fallback = std::move(fallback)](T& t, Extra& e) {
+      Field(t, e, member) = fallback;
+    };
+    row.diff = Differ(member, reload);
+    return row;
+  }
+
   // Anything else: hand-written parse / default / diff.
   static Row Custom(absl::string_view name, Need need, Reload reload, decltype(Row::parse) parse,
                     decltype(Row::apply_default) apply_default, decltype(Row::diff) diff) {
