@@ -1,0 +1,303 @@
+#include "grants/grants.h"
+
+#include <openssl/crypto.h>
+
+#include <utility>
+
+#include "common/status.h"
+#include "common/strings.h"
+#include "grants/credentials.h"
+#include "grants/watch_registry.h"
+
+namespace tracegate::grants {
+namespace {
+
+using store::GrantRecord;
+using store::GrantState;
+using store::TimePoint;
+
+// The actor of transitions tracegate makes on its own.
+constexpr char kSystemActor[] = "tracegate";
+
+// Why a grant in `state` cannot be redeemed (a redemption from `active` was refused).
+std::string RefusalReason(const GrantRecord& grant, GrantState state, TimePoint now) {
+  std::string_view id = grant.id;
+  switch (state) {
+    case GrantState::kActive:
+      // Still active but refused: past its expiry (not swept yet), or out of uses.
+      return grant.expires_at <= now ? Cat("grant ", id, " has expired")
+                                     : Cat("grant ", id, " was already used");
+    case GrantState::kInUse:
+      return grant.uses_allowed > 1 ? Cat("grant ", id, " is in use by another session")
+                                    : Cat("grant ", id, " was already used");
+    case GrantState::kCompleted:
+      return Cat("grant ", id, " was already used");
+    case GrantState::kExpired:
+      return Cat("grant ", id, " has expired");
+    case GrantState::kRevoked:
+      return Cat("grant ", id, " was revoked");
+    case GrantState::kPending:
+      return Cat("grant ", id, " is waiting for approval");
+    case GrantState::kApproved:
+      return Cat("grant ", id, " is approved but not active yet");
+    case GrantState::kDenied:
+      return Cat("grant ", id, " was denied");
+  }
+  return Cat("grant ", id, " cannot be used");
+}
+
+absl::Status InvalidCredential() { return absl::UnauthenticatedError("invalid grant credential"); }
+
+class WatchHandle final : public GrantService::Watch {
+ public:
+  WatchHandle(std::shared_ptr<internal::WatchRegistry> registry, std::string grant_id,
+              std::shared_ptr<internal::WatchRegistry::Entry> entry)
+      : registry_(std::move(registry)), grant_id_(std::move(grant_id)), entry_(std::move(entry)) {}
+  ~WatchHandle() override { registry_->Remove(grant_id_, entry_); }
+
+ private:
+  std::shared_ptr<internal::WatchRegistry> registry_;
+  std::string grant_id_;
+  std::shared_ptr<internal::WatchRegistry::Entry> entry_;
+};
+
+}  // namespace
+
+struct GrantService::Impl {
+  store::StateStore& store;
+  Clock clock;
+  pgwire::RandomBytes random;
+  std::shared_ptr<internal::WatchRegistry> watches = std::make_shared<internal::WatchRegistry>();
+
+  // Whole microseconds, as the store keeps them.
+  TimePoint Now() const { return std::chrono::floor<std::chrono::microseconds>(clock()); }
+
+  absl::StatusOr<GrantRecord> Redeem(const GrantRecord& grant, std::string_view connection,
+                                     std::string_view actor);
+};
+
+absl::StatusOr<GrantRecord> GrantService::Impl::Redeem(const GrantRecord& grant,
+                                                       std::string_view connection,
+                                                       std::string_view actor) {
+  if (grant.connection != connection) {
+    return absl::PermissionDeniedError(
+        Cat("grant ", grant.id, " is for connection ", grant.connection));
+  }
+  TimePoint now = Now();
+  auto redeemed = store.Transition(store::TransitionRequest{
+      .grant_id = grant.id,
+      .from = {GrantState::kActive},
+      .to = GrantState::kInUse,
+      .unexpired_at = now,
+      .take_use = true,
+      .at = now,
+      .actor = std::string(actor),
+      .detail = Cat("session on connection ", connection),
+  });
+  if (redeemed.ok()) {
+    return redeemed;
+  }
+  std::optional<GrantState> state = store::RefusedState(redeemed.status());
+  if (!state.has_value()) {
+    return redeemed.status();  // NotFound or Unavailable
+  }
+  return absl::PermissionDeniedError(RefusalReason(grant, *state, now));
+}
+
+GrantService::GrantService(store::StateStore& store, Clock clock, pgwire::RandomBytes random)
+    : impl_(new Impl{store, std::move(clock), std::move(random)}) {}
+
+GrantService::~GrantService() = default;
+
+absl::StatusOr<IssuedGrant> GrantService::Issue(const GrantRequest& request) {
+  const GrantTerms& terms = request.terms;
+  if (request.connection.empty() || request.trace_id.empty()) {
+    return absl::InvalidArgumentError("a grant needs a connection and a trace id");
+  }
+  if (terms.uses < 1 || terms.ttl.count() <= 0) {
+    return absl::InvalidArgumentError(
+        Cat("a grant needs at least one use and a positive time to live (rule ", terms.rule, ")"));
+  }
+  TimePoint now = impl_->Now();
+  TG_ASSIGN_OR_RETURN(std::string id, internal::NewGrantId(impl_->random));
+  TG_ASSIGN_OR_RETURN(std::string raw_secret,
+                      internal::RandomExactly(impl_->random, internal::kSecretBytes));
+  TG_ASSIGN_OR_RETURN(std::string salt,
+                      internal::RandomExactly(impl_->random, internal::kSaltBytes));
+  std::string secret = internal::EncodeSecret(raw_secret);
+  OPENSSL_cleanse(raw_secret.data(), raw_secret.size());
+
+  const identity::Principal& principal = request.principal;
+  GrantRecord record;
+  record.id = id;
+  record.state = terms.require_approval ? GrantState::kPending : GrantState::kActive;
+  record.connection = request.connection;
+  record.trace_id = request.trace_id;
+  record.issuer = principal.issuer;
+  record.subject = principal.subject;
+  record.client_id = principal.client_id;
+  record.groups = principal.groups;
+  record.reason = request.reason;
+  record.rule = terms.rule;
+  record.client_address = request.client_address;
+  record.masking_profile = terms.masking_profile;
+  record.created_at = now;
+  record.expires_at = now + terms.ttl;
+  record.uses_allowed = terms.uses;
+  record.uses_left = terms.uses;
+  record.max_session = terms.max_session;
+  record.max_rows = terms.max_rows;
+  record.max_bytes = terms.max_bytes;
+  record.scram_verifier =
+      pgwire::FormatScramVerifier(pgwire::MakeScramVerifier(secret, salt, kGrantScramIterations));
+  record.bearer_hash = internal::Sha256(secret);
+
+  store::GrantEvent event{
+      .grant_id = id,
+      .from = std::nullopt,
+      .to = record.state,
+      .at = now,
+      .actor = principal.Describe(),
+      .detail = Cat("issued for trace ", request.trace_id, " under rule ", terms.rule),
+  };
+  TG_RETURN_IF_ERROR(impl_->store.CreateGrant(record, event));
+
+  IssuedGrant issued;
+  issued.postgres_user = Cat(internal::kPostgresUserPrefix, id);
+  issued.bearer = Cat(internal::kBearerPrefix, id, "_", secret);
+  issued.secret = std::move(secret);
+  issued.grant = std::move(record);
+  return issued;
+}
+
+absl::StatusOr<store::GrantRecord> GrantService::Get(std::string_view grant_id) {
+  if (!internal::IsGrantId(grant_id)) {
+    return absl::NotFoundError("no such grant (malformed id)");
+  }
+  return impl_->store.GetGrant(grant_id);
+}
+
+absl::Status GrantService::Revoke(std::string_view grant_id, std::string_view actor) {
+  if (!internal::IsGrantId(grant_id)) {
+    return absl::NotFoundError("no such grant (malformed id)");
+  }
+  TimePoint now = impl_->Now();
+  auto revoked = impl_->store.Transition(store::TransitionRequest{
+      .grant_id = std::string(grant_id),
+      .from = {GrantState::kPending, GrantState::kApproved, GrantState::kActive,
+               GrantState::kInUse},
+      .to = GrantState::kRevoked,
+      .at = now,
+      .actor = std::string(actor),
+      .detail = "revoked",
+  });
+  if (!revoked.ok()) {
+    std::optional<GrantState> state = store::RefusedState(revoked.status());
+    if (state.has_value()) {
+      return absl::FailedPreconditionError(
+          Cat("grant ", grant_id, " is already ", store::GrantStateName(*state)));
+    }
+    return revoked.status();
+  }
+  impl_->watches->Notify(grant_id, GrantState::kRevoked);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PostgresLogin> GrantService::LookupPostgresUser(std::string_view user) const {
+  if (!user.starts_with(internal::kPostgresUserPrefix) ||
+      !internal::IsGrantId(user.substr(internal::kPostgresUserPrefix.size()))) {
+    return absl::NotFoundError("not a grant user name");
+  }
+  std::string_view id = user.substr(internal::kPostgresUserPrefix.size());
+  TG_ASSIGN_OR_RETURN(GrantRecord grant, impl_->store.GetGrant(id));
+  auto verifier = pgwire::ParseScramVerifier(grant.scram_verifier);
+  if (!verifier.ok()) {
+    return absl::InternalError(Cat("grant ", id, " has a malformed stored verifier"));
+  }
+  return PostgresLogin{std::string(id), *std::move(verifier)};
+}
+
+absl::StatusOr<store::GrantRecord> GrantService::RedeemPostgres(std::string_view grant_id,
+                                                                std::string_view connection,
+                                                                std::string_view actor) {
+  if (!internal::IsGrantId(grant_id)) {
+    return absl::NotFoundError("no such grant (malformed id)");
+  }
+  TG_ASSIGN_OR_RETURN(GrantRecord grant, impl_->store.GetGrant(grant_id));
+  return impl_->Redeem(grant, connection, actor);
+}
+
+absl::StatusOr<store::GrantRecord> GrantService::RedeemBearer(std::string_view bearer,
+                                                              std::string_view connection,
+                                                              std::string_view actor) {
+  std::optional<internal::BearerParts> parts = internal::ParseBearer(bearer);
+  if (!parts.has_value()) {
+    return absl::UnauthenticatedError("malformed grant credential");
+  }
+  std::string hash = internal::Sha256(parts->secret);
+  auto grant = impl_->store.GetGrant(parts->grant_id);
+  if (!grant.ok()) {
+    // An unknown grant looks like a wrong secret: nothing about the grant before the proof.
+    return absl::IsNotFound(grant.status()) ? InvalidCredential() : grant.status();
+  }
+  if (!pgwire::ConstantTimeEquals(hash, grant->bearer_hash)) {
+    return InvalidCredential();
+  }
+  return impl_->Redeem(*grant, connection, actor);
+}
+
+absl::Status GrantService::EndSession(std::string_view grant_id, std::string_view outcome) {
+  if (!internal::IsGrantId(grant_id)) {
+    return absl::NotFoundError("no such grant (malformed id)");
+  }
+  TG_ASSIGN_OR_RETURN(GrantRecord grant, impl_->store.GetGrant(grant_id));
+  if (store::IsFinal(grant.state)) {
+    return absl::OkStatus();  // revoked or expired under the session: already recorded
+  }
+  if (grant.state != GrantState::kInUse) {
+    return absl::FailedPreconditionError(Cat("grant ", grant_id, " has no session in use (it is ",
+                                             store::GrantStateName(grant.state), ")"));
+  }
+  TimePoint now = impl_->Now();
+  GrantState to = grant.uses_left == 0      ? GrantState::kCompleted
+                  : grant.expires_at <= now ? GrantState::kExpired
+                                            : GrantState::kActive;
+  auto ended = impl_->store.Transition(store::TransitionRequest{
+      .grant_id = std::string(grant_id),
+      .from = {GrantState::kInUse},
+      .to = to,
+      .unexpired_at = to == GrantState::kActive ? std::optional<TimePoint>(now) : std::nullopt,
+      .at = now,
+      .actor = kSystemActor,
+      .detail = std::string(outcome),
+  });
+  if (ended.ok()) {
+    return absl::OkStatus();
+  }
+  std::optional<GrantState> state = store::RefusedState(ended.status());
+  if (state.has_value() && store::IsFinal(*state)) {
+    return absl::OkStatus();  // revoked or expired meanwhile
+  }
+  if (state.has_value()) {
+    return absl::FailedPreconditionError(Cat("grant ", grant_id, " has no session in use (it is ",
+                                             store::GrantStateName(*state), ")"));
+  }
+  return ended.status();
+}
+
+absl::StatusOr<size_t> GrantService::ExpireDue() {
+  TG_ASSIGN_OR_RETURN(std::vector<store::ExpiredGrant> expired,
+                      impl_->store.ExpireDue(impl_->Now()));
+  for (const store::ExpiredGrant& grant : expired) {
+    impl_->watches->Notify(grant.grant_id, GrantState::kExpired);
+  }
+  return expired.size();
+}
+
+std::unique_ptr<GrantService::Watch> GrantService::WatchGrant(
+    std::string_view grant_id, std::function<void(store::GrantState)> on_end) {
+  auto entry = impl_->watches->Add(grant_id, std::move(on_end));
+  return std::make_unique<WatchHandle>(impl_->watches, std::string(grant_id), std::move(entry));
+}
+
+}  // namespace tracegate::grants

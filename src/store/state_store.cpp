@@ -1,0 +1,82 @@
+#include "store/state_store.h"
+
+#include <array>
+#include <string>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "common/strings.h"
+
+namespace tracegate::store {
+namespace {
+
+constexpr std::array<std::pair<GrantState, std::string_view>, 8> kNames = {{
+    {GrantState::kPending, "pending"},
+    {GrantState::kApproved, "approved"},
+    {GrantState::kDenied, "denied"},
+    {GrantState::kActive, "active"},
+    {GrantState::kInUse, "in_use"},
+    {GrantState::kCompleted, "completed"},
+    {GrantState::kRevoked, "revoked"},
+    {GrantState::kExpired, "expired"},
+}};
+
+// Where a refused transition keeps the grant's state (absl::Status payload type URL).
+constexpr char kRefusedStateUrl[] = "tracegate/store.RefusedState";
+
+}  // namespace
+
+std::string_view GrantStateName(GrantState state) {
+  for (const auto& [s, name] : kNames) {
+    if (s == state) {
+      return name;
+    }
+  }
+  return "unknown";
+}
+
+std::optional<GrantState> ParseGrantState(std::string_view name) {
+  for (const auto& [s, n] : kNames) {
+    if (n == name) {
+      return s;
+    }
+  }
+  return std::nullopt;
+}
+
+bool IsFinal(GrantState state) {
+  switch (state) {
+    case GrantState::kDenied:
+    case GrantState::kCompleted:
+    case GrantState::kRevoked:
+    case GrantState::kExpired:
+      return true;
+    case GrantState::kPending:
+    case GrantState::kApproved:
+    case GrantState::kActive:
+    case GrantState::kInUse:
+      return false;
+  }
+  return true;
+}
+
+absl::Status TransitionRefused(std::string_view grant_id, GrantState current) {
+  absl::Status status = absl::FailedPreconditionError(
+      Cat("grant ", grant_id, " is ", GrantStateName(current), ": transition refused"));
+  std::string_view name = GrantStateName(current);
+  status.SetPayload(kRefusedStateUrl, absl::Cord(absl::string_view(name.data(), name.size())));
+  return status;
+}
+
+std::optional<GrantState> RefusedState(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kFailedPrecondition) {
+    return std::nullopt;
+  }
+  auto payload = status.GetPayload(kRefusedStateUrl);
+  if (!payload.has_value()) {
+    return std::nullopt;
+  }
+  return ParseGrantState(std::string(*payload));
+}
+
+}  // namespace tracegate::store

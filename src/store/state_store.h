@@ -1,0 +1,154 @@
+#pragma once
+// The state store: where grants and their audit trail of transitions live.
+//
+// `StateStore` is the interface; `SqliteStore` (sqlite_store.h) is the embedded default and
+// a PostgreSQL store shared by several gateway replicas comes later. So that both can honour
+// it, every state change is a *conditional transition*: "move grant G to state T if it is
+// in one of the states F (and has not expired, and has a use left)", applied atomically
+// with its event. Of N racing transitions on one grant, exactly those the conditions allow
+// win, whichever process or replica runs them (DESIGN.md invariant 3).
+//
+// Errors, for every implementation:
+//   NotFound            no grant with that id
+//   FailedPrecondition  a conditional transition was refused; RefusedState() reads the
+//                       grant's state at the time of the refusal from the status
+//   AlreadyExists       CreateGrant with an id that is taken
+//   Unavailable         the database itself failed (I/O, locked too long, corrupt,
+//                       unreachable): callers fail closed
+//
+// Times are kept to the microsecond (as PostgreSQL's timestamptz): sub-microsecond parts of
+// time points are dropped on the way in. Thread safety: every method may be called from any
+// thread.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace tracegate::store {
+
+using TimePoint = std::chrono::system_clock::time_point;
+
+// DESIGN.md "Vocabulary": pending → approved | denied | expired;
+// active → in_use → completed | revoked | expired; in_use → active (uses left).
+enum class GrantState {
+  kPending,
+  kApproved,
+  kDenied,
+  kActive,
+  kInUse,
+  kCompleted,
+  kRevoked,
+  kExpired
+};
+
+// "pending", "approved", "denied", "active", "in_use", "completed", "revoked", "expired".
+[[nodiscard]] std::string_view GrantStateName(GrantState state);
+// The inverse of GrantStateName (exact, lower case); nullopt for anything else.
+[[nodiscard]] std::optional<GrantState> ParseGrantState(std::string_view name);
+// denied, completed, revoked, expired: no transition leaves these.
+[[nodiscard]] bool IsFinal(GrantState state);
+
+struct GrantRecord {
+  std::string id;
+  GrantState state = GrantState::kPending;
+  std::string connection;
+  std::string trace_id;
+  // The principal the grant was issued to.
+  std::string issuer;
+  std::string subject;
+  std::string client_id;
+  std::vector<std::string> groups;
+  std::string reason;          // why the caller asked
+  std::string rule;            // the policy rule that allowed it
+  std::string client_address;  // where the request came from
+  std::string masking_profile;
+  TimePoint created_at;
+  TimePoint expires_at;
+  uint32_t uses_allowed = 1;
+  uint32_t uses_left = 1;
+  std::chrono::milliseconds max_session{0};
+  uint64_t max_rows = 0;       // 0 = no cap
+  uint64_t max_bytes = 0;      // 0 = no cap
+  std::string scram_verifier;  // text form, as pg_authid.rolpassword
+  std::string bearer_hash;     // raw SHA-256 of the secret (32 bytes)
+
+  bool operator==(const GrantRecord&) const = default;
+};
+
+// One transition, as the audit trail keeps it.
+struct GrantEvent {
+  std::string grant_id;
+  std::optional<GrantState> from;  // nullopt for the creation event
+  GrantState to = GrantState::kPending;
+  TimePoint at;
+  std::string actor;   // who caused it: a principal's Describe(), "tracegate", an approver
+  std::string detail;  // free text: the session outcome, the connection, ...
+
+  bool operator==(const GrantEvent&) const = default;
+};
+
+// "Move the grant to `to` if ...". All conditions hold together, atomically with the write.
+struct TransitionRequest {
+  std::string grant_id;
+  std::vector<GrantState> from;  // the grant must be in one of these states
+  GrantState to = GrantState::kPending;
+  // When set, the grant must also satisfy expires_at > unexpired_at.
+  std::optional<TimePoint> unexpired_at;
+  // When true, the grant must also have uses_left > 0, and uses_left is decremented.
+  bool take_use = false;
+  // Recorded with the transition (grant_id, from and to are filled in by the store).
+  TimePoint at;
+  std::string actor;
+  std::string detail;
+};
+
+// A grant ExpireDue moved to expired, and the state it left.
+struct ExpiredGrant {
+  std::string grant_id;
+  GrantState previous = GrantState::kActive;
+
+  bool operator==(const ExpiredGrant&) const = default;
+};
+
+class StateStore {
+ public:
+  virtual ~StateStore() = default;
+
+  // Inserts the grant and its creation event (event.from must be nullopt, event.to must be
+  // record.state) in one transaction. Durable when this returns.
+  [[nodiscard]] virtual absl::Status CreateGrant(const GrantRecord& record,
+                                                 const GrantEvent& event) = 0;
+
+  [[nodiscard]] virtual absl::StatusOr<GrantRecord> GetGrant(std::string_view grant_id) = 0;
+
+  // Applies the transition if its conditions hold and returns the updated record; the
+  // event is written in the same transaction. Otherwise FailedPrecondition (RefusedState
+  // gives the grant's state then) or NotFound, and nothing changes.
+  [[nodiscard]] virtual absl::StatusOr<GrantRecord> Transition(
+      const TransitionRequest& request) = 0;
+
+  // Moves every grant that is not final and whose expires_at <= now to expired, each with
+  // an event (actor "tracegate"), in one transaction. Returns what it moved.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ExpiredGrant>> ExpireDue(TimePoint now) = 0;
+
+  // The grant's events, oldest first. NotFound if there is no such grant.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<GrantEvent>> ListEvents(
+      std::string_view grant_id) = 0;
+
+  // OK when the store can serve requests (for /readyz); Unavailable otherwise.
+  [[nodiscard]] virtual absl::Status CheckHealth() = 0;
+};
+
+// For implementations: the FailedPrecondition a refused transition returns, naming the
+// grant's current state in the message and carrying it for RefusedState().
+[[nodiscard]] absl::Status TransitionRefused(std::string_view grant_id, GrantState current);
+// The grant state a refused transition carried; nullopt for any other status.
+[[nodiscard]] std::optional<GrantState> RefusedState(const absl::Status& status);
+
+}  // namespace tracegate::store
