@@ -4,11 +4,14 @@
 #   1. a throwaway PostgreSQL 15 trace store (initdb into a temp dir), loaded with
 #      generated Langfuse-shaped traces (traces, observations, scores; JSONB reasoning),
 #   2. a read-only backend role `tracegate` whose password only the gateway knows,
-#   3. tracegate in front of it with one client credential (SCRAM-SHA-256),
-#   4. the psql command to connect through the gateway.
+#   3. tracegate in front of it: the grants API on https://127.0.0.1:8443 (a self-signed
+#      certificate made here), the embedded development issuer as the IdP, a policy that
+#      lets group ai-agents read one trace at a time, the Postgres listener on :6432,
+#   4. one just-in-time grant walked through (token → grant → psql once → refused again),
+#      and the commands to do it yourself.
 #
 # Ctrl-C (or SIGTERM) stops everything it started and removes the temp dir.
-# Knobs: DEMO_PORT (6432), DEMO_ADMIN_PORT (9187), DEMO_TRACES (200).
+# Knobs: DEMO_PORT (6432), DEMO_API_PORT (8443), DEMO_ADMIN_PORT (9187), DEMO_TRACES (200).
 set -euo pipefail
 
 build=${1:-build}
@@ -17,6 +20,7 @@ case "$build" in /*) tracegate="$build/tracegate" ;; *) tracegate="$root/$build/
 [ -x "$tracegate" ] || { echo "demo: $tracegate not built (run make build)" >&2; exit 1; }
 port=${DEMO_PORT:-6432}
 admin_port=${DEMO_ADMIN_PORT:-9187}
+api_port=${DEMO_API_PORT:-8443}
 traces=${DEMO_TRACES:-200}
 pgbin=/usr/lib/postgresql/15/bin
 
@@ -49,7 +53,6 @@ free_port() {
 pg_port=$(free_port)
 super_pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 backend_pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-agent_pw="agent-demo-password"
 
 echo "demo: initdb into $tmp/pgdata (PostgreSQL on 127.0.0.1:$pg_port)"
 printf '%s\n' "$super_pw" > "$tmp/super.pw"
@@ -78,13 +81,47 @@ spsql -d traces -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO tracegate"
 # The gateway's own backend credential lives in a file only it reads.
 printf '%s\n' "$backend_pw" > "$tmp/backend.pw"
 chmod 600 "$tmp/backend.pw"
-verifier=$(printf '%s\n' "$agent_pw" | "$tracegate" scram-verifier)
+# TLS for the API and the Postgres listener: a throwaway self-signed certificate.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+  -keyout "$tmp/gateway.key" -out "$tmp/gateway.crt" >/dev/null 2>&1
+chmod 600 "$tmp/gateway.key"
+# The development issuer: a local key pair standing in for Okta / Entra ID / Keycloak.
+export TRACEGATE_DEV_DIR="$tmp/dev"
+"$tracegate" dev issuer >/dev/null
 cat > "$tmp/tracegate.yaml" <<YAML
 # Written by scripts/demo.sh; see tracegate.example.yaml for every key.
 workers: 2
 log_level: info
 admin:
   listen: 127.0.0.1:$admin_port
+tls:
+  cert_file: $tmp/gateway.crt
+  key_file: $tmp/gateway.key
+api:
+  listen: 127.0.0.1:$api_port
+state:
+  path: $tmp/state.db
+identity:
+  issuers:
+    - name: dev
+      issuer: tracegate-dev
+      audiences: [tracegate]
+      jwks_file: $tmp/dev/dev-issuer-jwks.json
+      algorithms: [RS256]
+      typ: at+jwt
+      development: true
+policy:
+  max_ttl: 5m
+  rules:
+    - name: no-contractors
+      effect: deny
+      groups: [contractors]
+    - name: agents-read-one-trace
+      groups: [ai-agents]
+      connections: [traces-pg]
+      ttl: 30s
+      uses: 1
 connections:
   - name: traces-pg
     type: postgres
@@ -96,9 +133,6 @@ connections:
       user: tracegate
       password_file: $tmp/backend.pw
       read_only: true
-    users:
-      - name: agent
-        scram_verifier: "$verifier"
 YAML
 "$tracegate" config check "$tmp/tracegate.yaml"
 
@@ -109,22 +143,47 @@ for _ in $(seq 1 100); do
   kill -0 "$gw_pid" 2>/dev/null || { echo "demo: tracegate exited" >&2; exit 1; }
   sleep 0.1
 done
-trace_id=$(PGPASSWORD=$agent_pw psql -h 127.0.0.1 -p "$port" -U agent -d traces -qAt \
-  -c "select id from traces order by id limit 1")
+trace_id=$(spsql -d traces -c "select id from traces order by id limit 1")
+
+export TRACEGATE_API="https://127.0.0.1:$api_port" TRACEGATE_CACERT="$tmp/gateway.crt"
+echo
+echo "demo: 1. an agent gets an access token from its IdP (here: the development issuer)"
+"$tracegate" dev token --sub agent-1 --groups ai-agents > "$tmp/agent.token"
+echo "demo: 2. it asks tracegate for a grant on one trace:"
+echo "        tracegate grant request --connection traces-pg --trace $trace_id --reason 'demo'"
+uri=$("$tracegate" grant request --connection traces-pg --trace "$trace_id" --reason demo \
+  --token-file "$tmp/agent.token")
+echo "demo: 3. psql with the one-time credential reads the trace:"
+psql "$uri" -X -c "select id, name, user_id from traces where id = '$trace_id'"
+echo "demo: 4. the same credential again is refused (single use):"
+psql "$uri" -X -c "select 1" 2>&1 | sed 's/^/        /' || true
+echo "demo: 5. a contractor is refused by policy:"
+"$tracegate" dev token --sub contractor-7 --groups contractors > "$tmp/contractor.token"
+"$tracegate" grant request --connection traces-pg --trace "$trace_id" \
+  --token-file "$tmp/contractor.token" 2>&1 | sed 's/^/        /' || true
 
 cat <<MSG
 
-  tracegate is running in front of a throwaway trace store.
+  tracegate is running in front of a throwaway trace store. Nobody holds a standing
+  credential for it: each read starts with a grant for one trace, usable once, for 30 s.
 
-  Connect through the gateway (the client never sees the store's own password):
+  Do it yourself (in another shell):
 
-    PGPASSWORD=$agent_pw psql "host=127.0.0.1 port=$port user=agent dbname=traces"
+    export TRACEGATE_DEV_DIR=$tmp/dev
+    export TRACEGATE_API=https://127.0.0.1:$api_port TRACEGATE_CACERT=$tmp/gateway.crt
+    $tracegate dev token --sub agent-1 --groups ai-agents > /tmp/token
+    uri=\$($tracegate grant request --connection traces-pg --trace $trace_id \\
+          --reason "debug refund bug" --token-file /tmp/token)
+    psql "\$uri" -c "select id, name, jsonb_pretty(output) from traces where id = '$trace_id'"
 
-  Try:
-    select id, name, jsonb_pretty(output) from traces where id = '$trace_id';
-    select type, name from observations where trace_id = '$trace_id';
-    insert into scores(id, trace_id) values ('x', '$trace_id');   -- refused: read-only
+  The same with curl (the response carries the grant id, expiry and credential):
 
+    curl -s --cacert $tmp/gateway.crt -H "Authorization: Bearer \$(cat /tmp/token)" \\
+      https://127.0.0.1:$api_port/v1/grants \\
+      -d '{"connection":"traces-pg","trace_id":"$trace_id","reason":"debug"}'
+
+  Why a rule decides:  $tracegate policy explain -c $tmp/tracegate.yaml --token /tmp/token \\
+                         --connection traces-pg --trace $trace_id
   Metrics:  curl http://127.0.0.1:$admin_port/metrics
   Health:   curl http://127.0.0.1:$admin_port/readyz
 

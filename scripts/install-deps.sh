@@ -31,16 +31,31 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+  else
+    SUDO=
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO=sudo
-else
-  SUDO=
+# The test OpenID provider's npm packages (tests/oidc), exactly as pinned in its
+# package-lock.json, so the integration tests run offline. Skipped while node_modules matches
+# the lock file (a stamp holds the lock's hash). Under sudo, installed as the invoking user so
+# node_modules stays theirs.
+oidc_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/oidc"
+oidc_stamp="$oidc_dir/node_modules/.package-lock.sha256"
+oidc_hash="$(sha256sum "$oidc_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$oidc_stamp" 2>/dev/null)" != "$oidc_hash" ]; then
+  echo "install-deps: npm ci --prefix tests/oidc" >&2
+  as_user=()
+  if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    as_user=(runuser -u "$SUDO_USER" --)
+  fi
+  "${as_user[@]}" npm ci --prefix "$oidc_dir" --no-audit --no-fund --loglevel=error >&2
+  echo "$oidc_hash" | "${as_user[@]}" tee "$oidc_stamp" >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

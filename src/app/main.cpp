@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
+#include "app/cli.h"
 #include "app/serve.h"
 #include "common/status.h"
 #include "config/config.h"
@@ -40,6 +41,20 @@ int ConfigCheck(const std::string& path) {
   }
   if (cfg.admin.has_value()) {
     std::cout << "  admin: " << cfg.admin->host << ":" << cfg.admin->port << "\n";
+  }
+  if (cfg.api.has_value()) {
+    std::cout << "  api: " << (cfg.api->tls ? "https" : "http") << "://" << cfg.api->listen.host
+              << ":" << cfg.api->listen.port << ", state in " << cfg.state.path << "\n";
+  }
+  for (const auto& issuer : cfg.identity.issuers) {
+    std::cout << "  issuer " << issuer.name << ": " << issuer.issuer << " (audiences "
+              << absl::StrJoin(issuer.audiences, ", ") << "; algorithms "
+              << absl::StrJoin(issuer.algorithms, ", ") << ")"
+              << (issuer.development ? " DEVELOPMENT ISSUER" : "") << "\n";
+  }
+  if (!cfg.policy.rules.empty()) {
+    std::cout << "  policy: " << cfg.policy.rules.size() << " rule(s), max ttl "
+              << cfg.policy.max_ttl.count() / 1000 << " s\n";
   }
   return 0;
 }
@@ -80,7 +95,18 @@ int main(int argc, char** argv) {
   verifier->add_option("--iterations", iterations, "PBKDF2 iterations")
       ->check(CLI::Range(4096u, 1000000u));
 
+  int exit_code = 0;
+  tracegate::app::AddGrantCommands(app, exit_code);
+  tracegate::app::AddDevCommands(app, exit_code);
+  tracegate::app::AddPolicyCommands(app, exit_code);
+
   CLI11_PARSE(app, argc, argv);
+
+  for (const char* name : {"grant", "dev", "policy"}) {
+    if (app.got_subcommand(name)) {
+      return exit_code;
+    }
+  }
 
   if (*check) {
     return ConfigCheck(check_path);

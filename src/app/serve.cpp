@@ -5,12 +5,20 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <condition_variable>
 #include <csignal>
+#include <mutex>
 #include <thread>
 
 #include "admin/admin_server.h"
 #include "common/status.h"
+#include "grants/grants.h"
+#include "httpapi/api.h"
+#include "httpapi/api_server.h"
+#include "identity/http_fetch.h"
+#include "identity/token_validator.h"
 #include "pgproxy/gateway.h"
+#include "store/sqlite_store.h"
 
 namespace tracegate::app {
 
@@ -36,16 +44,142 @@ class ShutdownSignal {
   asio::signal_set signals_;
 };
 
+// The grants side of the gateway: state store, grant service, token validation, the API, and
+// the sweeper that moves grants past their expiry to `expired`.
+class AccessPlane {
+ public:
+  explicit AccessPlane(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {}
+  ~AccessPlane() { Stop(); }
+
+  // Opens the state store; the grant service is usable after this.
+  absl::Status Open() {
+    absl::StatusOr<std::unique_ptr<store::SqliteStore>> opened =
+        store::SqliteStore::Open(config_->state.path);
+    if (!opened.ok()) {
+      return opened.status();
+    }
+    store_ = *std::move(opened);
+    grants_ = std::make_unique<grants::GrantService>(
+        *store_, [] { return std::chrono::system_clock::now(); }, pgwire::SystemRandom());
+    return absl::OkStatus();
+  }
+
+  grants::GrantService* grants() { return grants_.get(); }
+
+  // Starts token validation, the API and the expiry sweeper. `gateway` tells where clients
+  // reach each connection's listener.
+  absl::Status Start(const pgproxy::Gateway& gateway) {
+    for (const config::Issuer& issuer : config_->identity.issuers) {
+      if (issuer.development) {
+        spdlog::warn(
+            "identity: issuer \"{}\" is the DEVELOPMENT issuer ({}): anyone holding its local "
+            "key can mint tokens; never use it in production",
+            issuer.name, issuer.issuer);
+      }
+    }
+    validator_ = std::make_unique<identity::TokenValidator>(
+        config_->identity, std::make_shared<identity::CurlFetcher>(), identity::SystemClock());
+    validator_->Start();
+    const std::vector<asio::ip::tcp::endpoint> endpoints = gateway.listen_endpoints();
+    auto listener_address = [config = config_, endpoints](const std::string& name) {
+      for (size_t i = 0; i < config->connections.size(); ++i) {
+        const config::PostgresConnection& c = config->connections[i];
+        if (c.name != name) {
+          continue;
+        }
+        std::string host = c.advertise_host;
+        if (host.empty()) {
+          const bool wildcard = c.listen.host == "0.0.0.0" || c.listen.host == "::";
+          host = !wildcard                           ? c.listen.host
+                 : !config->api->public_host.empty() ? config->api->public_host
+                                                     : std::string("127.0.0.1");
+        }
+        return std::pair<std::string, uint16_t>(host, endpoints[i].port());
+      }
+      return std::pair<std::string, uint16_t>("", 0);
+    };
+    service_ = std::make_unique<httpapi::ApiService>(
+        config_,
+        [validator = validator_.get()](std::string_view token) {
+          return validator->Validate(token);
+        },
+        *grants_, listener_address, [] { return std::chrono::system_clock::now(); });
+    server_ = std::make_unique<httpapi::ApiServer>(config_, *service_);
+    TG_RETURN_IF_ERROR(server_->Start());
+    spdlog::info("api: listening on {}://{}:{}", config_->api->tls ? "https" : "http",
+                 server_->endpoint().address().to_string(), server_->endpoint().port());
+    sweeper_ = std::thread([this] { Sweep(); });
+    return absl::OkStatus();
+  }
+
+  void Stop() {
+    if (server_) {
+      server_->Stop();
+    }
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (sweeper_.joinable()) {
+      sweeper_.join();
+    }
+    if (validator_) {
+      validator_->Stop();
+    }
+  }
+
+ private:
+  void Sweep() {
+    std::unique_lock lock(mu_);
+    while (!wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+      lock.unlock();
+      absl::StatusOr<size_t> expired = grants_->ExpireDue();
+      if (!expired.ok()) {
+        spdlog::error("grants: expiry sweep failed: {}", MessageOf(expired.status()));
+      } else if (*expired > 0) {
+        spdlog::info("grants: {} grant(s) expired", *expired);
+      }
+      lock.lock();
+    }
+  }
+
+  std::shared_ptr<const config::Config> config_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<grants::GrantService> grants_;
+  std::unique_ptr<identity::TokenValidator> validator_;
+  std::unique_ptr<httpapi::ApiService> service_;
+  std::unique_ptr<httpapi::ApiServer> server_;
+  std::thread sweeper_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+};
+
 }  // namespace
 
 int Serve(std::shared_ptr<const config::Config> config) {
   std::signal(SIGPIPE, SIG_IGN);
   ShutdownSignal shutdown_signal;
   auto registry = std::make_shared<prometheus::Registry>();
-  pgproxy::Gateway gateway(config, *registry);
+  AccessPlane access(config);
+  if (config->api.has_value()) {
+    if (absl::Status opened = access.Open(); !opened.ok()) {
+      spdlog::error("cannot start: state store {}: {}", config->state.path, MessageOf(opened));
+      return 1;
+    }
+  }
+  pgproxy::Gateway gateway(config, *registry, access.grants());
   if (absl::Status started = gateway.Start(); !started.ok()) {
     spdlog::error("cannot start: {}", MessageOf(started));
     return 1;
+  }
+  if (config->api.has_value()) {
+    if (absl::Status started = access.Start(gateway); !started.ok()) {
+      spdlog::error("cannot start: {}", MessageOf(started));
+      gateway.Shutdown();
+      return 1;
+    }
   }
   std::unique_ptr<admin::AdminServer> admin_server;
   if (config->admin.has_value()) {
@@ -83,6 +217,7 @@ int Serve(std::shared_ptr<const config::Config> config) {
   if (admin_server) {
     admin_server->Stop();
   }
+  access.Stop();
   gateway.Shutdown();
   spdlog::info("stopped");
   return 0;

@@ -170,6 +170,12 @@ void CheckIssuer(const Item& map, Issuer& issuer, IssuerExtra& extra, Context& c
               "HS* algorithms need hmac_secret_file or hmac_secret_env: an HMAC key is never "
               "taken from a JWKS (RFC 8725 3.1)");
   }
+  if (!issuer.hmac_secret.empty() && issuer.hmac_secret.size() < 32) {
+    const std::string key =
+        ChildPath(map.path, extra.hmac_file.empty() ? "hmac_secret_env" : "hmac_secret_file");
+    ctx.Error(ctx.MarkOf(key), key,
+              "the HMAC secret must be at least 32 bytes (RFC 7518 3.2: as long as the hash)");
+  }
   if (issuer.algorithms.empty()) {
     ctx.Error(ctx.MarkOf(algorithms_key), algorithms_key, "needs at least one algorithm");
   }

@@ -12,8 +12,10 @@
 namespace tracegate::config {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 constexpr const char* kConnection = R"(connections:
@@ -113,14 +115,22 @@ TEST(AccessConfig, DefaultsMatchTheHeader) {
 }
 
 TEST(AccessConfig, SecretsComeFromFilesOrEnvironmentAndAreNeverQuoted) {
-  ::setenv("TG_TEST_HMAC", "very-secret-hmac-key-material", 1);
+  ::setenv("TG_TEST_HMAC", "very-secret-hmac-key-material-of-32+bytes", 1);
   auto config = Load(R"(identity:
   issuers:
     - {name: legacy, issuer: https://legacy, audiences: [tg], algorithms: [HS256],
        jwks_uri: https://legacy/keys, hmac_secret_env: TG_TEST_HMAC}
 )");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ((*config)->identity.issuers[0].hmac_secret, "very-secret-hmac-key-material");
+  EXPECT_EQ((*config)->identity.issuers[0].hmac_secret,
+            "very-secret-hmac-key-material-of-32+bytes");
+  ::setenv("TG_TEST_HMAC", "too-short", 1);
+  EXPECT_THAT(ErrorOf(R"(identity:
+  issuers:
+    - {name: legacy, issuer: https://legacy, audiences: [tg], algorithms: [HS256],
+       jwks_uri: https://legacy/keys, hmac_secret_env: TG_TEST_HMAC}
+)"),
+              AllOf(HasSubstr("must be at least 32 bytes"), Not(HasSubstr("too-short"))));
   ::unsetenv("TG_TEST_HMAC");
   std::string error = ErrorOf(R"(identity:
   issuers:

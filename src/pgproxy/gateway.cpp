@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_format.h"
+#include "common/server_tls.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "pgproxy/cancel.h"
@@ -46,23 +47,6 @@ struct Gateway::State {
 };
 
 namespace {
-
-absl::StatusOr<std::unique_ptr<asio::ssl::context>> MakeServerTls(const config::Tls& tls) {
-  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                   asio::ssl::context::no_tlsv1_1);
-  error_code ec;
-  ctx->use_certificate_chain_file(tls.cert_file, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(Cat("tls.cert_file ", tls.cert_file, ": ", ec.message()));
-  }
-  ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(Cat("tls.key_file ", tls.key_file, ": ", ec.message()));
-  }
-  return ctx;
-}
 
 absl::Status ConfigureBackendTls(const config::Backend& backend, asio::ssl::context& ctx) {
   ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -112,8 +96,12 @@ awaitable<void> RefuseOverLimit(tcp::socket socket, const ConnectionRuntime& run
 
 }  // namespace
 
-Gateway::Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry)
-    : config_(std::move(config)), registry_(registry), state_(std::make_unique<State>()) {}
+Gateway::Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
+                 grants::GrantService* grants)
+    : config_(std::move(config)),
+      registry_(registry),
+      grants_(grants),
+      state_(std::make_unique<State>()) {}
 
 Gateway::~Gateway() {
   if (!state_->workers.empty() && state_->workers.front()->thread.joinable()) {
@@ -126,7 +114,8 @@ absl::Status Gateway::Start() {
   State& st = *state_;
   st.metrics = std::make_unique<ProxyMetrics>(registry_);
   if (!cfg.tls.cert_file.empty()) {
-    absl::StatusOr<std::unique_ptr<asio::ssl::context>> tls = MakeServerTls(cfg.tls);
+    absl::StatusOr<std::unique_ptr<asio::ssl::context>> tls =
+        MakeServerTlsContext(cfg.tls.cert_file, cfg.tls.key_file);
     if (!tls.ok()) {
       return tls.status();
     }
@@ -143,6 +132,7 @@ absl::Status Gateway::Start() {
     runtime.unknown_user_salt_key = salt_key;
     runtime.client_tls = st.client_tls.get();
     runtime.limits = limits;
+    runtime.grants = grants_;
     for (const config::StaticUser& user : conn.users) {
       absl::StatusOr<pgwire::ScramVerifier> verifier =
           pgwire::ParseScramVerifier(user.scram_verifier);

@@ -12,13 +12,17 @@
 
 #include "absl/status/status.h"
 #include "config/config.h"
+#include "grants/grants.h"
 #include "pgproxy/asio.h"
 
 namespace tracegate::pgproxy {
 
 class Gateway {
  public:
-  Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry);
+  // `grants` (may be null: static users only) must outlive the gateway; with it, the user
+  // "g_<grant id>" logs in with the grant's one-time credential.
+  Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
+          grants::GrantService* grants = nullptr);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -51,6 +55,7 @@ class Gateway {
 
   std::shared_ptr<const config::Config> config_;
   prometheus::Registry& registry_;
+  grants::GrantService* grants_;
   struct State;
   std::unique_ptr<State> state_;
   std::atomic<size_t> active_sessions_{0};

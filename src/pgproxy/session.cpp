@@ -113,8 +113,14 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
 
   if (status.ok()) {
     metrics.sessions_authenticated->Increment();
-    spdlog::info("session={} connection={} peer={} user={} database={} tls={}: started", id_,
-                 runtime_.config->name, peer_, user_, database_, client_.tls());
+    if (grant_) {
+      spdlog::info("session={} connection={} peer={} grant={} trace={} subject={} tls={}: started",
+                   id_, runtime_.config->name, peer_, grant_->id, grant_->trace_id, grant_->subject,
+                   client_.tls());
+    } else {
+      spdlog::info("session={} connection={} peer={} user={} database={} tls={}: started", id_,
+                   runtime_.config->name, peer_, user_, database_, client_.tls());
+    }
     backend_relay_running_ = true;
     backend_relay_done_.expires_at(Clock::time_point::max());
     asio::co_spawn(client_.socket().get_executor(), RelayBackendToClient(), asio::detached);
@@ -298,13 +304,27 @@ awaitable<absl::Status> Session::CheckStartup(const pgwire::StartupMessage& star
 awaitable<absl::Status> Session::Authenticate() {
   auto known = runtime_.users.find(user_);
   pgwire::ScramVerifier verifier;
-  if (known != runtime_.users.end()) {
+  std::optional<std::string> grant_id;  // the grant whose credential is being presented
+  const bool grant_user = runtime_.grants != nullptr && user_.starts_with("g_");
+  absl::StatusOr<grants::PostgresLogin> login = absl::NotFoundError("not a grant user");
+  if (grant_user) {
+    login = runtime_.grants->LookupPostgresUser(user_);
+    if (!login.ok() && !absl::IsNotFound(login.status())) {
+      spdlog::error("session={} peer={}: state store: {}", id_, peer_, MessageOf(login.status()));
+      co_return PgError(absl::StatusCode::kUnavailable, sqlstate::kCannotConnectNow,
+                        "tracegate: grants cannot be checked right now (state store unavailable)");
+    }
+  }
+  if (login.ok()) {
+    verifier = login->verifier;
+    grant_id = login->grant_id;
+  } else if (known != runtime_.users.end() && !grant_user) {
     verifier = known->second;
   } else {
     // Run the same exchange with a verifier nobody can satisfy: the reply looks the same
     // as for a real user (stable salt, same iteration count), so user names cannot be
     // probed. The final check fails like a wrong password.
-    verifier.iterations = 4096;
+    verifier.iterations = grant_user ? grants::kGrantScramIterations : 4096;
     verifier.salt = HmacSha256(runtime_.unknown_user_salt_key, user_).substr(0, 16);
     verifier.stored_key = pgwire::SystemRandom()(32);
     verifier.server_key = pgwire::SystemRandom()(32);
@@ -360,8 +380,12 @@ awaitable<absl::Status> Session::Authenticate() {
       }
       co_return ProtocolViolation(MessageOf(reply.status()));
     }
-    if (step == 1 && known == runtime_.users.end()) {
+    if (step == 1 && !grant_id.has_value() && (grant_user || known == runtime_.users.end())) {
       co_return wrong_password;  // unreachable in practice: the proof cannot match
+    }
+    if (step == 1 && grant_id.has_value()) {
+      // The caller proved the secret; only now may it learn why the grant cannot be used.
+      TG_CO_RETURN_IF_ERROR(RedeemGrant(*grant_id));
     }
     out.clear();
     pgwire::EncodeAuthentication(
@@ -373,6 +397,47 @@ awaitable<absl::Status> Session::Authenticate() {
     }
   }
   co_return absl::OkStatus();
+}
+
+absl::Status Session::RedeemGrant(const std::string& grant_id) {
+  // Watch before redeeming: a revocation between the two would otherwise go unnoticed.
+  // Revocation (and expiry noticed by the sweeper) arrives from another thread.
+  grant_watch_ = runtime_.grants->WatchGrant(grant_id, [weak = weak_from_this(),
+                                                        executor = client_.socket().get_executor(),
+                                                        id = grant_id](store::GrantState state) {
+    asio::post(executor, [weak, id, state] {
+      if (std::shared_ptr<Session> self = weak.lock()) {
+        self->Stop(
+            PgError(absl::StatusCode::kPermissionDenied, sqlstate::kAdminShutdown,
+                    Cat("tracegate: terminating the session: grant ", id,
+                        state == store::GrantState::kRevoked ? " was revoked" : " has expired")),
+            true);
+      }
+    });
+  });
+  absl::StatusOr<store::GrantRecord> grant = runtime_.grants->RedeemPostgres(
+      grant_id, runtime_.config->name, Cat("session ", id_, " from ", peer_));
+  if (!grant.ok()) {
+    grant_watch_.reset();
+    if (absl::IsUnavailable(grant.status())) {
+      spdlog::error("session={} peer={} grant={}: state store: {}", id_, peer_, grant_id,
+                    MessageOf(grant.status()));
+      return PgError(absl::StatusCode::kUnavailable, sqlstate::kCannotConnectNow,
+                     "tracegate: grants cannot be checked right now (state store unavailable)");
+    }
+    spdlog::info("session={} peer={} grant={}: refused: {}", id_, peer_, grant_id,
+                 MessageOf(grant.status()));
+    return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
+                   Cat("tracegate: ", MessageOf(grant.status())));
+  }
+  grant_ = *std::move(grant);
+  // The grant's expiry bounds the session's life (and so does the policy's max_session).
+  const auto until_expiry = grant_->expires_at - std::chrono::system_clock::now();
+  grant_deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(until_expiry);
+  if (grant_->max_session.count() > 0) {
+    grant_deadline_ = std::min(grant_deadline_, started_ + grant_->max_session);
+  }
+  return absl::OkStatus();
 }
 
 awaitable<absl::Status> Session::AttachBackend() {
@@ -697,14 +762,19 @@ awaitable<void> Session::Watchdog() {
       session_limited ? started_ + cfg.session_timeout : Clock::time_point::max();
   while (!stopping_) {
     const Clock::time_point idle_deadline = idle_since_ + cfg.idle_timeout;
-    watchdog_timer_.expires_at(std::min(idle_deadline, session_deadline));
+    watchdog_timer_.expires_at(std::min({idle_deadline, session_deadline, grant_deadline_}));
     error_code ec;
     co_await watchdog_timer_.async_wait(Redirect(ec));
     if (stopping_) {
       co_return;
     }
     const Clock::time_point now = Clock::now();
-    if (now >= session_deadline) {
+    if (now >= grant_deadline_) {
+      Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kAdminShutdown,
+                   Cat("tracegate: terminating the session: grant ", grant_->id,
+                       " reached its expiry or max_session")),
+           true);
+    } else if (now >= session_deadline) {
       Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kAdminShutdown,
                    "tracegate: terminating the session: it reached session_timeout"),
            true);
@@ -740,6 +810,19 @@ awaitable<void> Session::Finish() {
         MessageOf(end_reason_), bytes_from_client_, bytes_to_client_);
   }
   client_.Close();
+  if (grant_) {
+    grant_watch_.reset();
+    const std::string outcome = end_reason_.ok() || absl::IsCancelled(end_reason_)
+                                    ? Cat("session ", id_, " ended by the client")
+                                    : Cat("session ", id_, " ended: [", SqlStateOf(end_reason_),
+                                          "] ", MessageOf(end_reason_));
+    if (absl::Status ended = runtime_.grants->EndSession(grant_->id, outcome); !ended.ok()) {
+      // Already revoked or expired is expected here; anything else is worth a line.
+      spdlog::log(absl::IsFailedPrecondition(ended) ? spdlog::level::debug : spdlog::level::warn,
+                  "session={} grant={}: ending the grant's session: {}", id_, grant_->id,
+                  MessageOf(ended));
+    }
+  }
   if (client_key_.has_value()) {
     cancels_.Unregister(*client_key_);
   }

@@ -20,6 +20,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "config/config.h"
+#include "grants/grants.h"
 #include "pgproxy/asio.h"
 #include "pgproxy/backend.h"
 #include "pgproxy/cancel.h"
@@ -40,6 +41,7 @@ struct ConnectionRuntime {
   // Keys the fake SCRAM salt of unknown users, so probing cannot tell them apart.
   std::string unknown_user_salt_key;
   asio::ssl::context* client_tls = nullptr;  // null when no server certificate is configured
+  grants::GrantService* grants = nullptr;    // null: static users only
   BackendTarget backend;
   pgwire::Limits limits;
   // Sessions open on this listener, handshakes included (all workers); see max_sessions.
@@ -68,6 +70,8 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<absl::StatusOr<std::optional<pgwire::StartupMessage>>> Negotiate();
   awaitable<absl::Status> CheckStartup(const pgwire::StartupMessage& startup);
   awaitable<absl::Status> Authenticate();
+  // After the caller proved a grant's secret: takes one use of the grant, atomically.
+  absl::Status RedeemGrant(const std::string& grant_id);
   awaitable<absl::Status> AttachBackend();
   awaitable<absl::Status> ApplyClientParameters();
   awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
@@ -115,6 +119,11 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t bytes_from_client_ = 0;
   uint64_t bytes_to_client_ = 0;
 
+  // Set when the client logged in with a grant's credential ("g_<id>"): the grant is in use
+  // until Finish ends it, and the session is cut when the grant expires or is revoked.
+  std::optional<store::GrantRecord> grant_;
+  std::unique_ptr<grants::GrantService::Watch> grant_watch_;
+  Clock::time_point grant_deadline_ = Clock::time_point::max();
   bool stopping_ = false;
   bool tell_client_ = false;
   absl::Status end_reason_;

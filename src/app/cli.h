@@ -1,0 +1,17 @@
+#pragma once
+// Subcommands of the `tracegate` binary beyond `serve` and `config check`. Each Add* registers
+// its subcommands on `app`; when one of them was chosen, its callback stores the process exit
+// code in `exit_code`.
+
+#include <CLI/CLI.hpp>
+
+namespace tracegate::app {
+
+// `tracegate grant request|show|revoke`: the control-plane API from the shell.
+void AddGrantCommands(CLI::App& app, int& exit_code);
+// `tracegate dev token`: tokens from the embedded development issuer.
+void AddDevCommands(CLI::App& app, int& exit_code);
+// `tracegate policy explain`: which rule decides, and why.
+void AddPolicyCommands(CLI::App& app, int& exit_code);
+
+}  // namespace tracegate::app

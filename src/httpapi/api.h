@@ -1,0 +1,81 @@
+#pragma once
+// The control-plane REST API, without its transport (api_server.h serves it over HTTPS):
+//
+//   POST   /v1/grants        {"connection","trace_id","reason"} → 201 grant + one-time credential
+//   GET    /v1/grants/{id}   → 200 the grant (never the credential); only its requester
+//   DELETE /v1/grants/{id}   → 200 the revoked grant; only its requester
+//
+// Every request carries `Authorization: Bearer <OIDC access token>`. Errors are JSON:
+// {"error": "<code>", "message": "<why>", "request_id": "<id>"}, with the HTTP status that fits
+// (400 bad request, 401 invalid token, 403 policy, 404, 405, 413, 429 too many failed
+// authentications from one address, 503 state store down). Messages never contain a token,
+// a credential or a backend password.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "config/config.h"
+#include "grants/grants.h"
+#include "httpapi/auth_limiter.h"
+#include "identity/principal.h"
+#include "policy/policy.h"
+
+namespace tracegate::httpapi {
+
+struct ApiRequest {
+  std::string method;         // "GET", "POST", ...
+  std::string target;         // path and query
+  std::string authorization;  // the Authorization header, verbatim
+  std::string body;
+  std::string client_address;
+  std::string request_id;
+};
+
+struct ApiResponse {
+  unsigned status = 200;
+  std::string body;  // JSON
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Validates a bearer token (identity::TokenValidator in production).
+using Authenticator = std::function<absl::StatusOr<identity::Principal>(std::string_view token)>;
+// Where a connection's Postgres listener can be reached by clients ("host", port).
+using ListenerAddress = std::function<std::pair<std::string, uint16_t>(const std::string& name)>;
+
+class ApiService {
+ public:
+  ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
+             grants::GrantService& grants, ListenerAddress listener_address, grants::Clock clock);
+
+  ApiResponse Handle(const ApiRequest& request);
+
+ private:
+  ApiResponse CreateGrant(const ApiRequest& request, const identity::Principal& principal);
+  ApiResponse GetGrant(const ApiRequest& request, const identity::Principal& principal,
+                       std::string_view id);
+  ApiResponse RevokeGrant(const ApiRequest& request, const identity::Principal& principal,
+                          std::string_view id);
+  // The grant if `principal` requested it; a 404 response otherwise (existence is not leaked).
+  absl::StatusOr<store::GrantRecord> OwnGrant(const identity::Principal& principal,
+                                              std::string_view id);
+
+  std::shared_ptr<const config::Config> config_;
+  Authenticator authenticate_;
+  grants::GrantService& grants_;
+  ListenerAddress listener_address_;
+  grants::Clock clock_;
+  policy::PolicyEngine policy_;
+  AuthLimiter limiter_;
+};
+
+// The JSON error body, also used by the transport for errors it produces itself.
+std::string ErrorBody(std::string_view code, std::string_view message, std::string_view request_id);
+
+}  // namespace tracegate::httpapi

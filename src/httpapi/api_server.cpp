@@ -1,0 +1,237 @@
+#include "httpapi/api_server.h"
+
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <thread>
+#include <vector>
+
+#include "common/server_tls.h"
+#include "common/socket_deadline.h"
+#include "common/strings.h"
+
+namespace tracegate::httpapi {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto kRequestTimeout = std::chrono::seconds(10);
+constexpr auto kIdleTimeout = std::chrono::seconds(30);
+// Above identity's 16 KiB token cap, so an oversize token gets its precise 401.
+constexpr size_t kHeaderLimit = 24 * 1024;
+constexpr int kMaxRequestsPerConnection = 100;
+
+std::string NewRequestId() {
+  unsigned char bytes[8];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) {
+    return "0000000000000000";
+  }
+  return fmt::format("{:02x}", fmt::join(bytes, ""));
+}
+
+http::response<http::string_body> ToHttp(const ApiResponse& api, unsigned version, bool keep_alive,
+                                         const std::string& request_id) {
+  http::response<http::string_body> response{static_cast<http::status>(api.status), version};
+  response.set(http::field::server, "tracegate");
+  response.set(http::field::content_type, "application/json");
+  response.set("X-Request-Id", request_id);
+  for (const auto& [name, value] : api.headers) {
+    response.set(name, value);
+  }
+  response.keep_alive(keep_alive);
+  response.body() = api.body;
+  response.prepare_payload();
+  return response;
+}
+
+}  // namespace
+
+struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(std::shared_ptr<const config::Config> cfg, ApiService& svc)
+      : config(std::move(cfg)), service(svc), acceptor(context) {}
+
+  asio::awaitable<void> Accept() {
+    auto self = shared_from_this();
+    for (;;) {
+      error_code ec;
+      // Each connection gets its own strand: the API's threads share one io_context.
+      auto strand = asio::make_strand(context);
+      tcp::socket socket =
+          co_await acceptor.async_accept(strand, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (!acceptor.is_open()) {
+          co_return;
+        }
+        spdlog::warn("api: accept failed: {}", ec.message());
+        continue;
+      }
+      asio::co_spawn(strand, Connection(std::move(socket)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> Connection(tcp::socket socket) {
+    auto self = shared_from_this();
+    error_code ec;
+    const tcp::endpoint remote = socket.remote_endpoint(ec);
+    const std::string peer = ec ? std::string("unknown") : remote.address().to_string();
+    if (tls_context) {
+      beast::ssl_stream<tcp::socket&> stream(socket, *tls_context);
+      {
+        SocketDeadline deadline(socket.get_executor(), socket, kRequestTimeout);
+        co_await stream.async_handshake(asio::ssl::stream_base::server,
+                                        asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (ec) {
+        spdlog::debug("api peer={}: TLS handshake failed: {}", peer, ec.message());
+        co_return;
+      }
+      co_await Serve(stream, socket, peer);
+      co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await Serve(socket, socket, peer);
+    }
+    socket.shutdown(tcp::socket::shutdown_both, ec);  // the peer may be gone already
+  }
+
+  template <typename Stream>
+  asio::awaitable<void> Serve(Stream& stream, tcp::socket& socket, const std::string& peer) {
+    beast::flat_buffer buffer;  // bounded by the parser's header and body limits
+    const uint32_t body_limit = config->api->max_body_bytes;
+    for (int served = 0; served < kMaxRequestsPerConnection; ++served) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(body_limit);
+      error_code ec;
+      {
+        SocketDeadline deadline(socket.get_executor(), socket,
+                                served == 0 ? kRequestTimeout : kIdleTimeout);
+        co_await http::async_read(stream, buffer, parser,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+      }
+      const std::string request_id = NewRequestId();
+      if (ec) {
+        if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+            ec == asio::error::operation_aborted || ec == asio::ssl::error::stream_truncated ||
+            ec == asio::error::connection_reset || ec == asio::error::bad_descriptor) {
+          co_return;
+        }
+        ApiResponse refusal{
+            .status = 400,
+            .body = ErrorBody("bad_request", Cat("malformed HTTP request: ", ec.message()),
+                              request_id)};
+        if (ec == http::error::body_limit) {
+          refusal = {
+              .status = 413,
+              .body = ErrorBody("payload_too_large",
+                                Cat("the body is larger than ", body_limit, " bytes"), request_id)};
+        } else if (ec == http::error::header_limit) {
+          refusal = {.status = 431,
+                     .body = ErrorBody("request_header_fields_too_large",
+                                       Cat("the headers are larger than ", kHeaderLimit, " bytes"),
+                                       request_id)};
+        }
+        auto response = ToHttp(refusal, 11, false, request_id);
+        co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
+        co_return;
+      }
+      const http::request<http::string_body>& request = parser.get();
+      ApiRequest api_request{
+          .method = std::string(request.method_string()),
+          .target = std::string(request.target()),
+          .authorization = std::string(request[http::field::authorization]),
+          .body = request.body(),
+          .client_address = peer,
+          .request_id = request_id,
+      };
+      const ApiResponse api_response = service.Handle(api_request);
+      const bool keep_alive = request.keep_alive() && served + 1 < kMaxRequestsPerConnection;
+      auto response = ToHttp(api_response, request.version(), keep_alive, request_id);
+      co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || !keep_alive) {
+        co_return;
+      }
+    }
+  }
+
+  std::shared_ptr<const config::Config> config;
+  ApiService& service;
+  asio::io_context context;
+  tcp::acceptor acceptor;
+  std::unique_ptr<asio::ssl::context> tls_context;
+  std::vector<std::thread> threads;
+};
+
+ApiServer::ApiServer(std::shared_ptr<const config::Config> config, ApiService& service)
+    : impl_(std::make_shared<Impl>(std::move(config), service)) {}
+
+ApiServer::~ApiServer() { Stop(); }
+
+absl::Status ApiServer::Start(unsigned threads) {
+  const config::Api& api = *impl_->config->api;
+  if (api.tls) {
+    absl::StatusOr<std::unique_ptr<asio::ssl::context>> tls =
+        MakeServerTlsContext(impl_->config->tls.cert_file, impl_->config->tls.key_file);
+    if (!tls.ok()) {
+      return tls.status();
+    }
+    impl_->tls_context = *std::move(tls);
+  }
+  error_code ec;
+  const auto address = asio::ip::make_address(api.listen.host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        Cat("api.listen: \"", api.listen.host, "\" is not an IP address"));
+  }
+  const tcp::endpoint endpoint(address, api.listen.port);
+  tcp::acceptor& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        Cat("api: cannot listen on ", api.listen.host, ":", api.listen.port, ": ", ec.message()));
+  }
+  asio::co_spawn(impl_->context, impl_->Accept(), asio::detached);
+  for (unsigned i = 0; i < std::max(1u, threads); ++i) {
+    impl_->threads.emplace_back([impl = impl_] { impl->context.run(); });
+  }
+  return absl::OkStatus();
+}
+
+tcp::endpoint ApiServer::endpoint() const {
+  error_code ec;
+  return impl_->acceptor.local_endpoint(ec);
+}
+
+void ApiServer::Stop() {
+  if (impl_->threads.empty()) {
+    return;
+  }
+  asio::post(impl_->context, [impl = impl_] {
+    error_code ignored;  // closing during shutdown
+    impl->acceptor.close(ignored);
+  });
+  impl_->context.stop();
+  for (std::thread& t : impl_->threads) {
+    t.join();
+  }
+  impl_->threads.clear();
+}
+
+}  // namespace tracegate::httpapi
