@@ -15,7 +15,7 @@ BUILD := $(BUILD_ASAN)
 CMAKE_FLAGS += -DTRACEGATE_SANITIZE=ON
 endif
 
-.PHONY: all deps build run test test-asan format format-check bench fuzz clean
+.PHONY: all deps build run test test-asan format format-check bench bench-jit fuzz clean
 
 all: build
 
@@ -48,6 +48,10 @@ format-check:
 
 bench: build
 	TRACEGATE_BIN=$(BUILD)/tracegate ./bench/pg_overhead.sh
+
+# One just-in-time cycle (grant -> connect -> query -> close) vs a direct new connection.
+bench-jit: build
+	TRACEGATE_BIN=$(BUILD)/tracegate CLIENT_BIN=$(BUILD)/bench/jit_cycle_client ./bench/jit_cycle.sh
 
 # Runs every libFuzzer target for FUZZ_SECONDS each (clang), from its committed corpus.
 fuzz: deps
