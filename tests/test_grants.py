@@ -409,6 +409,36 @@ class ApiTest(GrantsCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("cannot read /nonexistent", p.stderr)
 
+    def test_policy_explain_names_the_deciding_rule(self):
+        for client, code, needles in [
+                ("agent", 0, ["2. agents (allow): matched", "<- decides", "decision: allow"]),
+                ("contractor", 3, ["1. contractors-out (deny): matched", "decision: deny"])]:
+            with self.subTest(client=client):
+                token_file = os.path.join(self.tmp, f"{client}.token")
+                with open(token_file, "w") as f:
+                    f.write(self.token(client))
+                p = subprocess.run([harness.gateway_binary(), "policy", "explain", "-c",
+                                    self.gw.config_path, "--token", token_file, "--connection",
+                                    "traces-pg", "--trace", self.trace], capture_output=True,
+                                   text=True, timeout=60,
+                                   env=dict(os.environ, **self.gw.env))
+                self.assertEqual(p.returncode, code, p.stdout + p.stderr)
+                for needle in needles:
+                    self.assertIn(needle, p.stdout)
+        forged = os.path.join(self.tmp, "forged.token")
+        with open(forged, "w") as f:
+            f.write(self.idp.forge(alg="none", groups=["trace-readers"]))
+        p = subprocess.run([harness.gateway_binary(), "policy", "explain", "-c",
+                            self.gw.config_path, "--token", forged, "--connection", "traces-pg",
+                            "--trace", self.trace], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, **self.gw.env))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("the token is not accepted", p.stderr)
+
+    def test_readyz_reflects_the_state_store_and_keys(self):
+        status, body = harness.http_get(self.gw.admin_url + "/readyz")
+        self.assertEqual((status, body.strip()), (200, "ready"))
+
     def test_zz_no_secret_reaches_the_log(self):
         # Runs last in the class (unittest sorts by name): every token and credential handed
         # out above must be absent from the gateway's log.

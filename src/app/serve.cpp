@@ -66,6 +66,15 @@ class AccessPlane {
 
   grants::GrantService* grants() { return grants_.get(); }
 
+  // For /readyz: without the API there is nothing to check; with it, the state store answers
+  // and every issuer's keys are loaded and not stale (otherwise every grant request fails).
+  bool Ready() const {
+    if (!store_) {
+      return true;
+    }
+    return store_->CheckHealth().ok() && validator_ && validator_->KeysUsable().ok();
+  }
+
   // Starts token validation, the API and the expiry sweeper. `gateway` tells where clients
   // reach each connection's listener.
   absl::Status Start(const pgproxy::Gateway& gateway) {
@@ -190,8 +199,9 @@ int Serve(std::shared_ptr<const config::Config> config) {
       gateway.Shutdown();
       return 1;
     }
-    admin_server = std::make_unique<admin::AdminServer>(gateway.aux_executor(), registry,
-                                                        [&gateway] { return gateway.accepting(); });
+    admin_server = std::make_unique<admin::AdminServer>(
+        gateway.aux_executor(), registry,
+        [&gateway, &access] { return gateway.accepting() && access.Ready(); });
     if (absl::Status s = admin_server->Start({address, config->admin->port}); !s.ok()) {
       spdlog::error("cannot start: {}", MessageOf(s));
       gateway.Shutdown();
