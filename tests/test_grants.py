@@ -585,5 +585,37 @@ class AuthFailureLimitTest(GrantsCase):
             self.assertTrue(int(headers["retry-after"]) >= 1)
 
 
+class IntrospectionTest(unittest.TestCase):
+    """An issuer whose access tokens are opaque: the gateway asks the IdP (RFC 7662)."""
+
+    def test_opaque_token_is_introspected(self):
+        tmp = tempfile.mkdtemp(prefix="tg-introspect-")
+        clients = {"opaque-agent": {"groups": ["trace-readers"], "token_format": "opaque"},
+                   "introspector": {"groups": []}}
+        try:
+            with PgServer(traces=3) as pg, OidcProvider(clients=clients) as idp:
+                secret_file = os.path.join(tmp, "introspector.secret")
+                with open(secret_file, "w") as f:
+                    f.write(idp.secret_of("introspector") + "\n")
+                cfg = grants_config(pg, idp, tmp)
+                cfg["identity"]["issuers"][0].update(
+                    {"introspection_client_id": "introspector",
+                     "introspection_client_secret_file": secret_file})
+                with Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
+                                       pg.password_for("tracegate")}) as gw:
+                    api = Api(gw, cfg["tls"]["cert_file"])
+                    trace = pg.psql("select id from traces limit 1").strip()
+                    token = idp.token("opaque-agent")
+                    self.assertEqual(token.count("."), 0, "expected an opaque token")
+                    got, out = api.grant(token, trace)
+                    self.assertEqual(got, 201, out)
+                    self.assertEqual(out["subject"], "opaque-agent")
+                    got, out = api.grant(token[:-2] + "xx", trace)
+                    self.assertEqual(got, 401, out)
+                    self.assertNotIn(token, gw.stderr_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()
