@@ -5,7 +5,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <regex>
 #include <string>
 
 #include "masking/masker.h"
@@ -13,6 +12,9 @@
 
 namespace tracegate::masking {
 namespace {
+
+using ::testing::ContainsRegex;
+using ::testing::MatchesRegex;
 
 const std::string kKey = "0123456789abcdef0123456789abcdef";
 
@@ -52,7 +54,7 @@ Profile Pseudonymizing(const std::string& key) {
 TEST(Pseudonymize, StableTokenUnderOneKey) {
   Scanner s = MakeScanner(Pseudonymizing(kKey));
   std::string a = Mask(s, "jane@example.com");
-  EXPECT_TRUE(std::regex_match(a, std::regex(R"(\[EMAIL:[0-9a-f]{8}\])"))) << a;
+  EXPECT_THAT(a, MatchesRegex(R"(\[EMAIL:[0-9a-f]{8}\])")) << a;
   EXPECT_EQ(Mask(s, "jane@example.com"), a);
   EXPECT_EQ(Mask(s, "to JANE@Example.com!"), "to " + a + "!");  // case-normalised
   EXPECT_NE(Mask(s, "john@example.com"), a);
@@ -82,8 +84,7 @@ TEST(Pseudonymize, InJsonTheTokenIsAString) {
   Counts counts;
   auto r = s.MaskJson(R"({"a":"jane@example.com","b":4111111111111111})", {"t"}, out, counts);
   ASSERT_TRUE(r.ok() && *r);
-  EXPECT_TRUE(std::regex_match(
-      out, std::regex(R"(\{"a":"\[EMAIL:[0-9a-f]{8}\]","b":"\[CARD:[0-9a-f]{8}\]"\})")))
+  EXPECT_THAT(out, MatchesRegex(R"(\{"a":"\[EMAIL:[0-9a-f]{8}\]","b":"\[CARD:[0-9a-f]{8}\]"\})"))
       << out;
 }
 
@@ -91,8 +92,7 @@ TEST(Pseudonymize, LengthIsConfigurable) {
   Profile p = Pseudonymizing(kKey);
   p.pseudonym_hex_chars = 16;
   Scanner s = MakeScanner(p);
-  EXPECT_TRUE(
-      std::regex_match(Mask(s, "jane@example.com"), std::regex(R"(\[EMAIL:[0-9a-f]{16}\])")));
+  EXPECT_THAT(Mask(s, "jane@example.com"), MatchesRegex(R"(\[EMAIL:[0-9a-f]{16}\])"));
 }
 
 TEST(Partial, KeepsTheLastFour) {
@@ -135,9 +135,7 @@ TEST(Strategies, PerEntityChoice) {
   p.strategies["CARD"] = {StrategyKind::kPartial, 4};
   Scanner s = MakeScanner(p);
   std::string out = Mask(s, "jane@example.com 4111111111111111 536-22-8726");
-  EXPECT_TRUE(
-      std::regex_match(out, std::regex(R"(\[EMAIL:[0-9a-f]{8}\] \*{12}1111 \[REDACTED:SSN\])")))
-      << out;
+  EXPECT_THAT(out, MatchesRegex(R"(\[EMAIL:[0-9a-f]{8}\] \*{12}1111 \[REDACTED:SSN\])")) << out;
 }
 
 TEST(Strategies, WholeFieldMaskUsesTheEntityStrategy) {
@@ -150,9 +148,12 @@ TEST(Strategies, WholeFieldMaskUsesTheEntityStrategy) {
   Counts counts;
   ASSERT_TRUE(s.MaskJson(R"({"name":"Jane Roe"})", {"t"}, out1, counts).ok());
   ASSERT_TRUE(s.MaskJson(R"({"user":{"name":"Jane Roe"}})", {"t"}, out2, counts).ok());
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(out1, m, std::regex(R"(\[PERSON:[0-9a-f]{8}\])"))) << out1;
-  EXPECT_NE(out2.find(m.str()), std::string::npos) << "the same name joins: " << out2;
+  // g++ 12 with -fsanitize=address reports std::regex's internals as maybe-uninitialized,
+  // so this file matches with gtest's own (POSIX) regex instead.
+  ASSERT_THAT(out1, ContainsRegex(R"(\[PERSON:[0-9a-f]{8}\])"));
+  const size_t at = out1.find("[PERSON:");
+  const std::string token = out1.substr(at, out1.find(']', at) - at + 1);
+  EXPECT_NE(out2.find(token), std::string::npos) << "the same name joins: " << out2;
   EXPECT_EQ(counts.Of("PERSON"), 2u);
 }
 
