@@ -473,10 +473,11 @@ stop_pid "$PGBOUNCER_PID" pgbouncer; PGBOUNCER_PID=""
 VB_JSON=$WORK/validator_bench.json
 VB_NOTE=""
 if [[ -n $VALIDATOR_BENCH ]]; then
-  log "running $VALIDATOR_BENCH --benchmark_format=json"
+  log "running $VALIDATOR_BENCH --benchmark_out_format=json"
+  # --benchmark_out, not stdout: the validator logs (key loads) would interleave with the JSON.
   # shellcheck disable=SC2086
-  if ! timeout 300 "$VALIDATOR_BENCH" --benchmark_format=json $VALIDATOR_BENCH_ARGS \
-       >"$VB_JSON" 2>"$WORK/validator_bench.err"; then
+  if ! timeout 300 "$VALIDATOR_BENCH" --benchmark_out="$VB_JSON" --benchmark_out_format=json \
+       $VALIDATOR_BENCH_ARGS >"$WORK/validator_bench.out" 2>"$WORK/validator_bench.err"; then
     VB_NOTE="validator_bench failed: $(tail -n 2 "$WORK/validator_bench.err" | tr '\n' ' ')"
     warn "$VB_NOTE"
     rm -f "$VB_JSON"
