@@ -63,18 +63,21 @@ http::response<http::string_body> ToHttp(const ApiResponse& api, unsigned versio
 
 struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
   Impl(std::shared_ptr<const config::Config> cfg, ApiService& svc)
-      : config(std::move(cfg)), service(svc), acceptor(context) {}
+      : config(std::move(cfg)),
+        service(svc),
+        context(std::make_unique<asio::io_context>()),
+        acceptor(std::make_unique<tcp::acceptor>(*context)) {}
 
   asio::awaitable<void> Accept() {
     auto self = shared_from_this();
     for (;;) {
       error_code ec;
       // Each connection gets its own strand: the API's threads share one io_context.
-      auto strand = asio::make_strand(context);
+      auto strand = asio::make_strand(*context);
       tcp::socket socket =
-          co_await acceptor.async_accept(strand, asio::redirect_error(asio::use_awaitable, ec));
+          co_await acceptor->async_accept(strand, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
-        if (!acceptor.is_open()) {
+        if (!acceptor->is_open()) {
           co_return;
         }
         spdlog::warn("api: accept failed: {}", ec.message());
@@ -170,8 +173,10 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
 
   std::shared_ptr<const config::Config> config;
   ApiService& service;
-  asio::io_context context;
-  tcp::acceptor acceptor;
+  // Both are destroyed by Stop(): destroying the io_context destroys the coroutines still
+  // suspended on it, which hold references to this Impl (no cycle outlives Stop).
+  std::unique_ptr<asio::io_context> context;
+  std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<asio::ssl::context> tls_context;
   std::vector<std::thread> threads;
 };
@@ -198,7 +203,7 @@ absl::Status ApiServer::Start(unsigned threads) {
         Cat("api.listen: \"", api.listen.host, "\" is not an IP address"));
   }
   const tcp::endpoint endpoint(address, api.listen.port);
-  tcp::acceptor& acceptor = impl_->acceptor;
+  tcp::acceptor& acceptor = *impl_->acceptor;
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
@@ -207,31 +212,31 @@ absl::Status ApiServer::Start(unsigned threads) {
     return absl::UnavailableError(
         Cat("api: cannot listen on ", api.listen.host, ":", api.listen.port, ": ", ec.message()));
   }
-  asio::co_spawn(impl_->context, impl_->Accept(), asio::detached);
+  asio::co_spawn(*impl_->context, impl_->Accept(), asio::detached);
   for (unsigned i = 0; i < std::max(1u, threads); ++i) {
-    impl_->threads.emplace_back([impl = impl_] { impl->context.run(); });
+    impl_->threads.emplace_back([context = impl_->context.get()] { context->run(); });
   }
   return absl::OkStatus();
 }
 
 tcp::endpoint ApiServer::endpoint() const {
   error_code ec;
-  return impl_->acceptor.local_endpoint(ec);
+  return impl_->acceptor ? impl_->acceptor->local_endpoint(ec) : tcp::endpoint();
 }
 
 void ApiServer::Stop() {
   if (impl_->threads.empty()) {
     return;
   }
-  asio::post(impl_->context, [impl = impl_] {
-    error_code ignored;  // closing during shutdown
-    impl->acceptor.close(ignored);
-  });
-  impl_->context.stop();
+  impl_->context->stop();
   for (std::thread& t : impl_->threads) {
     t.join();
   }
   impl_->threads.clear();
+  error_code ignored;  // closing during shutdown
+  impl_->acceptor->close(ignored);
+  impl_->acceptor.reset();
+  impl_->context.reset();
 }
 
 }  // namespace tracegate::httpapi
