@@ -1097,8 +1097,12 @@ class SessionLimitTest(PgServerCase):
 
     def test_one_more_than_max_sessions_is_refused_with_53300(self):
         with self.gateway(conn={"max_sessions": 2}) as gw:
-            # Two connections that never even send a startup packet hold both slots.
+            # Two logged-in sessions hold both slots. (Connections that never send a startup
+            # packet would hold them only until the handshake timeout, which a slow run, e.g.
+            # under ASan, can reach before the checks below.)
             holders = [RawPgConn(gw.host, gw.port) for _ in range(2)]
+            for holder in holders:
+                holder.startup(ALICE, ALICE_PW)
             try:
                 state = wait_for(lambda: self.refused_sqlstate(gw), timeout=15,
                                  what="a third connection to be refused")
