@@ -25,3 +25,11 @@ find_package(CURL REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 pkg_check_modules(HYPERSCAN REQUIRED IMPORTED_TARGET libhs)
 find_package(simdjson REQUIRED)
+
+# Statement gate (issue 4): libpg_query (static; it bundles the protobuf-c runtime) and
+# protobuf-c's headers for its parse tree (pg_query/pg_query.pb-c.h).
+find_library(PG_QUERY_LIBRARY NAMES libpg_query.a pg_query REQUIRED)
+find_path(PROTOBUF_C_INCLUDE_DIR protobuf-c/protobuf-c.h REQUIRED)
+add_library(tracegate_pg_query INTERFACE)
+target_link_libraries(tracegate_pg_query INTERFACE ${PG_QUERY_LIBRARY})
+target_include_directories(tracegate_pg_query INTERFACE ${PROTOBUF_C_INCLUDE_DIR})

@@ -51,6 +51,7 @@ using internal::Quote;
 using internal::RoleName;
 using internal::ScramVerifier;
 using internal::Secret;
+using internal::SqlName;
 using internal::Table;
 using internal::Text;
 
@@ -269,6 +270,91 @@ const Table<StaticUser>& UserKeys() {
   return *table;
 }
 
+// ---- connections[].gate ------------------------------------------------------------------
+
+const Table<TraceTable>& TraceTableKeys() {
+  using K = Keys<TraceTable>;
+  static const auto* const table = new Table<TraceTable>{
+      .keys =
+          {
+              K::Required("table", &TraceTable::name, kReloadable, SqlName(true)),
+              K::Required("id_column", &TraceTable::id_column, kReloadable, SqlName(false)),
+          },
+      .check =
+          [](const Item&, TraceTable& t, NoExtra&, Context&) {
+            if (const size_t dot = t.name.find('.'); dot != std::string::npos) {
+              t.schema = t.name.substr(0, dot);
+              t.name = t.name.substr(dot + 1);
+            }
+          },
+  };
+  return *table;
+}
+
+const Table<NamedQuery>& NamedQueryKeys() {
+  using K = Keys<NamedQuery>;
+  static const auto* const table = new Table<NamedQuery>{
+      .keys =
+          {
+              K::Required("name", &NamedQuery::name, kReloadable, ConnectionName()),
+              K::Required("sql", &NamedQuery::sql, kReloadable, Text("an SQL statement")),
+          },
+  };
+  return *table;
+}
+
+void CheckGate(const Item& map, Gate& gate, NoExtra&, Context& ctx) {
+  std::map<std::string, std::string> tables;
+  for (size_t i = 0; i < gate.trace_tables.size(); ++i) {
+    const TraceTable& t = gate.trace_tables[i];
+    if (t.name.empty()) {
+      continue;  // already reported
+    }
+    std::string path = ElementPath(internal::ChildPath(map.path, "trace_tables"), i) + ".table";
+    auto [it, inserted] = tables.emplace(t.schema + "." + t.name, path);
+    if (!inserted) {
+      ctx.Error(ctx.MarkOf(path), path,
+                absl::StrCat("table ", t.schema, ".", t.name, " is declared twice (also ",
+                             it->second, ")"));
+    }
+  }
+  std::map<std::string, std::string> names;
+  for (size_t i = 0; i < gate.queries.size(); ++i) {
+    std::string path = ElementPath(internal::ChildPath(map.path, "queries"), i) + ".name";
+    auto [it, inserted] = names.emplace(gate.queries[i].name, path);
+    if (!inserted && !gate.queries[i].name.empty()) {
+      ctx.Error(ctx.MarkOf(path), path,
+                absl::StrCat("duplicate query name ", Quote(gate.queries[i].name), " (also ",
+                             it->second, ")"));
+    }
+  }
+  if (gate.mode == GateMode::kStrict && gate.queries.empty()) {
+    const std::string path = internal::ChildPath(map.path, "queries");
+    ctx.Error(map.mark, path, "strict mode needs at least one query");
+  }
+}
+
+const Table<Gate>& GateKeys() {
+  using K = Keys<Gate>;
+  static const auto* const table = new Table<Gate>{
+      .keys =
+          {
+              K::Optional("mode", &Gate::mode, GateMode::kClassify, kReloadable,
+                          OneOf<GateMode>(
+                              {{"classify", GateMode::kClassify}, {"strict", GateMode::kStrict}})),
+              K::List("trace_tables", kOptional, &Gate::trace_tables, TraceTableKeys, 0, 64,
+                      nullptr),
+              K::Strings("allow_functions", &Gate::allow_functions, {}, kReloadable, SqlName(true),
+                         1000),
+              K::List("queries", kOptional, &Gate::queries, NamedQueryKeys, 0, 1000, nullptr),
+              K::Optional("cache_entries", &Gate::cache_entries, 10000, kReloadable,
+                          Count<uint32_t>(0, 10000000)),
+          },
+      .check = CheckGate,
+  };
+  return *table;
+}
+
 // ---- connections[] -----------------------------------------------------------------------
 
 internal::ScalarType<std::string> ConnectionType() {
@@ -322,6 +408,7 @@ const Table<PostgresConnection>& ConnectionKeys() {
               K::Section("pool", kOptional, &PostgresConnection::pool, PoolKeys),
               K::List("users", kOptional, &PostgresConnection::users, UserKeys, 0,
                       kMaxUsersPerConnection, nullptr),
+              K::Section("gate", kOptional, &PostgresConnection::gate, GateKeys),
           },
       .check = CheckConnection,
   };

@@ -57,6 +57,36 @@ struct StaticUser {
   std::string scram_verifier;  // "SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>"
 };
 
+// ---- statement gate (per Postgres connection) ------------------------------------------------
+
+// A table (or view) that holds trace data, and the column that names the trace of each row.
+struct TraceTable {
+  std::string schema = "public";
+  std::string name;
+  std::string id_column;
+};
+
+// A statement strict mode lets run, matched by its libpg_query fingerprint.
+struct NamedQuery {
+  std::string name;
+  std::string sql;
+};
+
+enum class GateMode {
+  kClassify,  // any read the classifier can prove stays inside the granted trace
+  kStrict,    // additionally, only the declared queries
+};
+
+// What a grant's session may run on this connection; see src/sql/gate.h. Static users are
+// not gated (they are the operator's own service accounts).
+struct Gate {
+  GateMode mode = GateMode::kClassify;
+  std::vector<TraceTable> trace_tables;
+  std::vector<std::string> allow_functions;  // in addition to sql::DefaultAllowedFunctions()
+  std::vector<NamedQuery> queries;           // strict mode: the only statements that may read
+  uint32_t cache_entries = 10000;            // classified statement shapes kept
+};
+
 struct PostgresConnection {
   std::string name;
   Endpoint listen;
@@ -70,6 +100,7 @@ struct PostgresConnection {
   Backend backend;
   Pool pool;
   std::vector<StaticUser> users;
+  Gate gate;
 };
 
 struct Tls {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -381,6 +382,34 @@ ScalarType<std::string> RoleName() {
           [](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
             if (absl::Status s = CheckRoleName(text); !s.ok()) {
               return s;
+            }
+            return text;
+          }};
+}
+
+ScalarType<std::string> SqlName(bool qualified) {
+  return {qualified ? "a table name (name or schema.name)" : "an SQL name",
+          [qualified](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
+            auto valid_part = [](std::string_view part) {
+              if (part.empty() || part.size() > 63 || (part[0] >= '0' && part[0] <= '9') ||
+                  part[0] == '$') {
+                return false;
+              }
+              return std::all_of(part.begin(), part.end(), [](char c) {
+                return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
+              });
+            };
+            const size_t dot = text.find('.');
+            const bool ok = dot == std::string::npos
+                                ? valid_part(text)
+                                : qualified && valid_part(std::string_view(text).substr(0, dot)) &&
+                                      valid_part(std::string_view(text).substr(dot + 1));
+            if (!ok) {
+              return InvalidArgumentError(
+                  absl::StrCat(Quote(text), " is not ", qualified ? "a table name" : "an SQL name",
+                               ": use lower-case letters, digits, _ and $ (as PostgreSQL folds "
+                               "unquoted names), at most 63 bytes",
+                               qualified ? ", optionally schema-qualified" : ""));
             }
             return text;
           }};

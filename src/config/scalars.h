@@ -96,6 +96,9 @@ ScalarType<std::string> HostName();
 ScalarType<std::string> Text(std::string what);  // any non-empty string
 ScalarType<std::string> ConnectionName();
 ScalarType<std::string> RoleName();
+// An SQL name as PostgreSQL stores an unquoted identifier: [a-z_][a-z0-9_$]*, at most 63
+// bytes; with `qualified`, optionally `schema.name`.
+ScalarType<std::string> SqlName(bool qualified);
 // Resolved against Context::base_dir(); with `allow_empty`, "" stays "" (= not set).
 ScalarType<std::string> FilePath(bool allow_empty);
 ScalarType<std::string> EnvVarName();

@@ -1,0 +1,973 @@
+#include "sql/classify.h"
+
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "common/strings.h"
+
+namespace tracegate::sql::internal {
+namespace {
+
+using Node = PgQuery__Node;
+
+constexpr int kMaxDepth = 400;
+
+// ---- small accessors ----------------------------------------------------------------------
+
+const char* StringOf(const Node* node) {
+  return node != nullptr && node->node_case == PG_QUERY__NODE__NODE_STRING &&
+                 node->string != nullptr
+             ? node->string->sval
+             : nullptr;
+}
+
+// The message inside a Node's oneof (every member is a message pointer at the same place).
+const ProtobufCMessage* InnerOf(const Node* node) {
+  void* inner = nullptr;
+  std::memcpy(&inner, &node->alias, sizeof inner);
+  return static_cast<const ProtobufCMessage*>(inner);
+}
+
+// The dotted name of a list of String nodes ("pg_catalog.lower"); empty if any part is not
+// a String.
+std::string DottedName(size_t n, Node* const* parts) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    const char* part = StringOf(parts[i]);
+    if (part == nullptr) {
+      return {};
+    }
+    if (i > 0) {
+      out.push_back('.');
+    }
+    out.append(part);
+  }
+  return out;
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// AND-ed conjuncts of a boolean expression, flattened.
+void Conjuncts(const Node* node, std::vector<const Node*>& out) {
+  if (node == nullptr) {
+    return;
+  }
+  if (node->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+      node->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) {
+    for (size_t i = 0; i < node->bool_expr->n_args; ++i) {
+      Conjuncts(node->bool_expr->args[i], out);
+    }
+    return;
+  }
+  out.push_back(node);
+}
+
+bool IsEqualsOperator(const PgQuery__AExpr* e) {
+  if (e->kind != PG_QUERY__A__EXPR__KIND__AEXPR_OP) {
+    return false;
+  }
+  const std::string name = DottedName(e->n_name, e->name);
+  return name == "=" || name == "pg_catalog.=";
+}
+
+// Settings a grant's session may SET / RESET (lower case, as the parser folds them).
+bool SettableSetting(std::string_view name) {
+  static const auto* const kSettable =
+      new absl::flat_hash_set<std::string>{"application_name",
+                                           "datestyle",
+                                           "timezone",
+                                           "intervalstyle",
+                                           "extra_float_digits",
+                                           "statement_timeout",
+                                           "lock_timeout",
+                                           "idle_in_transaction_session_timeout",
+                                           "client_min_messages",
+                                           "bytea_output",
+                                           "client_encoding"};
+  return kSettable->contains(std::string(name));
+}
+
+bool ShowableSetting(std::string_view name) {
+  static const auto* const kShowable =
+      new absl::flat_hash_set<std::string>{"server_version",
+                                           "server_encoding",
+                                           "transaction_isolation",
+                                           "transaction_read_only",
+                                           "standard_conforming_strings",
+                                           "integer_datetimes",
+                                           "is_superuser"};
+  return SettableSetting(name) || kShowable->contains(std::string(name));
+}
+
+// client_encoding values the gate accepts: UTF-8 only, so libpg_query (which reads the text
+// as UTF-8) and the server tokenise the same bytes.
+bool IsUtf8Name(std::string_view value) {
+  std::string folded;
+  for (char c : value) {
+    if (c != '-' && c != '_') {
+      folded.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+  }
+  return folded == "utf8" || folded == "unicode";
+}
+
+// ---- the walk ----------------------------------------------------------------------------
+
+// One declared trace table in one SELECT's FROM.
+struct Occurrence {
+  const config::TraceTable* table = nullptr;
+  std::string refname;  // alias, or the table's name
+  bool aliased = false;
+  std::string schema;                     // as written, or "public"
+  std::vector<const Node*> on_conjuncts;  // ON conditions that hold whenever it has a row
+};
+
+// A term of an equality: a column of an occurrence, a string literal, or a parameter.
+struct Term {
+  enum Kind { kNone, kColumn, kLiteral, kParam } kind = kNone;
+  int occurrence = -1;
+  std::string column;
+  int location = 0;
+  std::string value;
+  int param = 0;
+};
+
+// Union-find over terms named by string keys.
+class Classes {
+ public:
+  int Id(const std::string& key) {
+    auto [it, inserted] = ids_.emplace(key, static_cast<int>(parent_.size()));
+    if (inserted) {
+      parent_.push_back(it->second);
+    }
+    return it->second;
+  }
+  int Find(int x) {
+    while (parent_[x] != x) {
+      parent_[x] = parent_[parent_[x]];
+      x = parent_[x];
+    }
+    return x;
+  }
+  void Union(int a, int b) { parent_[Find(a)] = Find(b); }
+
+ private:
+  absl::flat_hash_map<std::string, int> ids_;
+  std::vector<int> parent_;
+};
+
+class Analyzer {
+ public:
+  explicit Analyzer(const Rules& rules) : rules_(rules) {}
+
+  void Statement(const Node* stmt, Classification& out);
+
+ private:
+  struct SelectScope {
+    std::vector<Occurrence> occurrences;
+    int from_items = 0;
+    // ON conditions of joins outside the nullable side of any outer join: they hold for
+    // every row of the FROM clause, like WHERE.
+    std::vector<const Node*> global_on;
+  };
+
+  bool Block(Rule rule, std::string message) {
+    if (rule_ == Rule::kNone) {
+      rule_ = rule;
+      message_ = std::move(message);
+    }
+    return false;
+  }
+  bool Blocked() const { return rule_ != Rule::kNone; }
+
+  bool Select(const PgQuery__SelectStmt* s);
+  bool From(const Node* item, const std::vector<const Node*>& applicable, bool global,
+            SelectScope& scope);
+  bool CheckPinned(const PgQuery__SelectStmt* s, SelectScope& scope);
+  Term TermOf(const Node* node, const SelectScope& scope) const;
+  int ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& scope,
+                    std::string& column) const;
+  const config::TraceTable* FindTable(std::string_view schema, std::string_view name) const;
+
+  bool Visit(const Node* node);
+  bool Children(const ProtobufCMessage* message);
+  bool Message(const ProtobufCMessage* message);
+  bool Function(const PgQuery__FuncCall* call);
+  bool TransactionOptions(size_t n, Node* const* options);
+  void SetStatement(const PgQuery__VariableSetStmt* set, Classification& out);
+
+  const Rules& rules_;
+  Rule rule_ = Rule::kNone;
+  std::string message_;
+  int depth_ = 0;
+  std::vector<std::string> ctes_;  // CTE names visible here (a stack)
+  std::vector<TraceLiteral> literals_;
+  std::vector<int> params_;
+};
+
+struct DepthGuard {
+  explicit DepthGuard(int& depth) : depth(depth) { ++depth; }
+  ~DepthGuard() { --depth; }
+  int& depth;
+};
+
+const config::TraceTable* Analyzer::FindTable(std::string_view schema,
+                                              std::string_view name) const {
+  for (const config::TraceTable& t : rules_.tables) {
+    if (t.schema == schema && t.name == name) {
+      return &t;
+    }
+  }
+  return nullptr;
+}
+
+bool Analyzer::Select(const PgQuery__SelectStmt* s) {
+  DepthGuard guard(depth_);
+  if (depth_ > kMaxDepth) {
+    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+  }
+  if (s->into_clause != nullptr) {
+    return Block(Rule::kWrite, "SELECT ... INTO creates a table");
+  }
+  if (s->n_locking_clause > 0) {
+    return Block(Rule::kWrite, "FOR UPDATE / FOR SHARE locks rows");
+  }
+  const size_t scope_mark = ctes_.size();
+  struct Restore {
+    std::vector<std::string>& ctes;
+    size_t mark;
+    ~Restore() { ctes.resize(mark); }
+  } restore{ctes_, scope_mark};
+
+  if (s->with_clause != nullptr) {
+    const PgQuery__WithClause* with = s->with_clause;
+    std::vector<const PgQuery__CommonTableExpr*> ctes;
+    for (size_t i = 0; i < with->n_ctes; ++i) {
+      if (with->ctes[i]->node_case != PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR) {
+        return Block(Rule::kUnsupported, "unexpected WITH element");
+      }
+      ctes.push_back(with->ctes[i]->common_table_expr);
+    }
+    for (size_t i = 0; i < ctes.size(); ++i) {
+      const PgQuery__CommonTableExpr* cte = ctes[i];
+      if (cte->ctequery == nullptr ||
+          cte->ctequery->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) {
+        return Block(Rule::kWrite, Cat("WITH ", cte->ctename, " AS (...) modifies data"));
+      }
+      // A CTE sees the ones before it; in WITH RECURSIVE, all of them, itself included.
+      ctes_.resize(scope_mark);
+      for (size_t j = 0; j < ctes.size(); ++j) {
+        if (j < i || with->recursive) {
+          ctes_.emplace_back(ctes[j]->ctename);
+        }
+      }
+      if (!Select(cte->ctequery->select_stmt)) {
+        return false;
+      }
+      if ((cte->search_clause != nullptr && !Children(&cte->search_clause->base)) ||
+          (cte->cycle_clause != nullptr && !Children(&cte->cycle_clause->base))) {
+        return false;
+      }
+    }
+    ctes_.resize(scope_mark);
+    for (const PgQuery__CommonTableExpr* cte : ctes) {
+      ctes_.emplace_back(cte->ctename);
+    }
+  }
+
+  auto visit_all = [this](size_t n, Node* const* nodes) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!Visit(nodes[i])) {
+        return false;
+      }
+    }
+    return true;
+  };
+
+  if (s->op != PG_QUERY__SET_OPERATION__SETOP_NONE &&
+      s->op != PG_QUERY__SET_OPERATION__SET_OPERATION_UNDEFINED) {
+    if (s->larg == nullptr || s->rarg == nullptr) {
+      return Block(Rule::kUnsupported, "malformed set operation");
+    }
+    return Select(s->larg) && Select(s->rarg) && visit_all(s->n_sort_clause, s->sort_clause) &&
+           Visit(s->limit_offset) && Visit(s->limit_count);
+  }
+
+  SelectScope scope;
+  const std::vector<const Node*> none;
+  for (size_t i = 0; i < s->n_from_clause; ++i) {
+    if (!From(s->from_clause[i], none, true, scope)) {
+      return false;
+    }
+  }
+  if (!CheckPinned(s, scope)) {
+    return false;
+  }
+  return visit_all(s->n_target_list, s->target_list) && Visit(s->where_clause) &&
+         visit_all(s->n_group_clause, s->group_clause) && Visit(s->having_clause) &&
+         visit_all(s->n_window_clause, s->window_clause) &&
+         visit_all(s->n_values_lists, s->values_lists) &&
+         visit_all(s->n_sort_clause, s->sort_clause) && Visit(s->limit_offset) &&
+         Visit(s->limit_count) && visit_all(s->n_distinct_clause, s->distinct_clause);
+}
+
+bool Analyzer::From(const Node* item, const std::vector<const Node*>& applicable, bool global,
+                    SelectScope& scope) {
+  DepthGuard guard(depth_);
+  if (depth_ > kMaxDepth) {
+    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+  }
+  switch (item->node_case) {
+    case PG_QUERY__NODE__NODE_RANGE_VAR: {
+      ++scope.from_items;
+      const PgQuery__RangeVar* rv = item->range_var;
+      const std::string_view catalog = rv->catalogname != nullptr ? rv->catalogname : "";
+      const std::string_view schema_written = rv->schemaname != nullptr ? rv->schemaname : "";
+      const std::string_view name = rv->relname != nullptr ? rv->relname : "";
+      const std::string written = Cat(catalog.empty() ? "" : Cat(catalog, "."),
+                                      schema_written.empty() ? "" : Cat(schema_written, "."), name);
+      if (!catalog.empty()) {
+        return Block(Rule::kRelation, Cat("relation ", written, " is not a declared trace table"));
+      }
+      if (schema_written.empty() && std::find(ctes_.begin(), ctes_.end(), name) != ctes_.end()) {
+        return true;  // a reference to a WITH query, checked where it is defined
+      }
+      const std::string_view schema = schema_written.empty() ? "public" : schema_written;
+      const config::TraceTable* table = FindTable(schema, name);
+      if (table == nullptr) {
+        return Block(Rule::kRelation, Cat("relation ", written, " is not a declared trace table"));
+      }
+      Occurrence o;
+      o.table = table;
+      o.schema = std::string(schema);
+      if (rv->alias != nullptr) {
+        if (rv->alias->n_colnames > 0) {
+          // traces AS t(a, b) renames columns by position: t.id could be another column.
+          return Block(Rule::kUnsupported,
+                       Cat("column aliases on trace table ", name, " are not supported"));
+        }
+        o.refname = rv->alias->aliasname;
+        o.aliased = true;
+      } else {
+        o.refname = std::string(name);
+      }
+      o.on_conjuncts = applicable;
+      scope.occurrences.push_back(std::move(o));
+      return true;
+    }
+    case PG_QUERY__NODE__NODE_JOIN_EXPR: {
+      const PgQuery__JoinExpr* join = item->join_expr;
+      std::vector<const Node*> on;
+      Conjuncts(join->quals, on);
+      std::vector<const Node*> left = applicable;
+      std::vector<const Node*> right = applicable;
+      // ON holds for every row a side contributes, except on the preserved side of an outer
+      // join (its rows come through whether ON holds or not). An inner join's ON holds for
+      // every row of the whole FROM unless the join sits on a nullable side.
+      bool left_global = false;
+      bool right_global = false;
+      switch (join->jointype) {
+        case PG_QUERY__JOIN_TYPE__JOIN_INNER:
+          left.insert(left.end(), on.begin(), on.end());
+          right.insert(right.end(), on.begin(), on.end());
+          if (global) {
+            scope.global_on.insert(scope.global_on.end(), on.begin(), on.end());
+          }
+          left_global = right_global = global;
+          break;
+        case PG_QUERY__JOIN_TYPE__JOIN_LEFT:
+          right.insert(right.end(), on.begin(), on.end());
+          left_global = global;
+          break;
+        case PG_QUERY__JOIN_TYPE__JOIN_RIGHT:
+          left.insert(left.end(), on.begin(), on.end());
+          right_global = global;
+          break;
+        default:
+          break;
+      }
+      if (join->larg == nullptr || join->rarg == nullptr) {
+        return Block(Rule::kUnsupported, "malformed join");
+      }
+      if (!From(join->larg, left, left_global, scope) ||
+          !From(join->rarg, right, right_global, scope)) {
+        return false;
+      }
+      return Visit(join->quals);
+    }
+    case PG_QUERY__NODE__NODE_RANGE_SUBSELECT: {
+      ++scope.from_items;
+      const Node* sub = item->range_subselect->subquery;
+      if (sub == nullptr || sub->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) {
+        return Block(Rule::kUnsupported, "unexpected subquery in FROM");
+      }
+      return Select(sub->select_stmt);
+    }
+    case PG_QUERY__NODE__NODE_RANGE_FUNCTION: {
+      ++scope.from_items;
+      const PgQuery__RangeFunction* rf = item->range_function;
+      for (size_t i = 0; i < rf->n_functions; ++i) {
+        if (!Visit(rf->functions[i])) {
+          return false;
+        }
+      }
+      for (size_t i = 0; i < rf->n_coldeflist; ++i) {
+        if (!Visit(rf->coldeflist[i])) {
+          return false;
+        }
+      }
+      return true;
+    }
+    case PG_QUERY__NODE__NODE_RANGE_TABLE_SAMPLE:
+      return Block(Rule::kUnsupported, "TABLESAMPLE is not supported");
+    case PG_QUERY__NODE__NODE_RANGE_TABLE_FUNC:
+      return Block(Rule::kUnsupported, "XMLTABLE is not supported");
+    default:
+      return Block(Rule::kUnsupported, "unexpected item in FROM");
+  }
+}
+
+int Analyzer::ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& scope,
+                            std::string& column) const {
+  const std::string dotted = DottedName(ref->n_fields, ref->fields);
+  if (dotted.empty()) {
+    return -1;  // t.* or an indirection
+  }
+  std::vector<std::string_view> parts;
+  for (size_t i = 0; i < ref->n_fields; ++i) {
+    parts.emplace_back(StringOf(ref->fields[i]));
+  }
+  if (parts.size() == 1) {
+    // Unqualified: only when the table is the single item of this FROM, so the name cannot
+    // belong to a neighbour (and an id column the table has wins over an outer query's).
+    if (scope.from_items == 1 && scope.occurrences.size() == 1) {
+      column = std::string(parts[0]);
+      return 0;
+    }
+    return -1;
+  }
+  int found = -1;
+  for (size_t i = 0; i < scope.occurrences.size(); ++i) {
+    const Occurrence& o = scope.occurrences[i];
+    bool match = false;
+    if (parts.size() == 2) {
+      match = o.refname == parts[0];
+    } else if (parts.size() == 3) {
+      match = !o.aliased && o.schema == parts[0] && o.table->name == parts[1];
+    }
+    if (match) {
+      if (found >= 0) {
+        return -1;  // ambiguous: PostgreSQL refuses it anyway
+      }
+      found = static_cast<int>(i);
+    }
+  }
+  if (found >= 0) {
+    column = std::string(parts.back());
+  }
+  return found;
+}
+
+Term Analyzer::TermOf(const Node* node, const SelectScope& scope) const {
+  Term term;
+  if (node == nullptr) {
+    return term;
+  }
+  switch (node->node_case) {
+    case PG_QUERY__NODE__NODE_COLUMN_REF: {
+      term.occurrence = ResolveColumn(node->column_ref, scope, term.column);
+      if (term.occurrence >= 0) {
+        term.kind = Term::kColumn;
+      }
+      return term;
+    }
+    case PG_QUERY__NODE__NODE_A_CONST: {
+      const PgQuery__AConst* c = node->a_const;
+      if (!c->isnull && c->val_case == PG_QUERY__A__CONST__VAL_SVAL && c->sval != nullptr) {
+        term.kind = Term::kLiteral;
+        term.location = c->location;
+        term.value = c->sval->sval;
+      }
+      return term;
+    }
+    case PG_QUERY__NODE__NODE_PARAM_REF:
+      term.kind = Term::kParam;
+      term.param = node->param_ref->number;
+      return term;
+    case PG_QUERY__NODE__NODE_TYPE_CAST: {
+      // Only casts that cannot change the value: text, varchar and uuid without a length.
+      const PgQuery__TypeName* type = node->type_cast->type_name;
+      if (type == nullptr || type->n_typmods > 0 || type->n_array_bounds > 0 || type->setof ||
+          type->pct_type) {
+        return term;
+      }
+      const std::string name = DottedName(type->n_names, type->names);
+      static const auto* const kKeeps = new absl::flat_hash_set<std::string>{
+          "text", "pg_catalog.text", "varchar", "pg_catalog.varchar", "uuid", "pg_catalog.uuid"};
+      if (!kKeeps->contains(name)) {
+        return term;
+      }
+      const Node* arg = node->type_cast->arg;
+      if (arg != nullptr && (arg->node_case == PG_QUERY__NODE__NODE_A_CONST ||
+                             arg->node_case == PG_QUERY__NODE__NODE_PARAM_REF)) {
+        return TermOf(arg, scope);
+      }
+      return term;
+    }
+    default:
+      return term;
+  }
+}
+
+bool Analyzer::CheckPinned(const PgQuery__SelectStmt* s, SelectScope& scope) {
+  std::vector<const Node*> where;
+  Conjuncts(s->where_clause, where);
+  for (size_t oi = 0; oi < scope.occurrences.size(); ++oi) {
+    const Occurrence& o = scope.occurrences[oi];
+    std::vector<const Node*> conjuncts = where;
+    conjuncts.insert(conjuncts.end(), scope.global_on.begin(), scope.global_on.end());
+    conjuncts.insert(conjuncts.end(), o.on_conjuncts.begin(), o.on_conjuncts.end());
+    Classes classes;
+    std::vector<Term> constants;  // literals and parameters, by their class id
+    std::vector<int> constant_ids;
+    auto id_of = [&](const Term& t) {
+      switch (t.kind) {
+        case Term::kColumn:
+          return classes.Id(Cat("c", t.occurrence, ".", t.column));
+        case Term::kLiteral:
+        case Term::kParam: {
+          const int id = classes.Id(Cat("k", constants.size()));
+          constants.push_back(t);
+          constant_ids.push_back(id);
+          return id;
+        }
+        case Term::kNone:
+          break;
+      }
+      return -1;
+    };
+    for (const Node* c : conjuncts) {
+      if (c->node_case != PG_QUERY__NODE__NODE_A_EXPR || !IsEqualsOperator(c->a_expr)) {
+        continue;
+      }
+      const Term left = TermOf(c->a_expr->lexpr, scope);
+      const Term right = TermOf(c->a_expr->rexpr, scope);
+      if (left.kind == Term::kNone || right.kind == Term::kNone ||
+          (left.kind != Term::kColumn && right.kind != Term::kColumn)) {
+        continue;
+      }
+      classes.Union(id_of(left), id_of(right));
+    }
+    const int target = classes.Find(classes.Id(Cat("c", oi, ".", o.table->id_column)));
+    bool pinned = false;
+    for (size_t k = 0; k < constants.size(); ++k) {
+      if (classes.Find(constant_ids[k]) != target) {
+        continue;
+      }
+      pinned = true;
+      if (constants[k].kind == Term::kParam) {
+        params_.push_back(constants[k].param);
+      } else {
+        literals_.push_back({.location = constants[k].location, .value = constants[k].value});
+      }
+    }
+    if (!pinned) {
+      return Block(Rule::kTraceScope,
+                   Cat(o.table->name, " is not restricted to the granted trace: add ", o.refname,
+                       ".", o.table->id_column,
+                       " = '<trace id>' to WHERE (AND-ed at the top) or to an inner JOIN's ON"));
+    }
+  }
+  return true;
+}
+
+bool Analyzer::Function(const PgQuery__FuncCall* call) {
+  const std::string name = DottedName(call->n_funcname, call->funcname);
+  bool allowed = false;
+  if (call->n_funcname == 1) {
+    allowed = rules_.functions.contains(name);
+  } else if (call->n_funcname == 2) {
+    const std::string_view schema = StringOf(call->funcname[0]);
+    allowed = schema == "pg_catalog"
+                  ? rules_.functions.contains(std::string(StringOf(call->funcname[1])))
+                  : rules_.qualified_functions.contains(name);
+  }
+  if (!allowed) {
+    return Block(Rule::kFunction,
+                 Cat("function ", name.empty() ? "(unnamed)" : name, "() is not allowed"));
+  }
+  return Children(&call->base);
+}
+
+bool Analyzer::Visit(const Node* node) {
+  if (node == nullptr || Blocked()) {
+    return !Blocked();
+  }
+  DepthGuard guard(depth_);
+  if (depth_ > kMaxDepth) {
+    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+  }
+  switch (node->node_case) {
+    case PG_QUERY__NODE__NODE__NOT_SET:
+      return true;  // an empty list element (DISTINCT without ON, a function's column list)
+    case PG_QUERY__NODE__NODE_SELECT_STMT:
+      return Select(node->select_stmt);
+    case PG_QUERY__NODE__NODE_FUNC_CALL:
+      return Function(node->func_call);
+    case PG_QUERY__NODE__NODE_A_EXPR: {
+      const PgQuery__AExpr* e = node->a_expr;
+      if (e->n_name > 1) {
+        const char* schema = StringOf(e->name[0]);
+        if (e->n_name > 2 || schema == nullptr || std::string_view(schema) != "pg_catalog") {
+          return Block(Rule::kFunction, Cat("operator ", DottedName(e->n_name, e->name),
+                                            " is not allowed (only pg_catalog operators)"));
+        }
+      }
+      return Children(&e->base);
+    }
+    // Expressions and the plain parts of a SELECT.
+    case PG_QUERY__NODE__NODE_COLUMN_REF:
+    case PG_QUERY__NODE__NODE_PARAM_REF:
+    case PG_QUERY__NODE__NODE_A_CONST:
+    case PG_QUERY__NODE__NODE_A_STAR:
+    case PG_QUERY__NODE__NODE_A_INDICES:
+    case PG_QUERY__NODE__NODE_A_INDIRECTION:
+    case PG_QUERY__NODE__NODE_A_ARRAY_EXPR:
+    case PG_QUERY__NODE__NODE_RES_TARGET:
+    case PG_QUERY__NODE__NODE_TYPE_CAST:
+    case PG_QUERY__NODE__NODE_TYPE_NAME:
+    case PG_QUERY__NODE__NODE_COLLATE_CLAUSE:
+    case PG_QUERY__NODE__NODE_SORT_BY:
+    case PG_QUERY__NODE__NODE_WINDOW_DEF:
+    case PG_QUERY__NODE__NODE_BOOL_EXPR:
+    case PG_QUERY__NODE__NODE_SUB_LINK:
+    case PG_QUERY__NODE__NODE_CASE_EXPR:
+    case PG_QUERY__NODE__NODE_CASE_WHEN:
+    case PG_QUERY__NODE__NODE_COALESCE_EXPR:
+    case PG_QUERY__NODE__NODE_MIN_MAX_EXPR:
+    case PG_QUERY__NODE__NODE_SQLVALUE_FUNCTION:
+    case PG_QUERY__NODE__NODE_NULL_TEST:
+    case PG_QUERY__NODE__NODE_BOOLEAN_TEST:
+    case PG_QUERY__NODE__NODE_ROW_EXPR:
+    case PG_QUERY__NODE__NODE_GROUPING_SET:
+    case PG_QUERY__NODE__NODE_GROUPING_FUNC:
+    case PG_QUERY__NODE__NODE_NAMED_ARG_EXPR:
+    case PG_QUERY__NODE__NODE_COLUMN_DEF:
+    case PG_QUERY__NODE__NODE_LIST:
+    case PG_QUERY__NODE__NODE_STRING:
+    case PG_QUERY__NODE__NODE_INTEGER:
+    case PG_QUERY__NODE__NODE_FLOAT:
+    case PG_QUERY__NODE__NODE_BOOLEAN:
+    case PG_QUERY__NODE__NODE_BIT_STRING:
+    case PG_QUERY__NODE__NODE_ALIAS: {
+      const auto* inner = InnerOf(node);
+      return inner == nullptr || Children(inner);
+    }
+    default: {
+      const auto* inner = InnerOf(node);
+      const char* what = inner != nullptr ? inner->descriptor->short_name : "an empty node";
+      return Block(Rule::kUnsupported, Cat(what, " is not supported in a trace read"));
+    }
+  }
+}
+
+// A typed (non-Node) submessage met while walking.
+bool Analyzer::Message(const ProtobufCMessage* message) {
+  const ProtobufCMessageDescriptor* d = message->descriptor;
+  if (d == &pg_query__node__descriptor) {
+    return Visit(reinterpret_cast<const Node*>(message));
+  }
+  if (d == &pg_query__select_stmt__descriptor) {
+    return Select(reinterpret_cast<const PgQuery__SelectStmt*>(message));
+  }
+  if (d == &pg_query__into_clause__descriptor) {
+    return Block(Rule::kWrite, "SELECT ... INTO creates a table");
+  }
+  if (d == &pg_query__range_var__descriptor || d == &pg_query__with_clause__descriptor) {
+    return Block(Rule::kUnsupported, Cat(d->short_name, " in an unexpected place"));
+  }
+  return Children(message);
+}
+
+bool Analyzer::Children(const ProtobufCMessage* message) {
+  DepthGuard guard(depth_);
+  if (depth_ > kMaxDepth) {
+    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+  }
+  const ProtobufCMessageDescriptor* d = message->descriptor;
+  const auto* base = reinterpret_cast<const char*>(message);
+  for (unsigned f = 0; f < d->n_fields; ++f) {
+    const ProtobufCFieldDescriptor& field = d->fields[f];
+    if (field.type != PROTOBUF_C_TYPE_MESSAGE) {
+      continue;
+    }
+    if (field.label == PROTOBUF_C_LABEL_REPEATED) {
+      const size_t n = *reinterpret_cast<const size_t*>(base + field.quantifier_offset);
+      auto* const* items = *reinterpret_cast<ProtobufCMessage* const* const*>(base + field.offset);
+      for (size_t i = 0; i < n; ++i) {
+        if (items[i] != nullptr && !Message(items[i])) {
+          return false;
+        }
+      }
+      continue;
+    }
+    if ((field.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+        *reinterpret_cast<const uint32_t*>(base + field.quantifier_offset) != field.id) {
+      continue;
+    }
+    const auto* sub = *reinterpret_cast<const ProtobufCMessage* const*>(base + field.offset);
+    if (sub != nullptr && !Message(sub)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Analyzer::TransactionOptions(size_t n, Node* const* options) {
+  for (size_t i = 0; i < n; ++i) {
+    if (options[i]->node_case != PG_QUERY__NODE__NODE_DEF_ELEM) {
+      return Block(Rule::kUnsupported, "unexpected transaction option");
+    }
+    const PgQuery__DefElem* option = options[i]->def_elem;
+    const std::string_view name = option->defname != nullptr ? option->defname : "";
+    if (name == "transaction_read_only") {
+      const Node* arg = option->arg;
+      const bool read_only = arg != nullptr && arg->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+                             arg->a_const->val_case == PG_QUERY__A__CONST__VAL_IVAL &&
+                             arg->a_const->ival->ival != 0;
+      if (!read_only) {
+        return Block(Rule::kSessionState, "a read-write transaction is not allowed");
+      }
+    } else if (name != "transaction_isolation" && name != "transaction_deferrable") {
+      return Block(Rule::kSessionState, Cat("transaction option ", name, " is not allowed"));
+    }
+  }
+  return true;
+}
+
+void Analyzer::SetStatement(const PgQuery__VariableSetStmt* set, Classification& out) {
+  const std::string name = set->name != nullptr ? Lower(set->name) : "";
+  out.verdict.kind = StatementKind::kSet;
+  switch (set->kind) {
+    case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL:
+      Block(Rule::kSessionState, "RESET ALL is not allowed");
+      return;
+    case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_MULTI:
+      if (name == "transaction") {
+        TransactionOptions(set->n_args, set->args);
+      } else {
+        Block(Rule::kSessionState, Cat("SET ", name, " is not allowed"));
+      }
+      return;
+    default:
+      break;
+  }
+  if (!SettableSetting(name)) {
+    Block(Rule::kSessionState, Cat("setting ", name, " cannot be changed through tracegate"));
+    return;
+  }
+  if (name == "client_encoding" && set->kind == PG_QUERY__VARIABLE_SET_KIND__VAR_SET_VALUE) {
+    out.cacheable = false;  // the verdict depends on the value
+    const Node* arg = set->n_args == 1 ? set->args[0] : nullptr;
+    const char* value = nullptr;
+    if (arg != nullptr && arg->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+        arg->a_const->val_case == PG_QUERY__A__CONST__VAL_SVAL) {
+      value = arg->a_const->sval->sval;
+    }
+    if (value == nullptr || !IsUtf8Name(value)) {
+      Block(Rule::kSessionState, "client_encoding must stay UTF8");
+    }
+  } else if (name == "client_encoding" && set->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_RESET &&
+             set->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT) {
+    Block(Rule::kSessionState, "client_encoding must stay UTF8");
+  }
+}
+
+void Analyzer::Statement(const Node* stmt, Classification& out) {
+  Verdict& v = out.verdict;
+  switch (stmt->node_case) {
+    case PG_QUERY__NODE__NODE_SELECT_STMT:
+      v.kind = StatementKind::kSelect;
+      Select(stmt->select_stmt);
+      break;
+    case PG_QUERY__NODE__NODE_DECLARE_CURSOR_STMT: {
+      v.kind = StatementKind::kDeclare;
+      const Node* query = stmt->declare_cursor_stmt->query;
+      if (query == nullptr || query->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) {
+        Block(Rule::kUnsupported, "DECLARE needs a SELECT");
+      } else {
+        Select(query->select_stmt);
+      }
+      break;
+    }
+    case PG_QUERY__NODE__NODE_FETCH_STMT:
+      v.kind = StatementKind::kFetch;
+      break;
+    case PG_QUERY__NODE__NODE_CLOSE_PORTAL_STMT:
+      v.kind = StatementKind::kClosePortal;
+      break;
+    case PG_QUERY__NODE__NODE_TRANSACTION_STMT: {
+      v.kind = StatementKind::kTransaction;
+      const PgQuery__TransactionStmt* t = stmt->transaction_stmt;
+      switch (t->kind) {
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_BEGIN:
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_START:
+          TransactionOptions(t->n_options, t->options);
+          break;
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_COMMIT:
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_ROLLBACK:
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_SAVEPOINT:
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_RELEASE:
+        case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_ROLLBACK_TO:
+          break;
+        default:
+          Block(Rule::kUnsupported, "two-phase commit is not allowed");
+          break;
+      }
+      break;
+    }
+    case PG_QUERY__NODE__NODE_VARIABLE_SET_STMT:
+      SetStatement(stmt->variable_set_stmt, out);
+      break;
+    case PG_QUERY__NODE__NODE_VARIABLE_SHOW_STMT: {
+      v.kind = StatementKind::kShow;
+      const std::string name =
+          stmt->variable_show_stmt->name != nullptr ? Lower(stmt->variable_show_stmt->name) : "";
+      if (!ShowableSetting(name)) {
+        Block(Rule::kSessionState, Cat("SHOW ", name, " is not allowed"));
+      }
+      break;
+    }
+    case PG_QUERY__NODE__NODE_COPY_STMT:
+      Block(Rule::kBulkExport, "COPY is not allowed");
+      break;
+    case PG_QUERY__NODE__NODE_INSERT_STMT:
+      Block(Rule::kWrite, "INSERT is not allowed");
+      break;
+    case PG_QUERY__NODE__NODE_UPDATE_STMT:
+      Block(Rule::kWrite, "UPDATE is not allowed");
+      break;
+    case PG_QUERY__NODE__NODE_DELETE_STMT:
+      Block(Rule::kWrite, "DELETE is not allowed");
+      break;
+    case PG_QUERY__NODE__NODE_MERGE_STMT:
+      Block(Rule::kWrite, "MERGE is not allowed");
+      break;
+    default: {
+      const auto* inner = InnerOf(stmt);
+      const std::string_view what = inner != nullptr ? inner->descriptor->short_name : "?";
+      static constexpr std::string_view kDdlPrefixes[] = {
+          "Create", "Alter", "Drop", "Truncate", "Grant",    "Comment",      "Rename",
+          "Define", "Index", "View", "Rule",     "Reassign", "CompositeType"};
+      const bool ddl = std::any_of(std::begin(kDdlPrefixes), std::end(kDdlPrefixes),
+                                   [&](std::string_view p) { return what.starts_with(p); });
+      std::string shown(what);
+      if (shown.ends_with("Stmt")) {
+        shown.resize(shown.size() - 4);
+      }
+      Block(ddl ? Rule::kDdl : Rule::kUnsupported, Cat(shown, " statements are not allowed"));
+      break;
+    }
+  }
+  out.trace_literals = std::move(literals_);
+  std::sort(params_.begin(), params_.end());
+  params_.erase(std::unique(params_.begin(), params_.end()), params_.end());
+  v.trace_params = std::move(params_);
+  v.rule = rule_;
+  v.message = std::move(message_);
+  if (!v.allowed()) {
+    v.kind = StatementKind::kOther;
+    v.trace_params.clear();
+    out.trace_literals.clear();
+  }
+}
+
+struct ParseResultDeleter {
+  void operator()(PgQuery__ParseResult* r) const {
+    pg_query__parse_result__free_unpacked(r, nullptr);
+  }
+};
+
+}  // namespace
+
+Classification Classify(std::string_view sql, const Rules& rules) {
+  Classification out;
+  const std::string text(sql);  // libpg_query wants a NUL-terminated string
+  if (text.find('\0') != std::string::npos) {
+    out.verdict.rule = Rule::kSyntax;
+    out.verdict.message = "the statement contains a NUL byte";
+    return out;
+  }
+  PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(text.c_str());
+  struct FreeParsed {
+    PgQueryProtobufParseResult& r;
+    ~FreeParsed() { pg_query_free_protobuf_parse_result(r); }
+  } free_parsed{parsed};
+  if (parsed.error != nullptr) {
+    out.verdict.rule = Rule::kSyntax;
+    out.verdict.message = parsed.error->message != nullptr ? parsed.error->message : "syntax error";
+    return out;
+  }
+  std::unique_ptr<PgQuery__ParseResult, ParseResultDeleter> tree(pg_query__parse_result__unpack(
+      nullptr, parsed.parse_tree.len, reinterpret_cast<const uint8_t*>(parsed.parse_tree.data)));
+  if (tree == nullptr) {
+    out.verdict.rule = Rule::kUnsupported;
+    out.verdict.message = "the parse tree could not be read";
+    out.cacheable = false;
+    return out;
+  }
+  if (tree->n_stmts == 0) {
+    out.verdict.kind = StatementKind::kEmpty;
+    return out;
+  }
+  if (tree->n_stmts > 1) {
+    out.verdict.rule = Rule::kMultiStatement;
+    out.verdict.message = "one statement per query: send each statement on its own";
+    return out;
+  }
+  const PgQuery__RawStmt* raw = tree->stmts[0];
+  if (raw == nullptr || raw->stmt == nullptr) {
+    out.verdict.kind = StatementKind::kEmpty;
+    return out;
+  }
+  Analyzer analyzer(rules);
+  analyzer.Statement(raw->stmt, out);
+  if (out.verdict.allowed() && !rules.strict_fingerprints.empty() &&
+      (out.verdict.kind == StatementKind::kSelect || out.verdict.kind == StatementKind::kDeclare)) {
+    if (!rules.strict_fingerprints.contains(Fingerprint(sql))) {
+      out.verdict.rule = Rule::kStrict;
+      out.verdict.message = "only the connection's declared queries may run (strict mode)";
+      out.verdict.kind = StatementKind::kOther;
+      out.verdict.trace_params.clear();
+      out.trace_literals.clear();
+    }
+  }
+  return out;
+}
+
+std::string Fingerprint(std::string_view sql) {
+  const std::string text(sql);
+  PgQueryFingerprintResult result = pg_query_fingerprint(text.c_str());
+  std::string out;
+  if (result.error == nullptr && result.fingerprint_str != nullptr) {
+    out = result.fingerprint_str;
+  }
+  pg_query_free_fingerprint_result(result);
+  return out;
+}
+
+}  // namespace tracegate::sql::internal

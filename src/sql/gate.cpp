@@ -1,0 +1,238 @@
+#include "sql/gate.h"
+
+#include <algorithm>
+#include <array>
+#include <mutex>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "common/strings.h"
+#include "sql/classify.h"
+#include "sql/shape.h"
+
+namespace tracegate::sql {
+
+std::string_view RuleName(Rule rule) {
+  switch (rule) {
+    case Rule::kNone:
+      return "none";
+    case Rule::kSyntax:
+      return "syntax";
+    case Rule::kMultiStatement:
+      return "multi_statement";
+    case Rule::kBulkExport:
+      return "bulk_export";
+    case Rule::kWrite:
+      return "write";
+    case Rule::kDdl:
+      return "ddl";
+    case Rule::kRelation:
+      return "relation";
+    case Rule::kFunction:
+      return "function";
+    case Rule::kTraceScope:
+      return "trace_scope";
+    case Rule::kOtherTrace:
+      return "other_trace";
+    case Rule::kSessionState:
+      return "session_state";
+    case Rule::kStrict:
+      return "strict";
+    case Rule::kUnsupported:
+      return "unsupported";
+  }
+  return "unknown";
+}
+
+std::string Verdict::ErrorMessage() const {
+  return Cat("tracegate: statement blocked (", RuleName(rule), "): ", message);
+}
+
+std::string_view Verdict::SqlState() const { return rule == Rule::kSyntax ? "42601" : "42501"; }
+
+const std::vector<std::string>& DefaultAllowedFunctions() {
+  static const auto* const kDefaults = new std::vector<std::string>{
+      // aggregates that return one value
+      "count", "sum", "min", "max", "avg", "bool_and", "bool_or", "every",
+      // text
+      "lower", "upper", "initcap", "length", "char_length", "character_length", "octet_length",
+      "bit_length", "substr", "substring", "left", "right", "trim", "btrim", "ltrim", "rtrim",
+      "lpad", "rpad", "replace", "position", "strpos", "split_part", "starts_with", "concat",
+      "concat_ws", "format", "reverse", "repeat", "regexp_replace", "regexp_match",
+      "regexp_matches", "similar_to_escape", "md5",
+      // numbers
+      "abs", "round", "trunc", "floor", "ceil", "ceiling", "sign", "mod", "power", "sqrt",
+      // time
+      "now", "clock_timestamp", "statement_timestamp", "transaction_timestamp", "date_trunc",
+      "date_part", "extract", "to_char", "to_date", "to_timestamp", "to_number", "age",
+      "make_interval", "justify_interval", "timezone",
+      // JSON
+      "jsonb_array_elements", "jsonb_array_elements_text", "json_array_elements",
+      "json_array_elements_text", "jsonb_each", "jsonb_each_text", "json_each", "json_each_text",
+      "jsonb_object_keys", "json_object_keys", "jsonb_typeof", "json_typeof", "jsonb_array_length",
+      "json_array_length", "jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path",
+      "json_extract_path_text", "jsonb_pretty", "jsonb_strip_nulls", "json_strip_nulls",
+      "jsonb_build_object", "json_build_object", "jsonb_build_array", "json_build_array",
+      "to_jsonb", "to_json", "row_to_json", "jsonb_path_query", "jsonb_path_query_first",
+      "jsonb_path_exists", "jsonb_path_match",
+      // arrays and rows
+      "array_length", "cardinality", "array_position", "unnest", "generate_series", "coalesce",
+      "nullif", "greatest", "least", "pg_typeof",
+      // window functions
+      "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value"};
+  return *kDefaults;
+}
+
+namespace {
+
+// A classification kept for a statement shape: the verdict, and which of the shape's
+// literals pin a trace table (their values are checked on every use).
+struct CachedVerdict {
+  Verdict verdict;
+  std::vector<size_t> trace_literals;  // indexes into Shape::literals
+};
+
+constexpr size_t kShards = 16;
+
+}  // namespace
+
+struct Gate::Impl {
+  internal::Rules rules;
+  size_t per_shard = 0;
+  struct Shard {
+    std::mutex mu;
+    absl::flat_hash_map<std::string, std::shared_ptr<const CachedVerdict>> entries;
+  };
+  mutable std::array<Shard, kShards> shards;
+};
+
+Gate::Gate(const config::Gate& config) : config_(config), impl_(std::make_unique<Impl>()) {}
+Gate::~Gate() = default;
+
+absl::StatusOr<std::shared_ptr<const Gate>> Gate::Create(const config::Gate& config) {
+  std::shared_ptr<Gate> gate(new Gate(config));
+  internal::Rules& rules = gate->impl_->rules;
+  rules.config = &gate->config_;
+  rules.tables = config.trace_tables;
+  for (const std::string& f : DefaultAllowedFunctions()) {
+    rules.functions.insert(f);
+  }
+  for (const std::string& f : config.allow_functions) {
+    if (const size_t dot = f.find('.'); dot != std::string::npos) {
+      if (f.substr(0, dot) == "pg_catalog") {
+        rules.functions.insert(f.substr(dot + 1));
+      } else {
+        rules.qualified_functions.insert(f);
+      }
+    } else {
+      rules.functions.insert(f);
+    }
+  }
+  gate->impl_->per_shard = (config.cache_entries + kShards - 1) / kShards;
+  if (config.mode == config::GateMode::kStrict) {
+    // Classify each declared query first (with an empty fingerprint set, so they are
+    // judged as reads), then admit their fingerprints.
+    for (const config::NamedQuery& q : config.queries) {
+      internal::Classification c = internal::Classify(q.sql, rules);
+      if (!c.verdict.allowed()) {
+        return absl::InvalidArgumentError(Cat("query ", q.name, ": ", c.verdict.ErrorMessage()));
+      }
+      if (c.verdict.kind != StatementKind::kSelect) {
+        return absl::InvalidArgumentError(Cat("query ", q.name, ": is not a SELECT"));
+      }
+      if (!c.trace_literals.empty() || c.verdict.trace_params.empty()) {
+        return absl::InvalidArgumentError(Cat(
+            "query ", q.name, ": must pin its trace tables with a parameter ($1), not a literal"));
+      }
+      const std::string fingerprint = internal::Fingerprint(q.sql);
+      if (fingerprint.empty()) {
+        return absl::InvalidArgumentError(Cat("query ", q.name, ": cannot be fingerprinted"));
+      }
+      rules.strict_fingerprints.insert(fingerprint);
+    }
+  }
+  return std::shared_ptr<const Gate>(std::move(gate));
+}
+
+namespace {
+
+Verdict OtherTrace(std::string_view found) {
+  Verdict v;
+  v.rule = Rule::kOtherTrace;
+  v.message = Cat("the statement reads trace '", found, "', not the granted one");
+  return v;
+}
+
+}  // namespace
+
+Verdict Gate::CheckUncached(std::string_view sql, std::string_view trace_id) const {
+  internal::Classification c = internal::Classify(sql, impl_->rules);
+  for (const internal::TraceLiteral& literal : c.trace_literals) {
+    if (literal.value != trace_id) {
+      return OtherTrace(literal.value);
+    }
+  }
+  return std::move(c.verdict);
+}
+
+Verdict Gate::Check(std::string_view sql, std::string_view trace_id) const {
+  if (impl_->per_shard == 0) {
+    return CheckUncached(sql, trace_id);
+  }
+  thread_local Shape shape;
+  if (!ShapeOf(sql, shape)) {
+    return CheckUncached(sql, trace_id);
+  }
+  const size_t hash = absl::HashOf(shape.key);
+  Impl::Shard& shard = impl_->shards[hash % kShards];
+  std::shared_ptr<const CachedVerdict> cached;
+  {
+    std::lock_guard lock(shard.mu);
+    if (auto it = shard.entries.find(shape.key); it != shard.entries.end()) {
+      cached = it->second;
+    }
+  }
+  if (cached == nullptr) {
+    internal::Classification c = internal::Classify(sql, impl_->rules);
+    auto entry = std::make_shared<CachedVerdict>();
+    entry->verdict = c.verdict;
+    bool cacheable = c.cacheable;
+    // Map each pinning literal to the shape's literal at the same offset; the shape must
+    // have seen the same value, or the two scanners disagree and nothing is cached.
+    for (const internal::TraceLiteral& literal : c.trace_literals) {
+      auto it = std::find_if(
+          shape.literals.begin(), shape.literals.end(),
+          [&](const ShapeLiteral& l) { return l.offset == static_cast<size_t>(literal.location); });
+      if (it == shape.literals.end() || it->value != literal.value) {
+        cacheable = false;
+        break;
+      }
+      entry->trace_literals.push_back(static_cast<size_t>(it - shape.literals.begin()));
+    }
+    if (!cacheable) {
+      for (const internal::TraceLiteral& literal : c.trace_literals) {
+        if (literal.value != trace_id) {
+          return OtherTrace(literal.value);
+        }
+      }
+      return std::move(c.verdict);
+    }
+    {
+      std::lock_guard lock(shard.mu);
+      if (shard.entries.size() >= impl_->per_shard) {
+        shard.entries.clear();  // crude but bounded; one workload has few statement shapes
+      }
+      shard.entries.emplace(shape.key, entry);
+    }
+    cached = std::move(entry);
+  }
+  for (size_t index : cached->trace_literals) {
+    if (shape.literals[index].value != trace_id) {
+      return OtherTrace(shape.literals[index].value);
+    }
+  }
+  return cached->verdict;
+}
+
+}  // namespace tracegate::sql

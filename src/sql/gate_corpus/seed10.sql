@@ -1,0 +1,2 @@
+SELECT * FROM traces WHERE id = 'tr-'
+'1'

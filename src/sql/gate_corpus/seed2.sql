@@ -1,0 +1,1 @@
+SELECT o.* FROM observations o JOIN traces t ON o.trace_id = t.id WHERE t.id = $1

@@ -1,0 +1,1 @@
+WITH x AS (SELECT * FROM traces WHERE id='tr-1') SELECT * FROM x

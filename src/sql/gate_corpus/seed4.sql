@@ -1,0 +1,1 @@
+COPY traces TO STDOUT

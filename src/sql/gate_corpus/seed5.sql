@@ -1,0 +1,1 @@
+SELECT * FROM traces WHERE id = 'tr-1' OR true
