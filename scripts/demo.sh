@@ -133,6 +133,13 @@ connections:
       user: tracegate
       password_file: $tmp/backend.pw
       read_only: true
+    # The statement gate: a grant's session reads its one trace from these tables and
+    # nothing else (no other trace, no bulk export, no writes).
+    gate:
+      trace_tables:
+        - {table: traces, id_column: id}
+        - {table: observations, id_column: trace_id}
+        - {table: scores, id_column: trace_id}
 YAML
 "$tracegate" config check "$tmp/tracegate.yaml"
 
@@ -153,8 +160,14 @@ echo "demo: 2. it asks tracegate for a grant on one trace:"
 echo "        tracegate grant request --connection traces-pg --trace $trace_id --reason 'demo'"
 uri=$("$tracegate" grant request --connection traces-pg --trace "$trace_id" --reason demo \
   --token-file "$tmp/agent.token")
-echo "demo: 3. psql with the one-time credential reads the trace:"
-psql "$uri" -X -c "select id, name, user_id from traces where id = '$trace_id'"
+echo "demo: 3. psql with the one-time credential reads the trace (and only that trace):"
+psql "$uri" -X -v VERBOSITY=default \
+  -c "select id, name, user_id from traces where id = '$trace_id'" \
+  -c "select count(*) as observations from observations where trace_id = '$trace_id'" \
+  -c "select count(*) from traces" \
+  -c "select id from traces where id = '$trace_id' or true" \
+  -c "copy traces to stdout" \
+  -c "delete from traces where id = '$trace_id'" 2>&1 | sed 's/^/        /' || true
 echo "demo: 4. the same credential again is refused (single use):"
 psql "$uri" -X -c "select 1" 2>&1 | sed 's/^/        /' || true
 echo "demo: 5. a contractor is refused by policy:"

@@ -857,6 +857,10 @@ class Gateway:
             },
             "pool": {"max_size": 32, "idle_timeout": "60s"},
             "users": [{"name": n, "scram_verifier": scram_verifier(p)} for n, p in users.items()],
+            # What a grant's session may read (static users are not gated).
+            "gate": {"trace_tables": [{"table": "traces", "id_column": "id"},
+                                      {"table": "observations", "id_column": "trace_id"},
+                                      {"table": "scores", "id_column": "trace_id"}]},
         }
         if backend_tls == "verify-full":
             conn["backend"]["ca_file"] = pg.ca_file

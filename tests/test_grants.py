@@ -164,7 +164,7 @@ class GrantsCase(unittest.TestCase):
         self.secrets.append(out["postgres"]["password"])
         return out
 
-    def psql(self, uri: str, sql: str = "select count(*) from traces") -> subprocess.CompletedProcess:
+    def psql(self, uri: str, sql: str = "select 1") -> subprocess.CompletedProcess:
         return run_psql(uri + "&sslrootcert=" + urllib.parse.quote(self.ca_file), sql)
 
     def login_error(self, user: str, password: str, port: int | None = None) -> dict[str, str]:

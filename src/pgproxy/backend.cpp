@@ -84,7 +84,8 @@ awaitable<absl::StatusOr<pgwire::Frame>> BackendConn::ReadFrame() {
   }
 }
 
-awaitable<absl::Status> BackendConn::Exec(std::string_view sql) {
+awaitable<absl::Status> BackendConn::Exec(std::string_view sql,
+                                          std::vector<std::vector<std::string>>* rows) {
   pgwire::Buffer out;
   pgwire::EncodeQuery(sql, out);
   error_code ec;
@@ -121,9 +122,20 @@ awaitable<absl::Status> BackendConn::Exec(std::string_view sql) {
         SetParameter(param.name, param.value);
         break;
       }
+      case pgwire::backend::kDataRow:
+        if (rows != nullptr) {
+          TG_CO_ASSIGN_OR_RETURN(pgwire::DataRow row, pgwire::ParseDataRow(frame->body));
+          std::vector<std::string>& out = rows->emplace_back();
+          for (const std::optional<pgwire::Bytes>& value : row.values) {
+            out.emplace_back(
+                value.has_value()
+                    ? std::string(reinterpret_cast<const char*>(value->data()), value->size())
+                    : std::string());
+          }
+        }
+        break;
       case pgwire::backend::kCommandComplete:
       case pgwire::backend::kRowDescription:
-      case pgwire::backend::kDataRow:
       case pgwire::backend::kEmptyQueryResponse:
       case pgwire::backend::kNoticeResponse:
         break;

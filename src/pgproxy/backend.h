@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "pgproxy/asio.h"
 #include "pgproxy/frame_buffer.h"
 #include "pgproxy/metrics.h"
+#include "pgproxy/protocol_gate.h"
 #include "pgproxy/stream.h"
 #include "pgwire/messages.h"
 
@@ -52,8 +54,10 @@ class BackendConn {
   awaitable<absl::StatusOr<pgwire::Frame>> ReadFrame();
 
   // Runs one simple-protocol statement and reads up to ReadyForQuery. Returns the
-  // backend's error, if it sent one.
-  awaitable<absl::Status> Exec(std::string_view sql);
+  // backend's error, if it sent one. With `rows`, the result rows are kept (as text; NULL
+  // as an empty string).
+  awaitable<absl::Status> Exec(std::string_view sql,
+                               std::vector<std::vector<std::string>>* rows = nullptr);
 
   // True once anything went wrong; such a connection is closed, never pooled.
   bool broken = false;
@@ -63,6 +67,9 @@ class BackendConn {
   // Parameters a session SET that the server does not report: after a reset they are
   // back to their defaults, so they must be applied again for the next session.
   std::vector<std::pair<std::string, std::string>> unreported_settings;
+  // The declared trace-id columns as this server's catalog names them (looked up once per
+  // connection, by the first grant session that uses it).
+  std::optional<TraceColumns> trace_columns;
 
  private:
   awaitable<absl::Status> Handshake(const BackendTarget& target);

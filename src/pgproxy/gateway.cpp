@@ -133,6 +133,12 @@ absl::Status Gateway::Start() {
     runtime.client_tls = st.client_tls.get();
     runtime.limits = limits;
     runtime.grants = grants_;
+    absl::StatusOr<std::shared_ptr<const sql::Gate>> gate = sql::Gate::Create(conn.gate);
+    if (!gate.ok()) {
+      return absl::InvalidArgumentError(
+          Cat("connection ", conn.name, " gate: ", MessageOf(gate.status())));
+    }
+    runtime.gate = *std::move(gate);
     for (const config::StaticUser& user : conn.users) {
       absl::StatusOr<pgwire::ScramVerifier> verifier =
           pgwire::ParseScramVerifier(user.scram_verifier);

@@ -40,7 +40,12 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& registry)
                              .Name("tracegate_statement_duration_seconds")
                              .Help("Time from a client's Query or Sync to the backend's "
                                    "ReadyForQuery")
-                             .Register(registry)) {}
+                             .Register(registry)),
+      statements_blocked_(CounterFamily(
+          registry, "tracegate_statements_blocked_total",
+          "Statements of grant sessions refused by the statement gate or ended by a cap")),
+      gate_violations_(CounterFamily(registry, "tracegate_gate_violations_total",
+                                     "Grant sessions ended for a result row of another trace")) {}
 
 ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
   const std::map<std::string, std::string> labels{{"connection", connection}};
@@ -66,6 +71,8 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
       .pool_reuses = &pool_reuses_.Add(labels),
       .cancels = &cancels_.Add(labels),
       .statement_seconds = &statement_seconds_.Add(labels, kBuckets),
+      .statements_blocked = &statements_blocked_.Add(labels),
+      .gate_violations = &gate_violations_.Add(labels),
   };
 }
 

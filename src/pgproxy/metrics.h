@@ -27,6 +27,8 @@ struct ConnectionMetrics {
   prometheus::Counter* pool_reuses;          // sessions served by a pooled backend
   prometheus::Counter* cancels;              // cancel requests forwarded
   prometheus::Histogram* statement_seconds;  // Query/Sync → ReadyForQuery
+  prometheus::Counter* statements_blocked;   // refused by the statement gate, or capped
+  prometheus::Counter* gate_violations;      // rows of another trace: the session ended
 };
 
 class ProxyMetrics {
@@ -48,6 +50,8 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Counter>& pool_reuses_;
   prometheus::Family<prometheus::Counter>& cancels_;
   prometheus::Family<prometheus::Histogram>& statement_seconds_;
+  prometheus::Family<prometheus::Counter>& statements_blocked_;
+  prometheus::Family<prometheus::Counter>& gate_violations_;
 };
 
 }  // namespace tracegate::pgproxy

@@ -23,6 +23,9 @@ inline constexpr std::string_view kAdminShutdown = "57P01";
 inline constexpr std::string_view kIdleSessionTimeout = "57P05";
 inline constexpr std::string_view kFeatureNotSupported = "0A000";
 inline constexpr std::string_view kInternalError = "XX000";
+inline constexpr std::string_view kInsufficientPrivilege = "42501";
+inline constexpr std::string_view kProgramLimitExceeded = "54000";
+inline constexpr std::string_view kInvalidStatementName = "26000";
 }  // namespace sqlstate
 
 // A status whose SQLSTATE is `state`. The message is what the client will read: it must

@@ -8,6 +8,7 @@
 #include <array>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -31,6 +32,22 @@ constexpr std::array<std::string_view, 6> kRelayedParameters = {
 // Parameters PostgreSQL reports with ParameterStatus; others must be tracked by us.
 constexpr std::array<std::string_view, 5> kReportedParameters = {
     "application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle"};
+
+// Client-only encodings whose multi-byte characters can contain the bytes of ' and \: the
+// statement gate reads statements as UTF-8 (as libpg_query does), so it must see the same
+// tokens as the server, which converts these first (PostgreSQL's PG_ENCODING_IS_CLIENT_ONLY).
+bool IsClientOnlyEncoding(std::string_view name) {
+  std::string folded;
+  for (char c : name) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c))) {
+      folded.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
+    }
+  }
+  static constexpr std::string_view kClientOnly[] = {
+      "sjis",   "shiftjis", "mskanji", "shiftjis2004", "big5",  "gbk",   "gb18030", "uhc",  "johab",
+      "win932", "win936",   "win949",  "win950",       "cp932", "cp936", "cp949",   "cp950"};
+  return std::find(std::begin(kClientOnly), std::end(kClientOnly), folded) != std::end(kClientOnly);
+}
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -296,6 +313,11 @@ awaitable<absl::Status> Session::CheckStartup(const pgwire::StartupMessage& star
       co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
                         Cat("tracegate: unsupported startup parameter: ", name));
     }
+    if (*relayed == "client_encoding" && IsClientOnlyEncoding(value)) {
+      co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
+                        Cat("tracegate: client_encoding ", value,
+                            " is not supported (statements are checked as UTF-8); use UTF8"));
+    }
     client_parameters_.emplace_back(*relayed, value);
   }
   co_return absl::OkStatus();
@@ -449,6 +471,9 @@ awaitable<absl::Status> Session::AttachBackend() {
   }
   backend_ = std::move(*backend);
   TG_CO_RETURN_IF_ERROR(co_await ApplyClientParameters());
+  if (grant_.has_value()) {
+    TG_CO_RETURN_IF_ERROR(co_await StartGate());
+  }
 
   const config::Backend& cfg = runtime_.config->backend;
   client_key_ = cancels_.Register(CancelTarget{.host = cfg.host,
@@ -500,6 +525,47 @@ awaitable<absl::Status> Session::ApplyClientParameters() {
   for (auto& setting : unreported) {
     backend_->unreported_settings.push_back(std::move(setting));
   }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> Session::StartGate() {
+  const config::Gate& cfg = runtime_.config->gate;
+  if (!backend_->trace_columns.has_value()) {
+    TraceColumns columns;
+    if (!cfg.trace_tables.empty()) {
+      std::vector<std::vector<std::string>> rows;
+      absl::Status status = co_await backend_->Exec(TraceColumnsQuery(cfg.trace_tables), &rows);
+      if (!status.ok()) {
+        co_return status;
+      }
+      // Fail closed: a declared table the server does not have would go unchecked.
+      for (const config::TraceTable& t : cfg.trace_tables) {
+        auto found = std::find_if(rows.begin(), rows.end(), [&](const auto& row) {
+          return row.size() == 5 && row[0] == t.schema && row[1] == t.name && row[2] == t.id_column;
+        });
+        if (found == rows.end()) {
+          spdlog::error(
+              "session={} connection={}: declared trace table {}.{} has no column {} in "
+              "the trace store",
+              id_, runtime_.config->name, t.schema, t.name, t.id_column);
+          co_return PgError(absl::StatusCode::kFailedPrecondition, sqlstate::kInternalError,
+                            Cat("tracegate: trace table ", t.schema, ".", t.name, " (column ",
+                                t.id_column, ") is not in the trace store; see the gateway log"));
+        }
+        uint32_t oid = 0;
+        int attnum = 0;
+        if (!absl::SimpleAtoi((*found)[3], &oid) || !absl::SimpleAtoi((*found)[4], &attnum)) {
+          co_return PgError(absl::StatusCode::kInternal, sqlstate::kInternalError,
+                            "tracegate: unexpected answer from the trace store's catalog");
+        }
+        columns.insert(TraceColumnKey(oid, static_cast<int16_t>(attnum)));
+      }
+    }
+    backend_->trace_columns = std::move(columns);
+  }
+  gate_ = std::make_unique<ProtocolGate>(
+      *runtime_.gate, grant_->trace_id, *backend_->trace_columns,
+      GateLimits{.max_rows = grant_->max_rows, .max_bytes = grant_->max_bytes});
   co_return absl::OkStatus();
 }
 
@@ -562,14 +628,36 @@ awaitable<void> Session::RelayClientToBackend() {
         Stop(ProtocolViolation(MessageOf(valid)), true);
         co_return;
       }
-      switch (frame.type) {
-        case pgwire::frontend::kTerminate:
-          terminate = true;
-          break;
-        case pgwire::frontend::kPassword:
+      if (frame.type == pgwire::frontend::kTerminate) {
+        terminate = true;
+        break;  // Terminate itself is not forwarded: the backend stays in the pool.
+      }
+      if (frame.type == pgwire::frontend::kPassword) {
+        metrics.protocol_errors->Increment();
+        Stop(ProtocolViolation("unexpected password message after authentication"), true);
+        co_return;
+      }
+      char sent = frame.type;  // what the backend receives in its place, for the bookkeeping
+      if (gate_) {
+        absl::StatusOr<ProtocolGate::Action> action = gate_->OnClientFrame(
+            frame, client_buffer_.Undecoded().first(frame.wire_size), gate_to_backend_);
+        if (!action.ok()) {
           metrics.protocol_errors->Increment();
-          Stop(ProtocolViolation("unexpected password message after authentication"), true);
+          Stop(ProtocolViolation(MessageOf(action.status())), true);
           co_return;
+        }
+        if (*action == ProtocolGate::Action::kDropped) {
+          sent = 0;
+        } else if (*action == ProtocolGate::Action::kSubstituted) {
+          // A refused Query / FunctionCall became an empty Query; a refused extended message
+          // a Close, part of the run its Sync ends.
+          sent = frame.type == pgwire::frontend::kQuery ||
+                         frame.type == pgwire::frontend::kFunctionCall
+                     ? pgwire::frontend::kQuery
+                     : pgwire::frontend::kClose;
+        }
+      }
+      switch (sent) {
         case pgwire::frontend::kQuery:
         case pgwire::frontend::kFunctionCall:
           ++outstanding_syncs_;
@@ -591,15 +679,17 @@ awaitable<void> Session::RelayClientToBackend() {
         default:  // CopyData / CopyDone / CopyFail: part of a Query already counted
           break;
       }
-      if (terminate) {
-        break;  // Terminate itself is not forwarded: the backend stays in the pool.
-      }
       client_buffer_.MarkDecoded(frame.wire_size);
     }
     if (client_buffer_.HasDecoded()) {
       error_code ec;
-      pgwire::Bytes out = client_buffer_.Decoded();
-      co_await backend_->stream().WriteAll(asio::buffer(out.data(), out.size()), ec);
+      pgwire::Bytes out =
+          gate_ ? pgwire::Bytes(reinterpret_cast<const uint8_t*>(gate_to_backend_.data()),
+                                gate_to_backend_.size())
+                : client_buffer_.Decoded();
+      if (!out.empty()) {
+        co_await backend_->stream().WriteAll(asio::buffer(out.data(), out.size()), ec);
+      }
       if (ec) {
         backend_->broken = true;
         if (!stopping_) {
@@ -612,6 +702,7 @@ awaitable<void> Session::RelayClientToBackend() {
       }
       metrics.bytes_from_client->Increment(static_cast<double>(out.size()));
       client_buffer_.DropDecoded();
+      gate_to_backend_.clear();
     }
     if (terminate) {
       Stop(absl::OkStatus(), false);
@@ -708,13 +799,41 @@ awaitable<void> Session::RelayBackendToClient() {
         failed = true;
         break;
       }
+      if (gate_) {
+        const pgwire::Bytes raw = buffer.Undecoded().first(frame.wire_size);
+        if (backend_sent_fatal_) {
+          gate_to_client_.append(reinterpret_cast<const char*>(raw.data()), raw.size());
+        } else if (absl::Status checked = gate_->OnBackendFrame(frame, raw, gate_to_client_);
+                   !checked.ok()) {
+          backend_->broken = true;  // answers are still in flight: never pool it
+          if (SqlStateOf(checked) == sqlstate::kInsufficientPrivilege) {
+            metrics.gate_violations->Increment();
+            spdlog::warn("session={} connection={} grant={}: {}", id_, runtime_.config->name,
+                         grant_->id, MessageOf(checked));
+            end = checked;
+          } else {
+            metrics.backend_errors->Increment();
+            end = PgError(
+                absl::StatusCode::kInternal, sqlstate::kConnectionFailure,
+                Cat("tracegate: refused a message from the trace store: ", MessageOf(checked)));
+          }
+          buffer.MarkDecoded(frame.wire_size);
+          failed = true;
+          break;
+        }
+      }
       buffer.MarkDecoded(frame.wire_size);
     }
     // Forward what was validated, even when a later frame failed: those bytes are good.
     if (buffer.HasDecoded()) {
-      pgwire::Bytes out = buffer.Decoded();
+      pgwire::Bytes out =
+          gate_ ? pgwire::Bytes(reinterpret_cast<const uint8_t*>(gate_to_client_.data()),
+                                gate_to_client_.size())
+                : buffer.Decoded();
       error_code ec;
-      co_await client_.WriteAll(asio::buffer(out.data(), out.size()), ec);
+      if (!out.empty()) {
+        co_await client_.WriteAll(asio::buffer(out.data(), out.size()), ec);
+      }
       if (ec) {
         client_write_torn_ = true;
         end = absl::CancelledError("client stopped reading");
@@ -724,6 +843,7 @@ awaitable<void> Session::RelayBackendToClient() {
       metrics.bytes_to_client->Increment(static_cast<double>(out.size()));
       bytes_to_client_ += out.size();
       buffer.DropDecoded();
+      gate_to_client_.clear();
     }
     if (failed || stopping_) {
       break;
@@ -810,6 +930,13 @@ awaitable<void> Session::Finish() {
         MessageOf(end_reason_), bytes_from_client_, bytes_to_client_);
   }
   client_.Close();
+  if (gate_) {
+    const GateStats& stats = gate_->stats();
+    runtime_.metrics.statements_blocked->Increment(static_cast<double>(stats.blocked));
+    spdlog::info("session={} grant={} trace={}: {} statements, {} blocked, {} rows ({} B) sent",
+                 id_, grant_->id, grant_->trace_id, stats.statements, stats.blocked, stats.rows,
+                 stats.bytes);
+  }
   if (grant_) {
     grant_watch_.reset();
     const std::string outcome = end_reason_.ok() || absl::IsCancelled(end_reason_)

@@ -27,9 +27,11 @@
 #include "pgproxy/frame_buffer.h"
 #include "pgproxy/metrics.h"
 #include "pgproxy/pool.h"
+#include "pgproxy/protocol_gate.h"
 #include "pgproxy/stream.h"
 #include "pgwire/messages.h"
 #include "pgwire/scram.h"
+#include "sql/gate.h"
 
 namespace tracegate::pgproxy {
 
@@ -42,6 +44,7 @@ struct ConnectionRuntime {
   std::string unknown_user_salt_key;
   asio::ssl::context* client_tls = nullptr;  // null when no server certificate is configured
   grants::GrantService* grants = nullptr;    // null: static users only
+  std::shared_ptr<const sql::Gate> gate;     // what a grant's session may run
   BackendTarget backend;
   pgwire::Limits limits;
   // Sessions open on this listener, handshakes included (all workers); see max_sessions.
@@ -74,6 +77,9 @@ class Session : public std::enable_shared_from_this<Session> {
   absl::Status RedeemGrant(const std::string& grant_id);
   awaitable<absl::Status> AttachBackend();
   awaitable<absl::Status> ApplyClientParameters();
+  // Grant sessions: learns the trace-id columns from the backend's catalog (once per
+  // backend connection) and puts the statement gate in the data path.
+  awaitable<absl::Status> StartGate();
   awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
 
   awaitable<void> RelayClientToBackend();
@@ -122,6 +128,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // Set when the client logged in with a grant's credential ("g_<id>"): the grant is in use
   // until Finish ends it, and the session is cut when the grant expires or is revoked.
   std::optional<store::GrantRecord> grant_;
+  // Grant sessions only: every message in both directions goes through it.
+  std::unique_ptr<ProtocolGate> gate_;
+  pgwire::Buffer gate_to_backend_;
+  pgwire::Buffer gate_to_client_;
   std::unique_ptr<grants::GrantService::Watch> grant_watch_;
   Clock::time_point grant_deadline_ = Clock::time_point::max();
   bool stopping_ = false;

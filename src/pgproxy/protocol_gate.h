@@ -1,0 +1,161 @@
+#pragma once
+// The statement gate in the data path of one grant-scoped session: every client message
+// is checked before it reaches the trace store, and every answer is checked before it
+// reaches the client. Transport-free (the session does the I/O), so it is tested with
+// frames alone (protocol_gate_test.cpp).
+//
+// Client → backend:
+//   Query      sql::Gate decides; a blocked statement is replaced by an empty Query, whose
+//              EmptyQueryResponse becomes the client's ErrorResponse (the order of answers
+//              stays the backend's, and the session stays usable).
+//   Parse      sql::Gate decides; the statement's pinning parameters are remembered.
+//   Bind       each pinning parameter must be bound to the granted trace id.
+//   Execute    if the portal's columns are unknown, a Describe is slipped in first (its
+//              answer is kept from the client) so every row can be checked.
+//   A blocked extended-protocol message is replaced by a Close of a statement that cannot
+//   exist (answered CloseComplete, which becomes the ErrorResponse) and the client's
+//   messages are dropped up to its Sync, as PostgreSQL does after an error.
+//   FunctionCall, CopyData/CopyDone/CopyFail: refused or dropped (no COPY ever starts).
+//
+// Backend → client:
+//   Every answer is matched to the request it answers (a queue of expected answers); rows
+//   are checked against the RowDescription they belong to: a declared trace-id column must
+//   hold the granted trace (or NULL), else the session ends. The grant's row and byte caps
+//   end the statement that crosses them (54000). COPY from the backend ends the session.
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "pgwire/messages.h"
+#include "sql/gate.h"
+
+namespace tracegate::pgproxy {
+
+// (table OID, attribute number) of every declared trace-id column, as the backend's
+// catalog says; RowDescription names result columns the same way.
+using TraceColumns = absl::flat_hash_set<uint64_t>;
+inline uint64_t TraceColumnKey(uint32_t table_oid, int16_t attnum) {
+  return (static_cast<uint64_t>(table_oid) << 16) | static_cast<uint16_t>(attnum);
+}
+
+// The catalog query that lists them, and its parser (rows of "oid", "attnum" as text).
+std::string TraceColumnsQuery(const std::vector<config::TraceTable>& tables);
+
+struct GateLimits {
+  uint64_t max_rows = 0;   // per session; 0 = unlimited
+  uint64_t max_bytes = 0;  // per session, DataRow bytes sent; 0 = unlimited
+};
+
+// Counters of what the gate did, for metrics and the session log.
+struct GateStats {
+  uint64_t statements = 0;
+  uint64_t blocked = 0;
+  uint64_t rows = 0;
+  uint64_t bytes = 0;
+};
+
+class ProtocolGate {
+ public:
+  enum class Action {
+    kForwarded,    // the message went to the backend as it was
+    kSubstituted,  // something else went in its place (answered the same way)
+    kDropped,      // nothing went to the backend
+  };
+
+  ProtocolGate(const sql::Gate& gate, std::string trace_id, TraceColumns trace_columns,
+               GateLimits limits);
+
+  // One validated client frame (`raw` = its bytes on the wire). Appends what the backend
+  // must receive to `to_backend`. An error ends the session (protocol violation).
+  absl::StatusOr<Action> OnClientFrame(const pgwire::Frame& frame, pgwire::Bytes raw,
+                                       pgwire::Buffer& to_backend);
+
+  // One validated backend frame. Appends what the client must receive to `to_client`. An
+  // error ends the session (a row of another trace, an answer nothing asked for, COPY).
+  absl::Status OnBackendFrame(const pgwire::Frame& frame, pgwire::Bytes raw,
+                              pgwire::Buffer& to_client);
+
+  [[nodiscard]] const GateStats& stats() const { return stats_; }
+
+ private:
+  // One column layout of a result, reduced to what the checks need.
+  struct Layout {
+    bool known = false;
+    bool no_data = false;
+    std::vector<int> trace_columns;  // indexes of declared trace-id columns
+    std::vector<int16_t> formats;    // per column: 0 text, 1 binary
+    std::vector<uint32_t> types;     // per column type OID
+  };
+  // Client-side mirrors of the backend's prepared statements and portals, updated as
+  // messages are forwarded (and undone when the backend skips them).
+  struct Statement {
+    std::vector<int> trace_params;  // 1-based
+    std::vector<uint32_t> param_types;
+  };
+  struct Portal {
+    bool described = false;  // a Describe (the client's or ours) follows its last Bind
+  };
+  enum class Expect {
+    kQuery,              // a simple Query (or a substitute): up to ReadyForQuery
+    kParse,              // ParseComplete
+    kBind,               // BindComplete
+    kDescribeStatement,  // ParameterDescription, then RowDescription / NoData
+    kDescribePortal,     // RowDescription / NoData
+    kExecute,            // DataRow*, then CommandComplete / EmptyQueryResponse / PortalSuspended
+    kClose,              // CloseComplete
+    kSync,               // ReadyForQuery
+  };
+  // An error the gate delivers in place of an answer.
+  struct Refusal {
+    std::string sqlstate;
+    std::string message;
+  };
+  struct Pending {
+    Expect expect;
+    std::string name;                // statement or portal
+    bool internal = false;           // slipped in by the gate: its answer is not forwarded
+    std::optional<Refusal> refusal;  // deliver this error in place of the answer
+    Layout layout;                   // kQuery: the current result's columns
+    bool capped = false;             // the statement crossed a cap: its rows are dropped
+    // What the message changed in our mirror of the backend's statements and portals, to
+    // undo when the backend skips it (an earlier message of the same run failed).
+    std::optional<std::optional<Statement>> saved_statement;
+    std::optional<std::optional<Portal>> saved_portal;
+  };
+
+  // Substitutes a message the backend answers harmlessly and queues the refusal in place
+  // of that answer. Extended protocol: the client's messages up to Sync are dropped.
+  void Refuse(bool extended, Refusal refusal, pgwire::Buffer& to_backend);
+  Layout LayoutOf(const pgwire::RowDescription& row) const;
+  absl::Status CheckRow(Pending& pending, const Layout& layout, const pgwire::Frame& frame,
+                        pgwire::Bytes raw, pgwire::Buffer& to_client);
+  bool IsTrace(pgwire::Bytes value, int16_t format) const;
+  // After an error in an extended-protocol run, the backend skips to Sync; so do we.
+  void DropUntilSync();
+  void Undo(const Pending& pending);
+  static void AppendError(const Refusal& refusal, pgwire::Buffer& out);
+
+  const sql::Gate& gate_;
+  const std::string trace_id_;
+  std::optional<std::string> trace_uuid_;  // 16 bytes, when the trace id is a UUID
+  const TraceColumns trace_columns_;
+  const GateLimits limits_;
+
+  absl::flat_hash_map<std::string, Statement> statements_;
+  absl::flat_hash_map<std::string, Portal> portals_;
+  // Backend side: each portal's columns, from the answer to the Describe that precedes every
+  // Execute's rows in the answer stream.
+  absl::flat_hash_map<std::string, Layout> layouts_;
+  std::deque<Pending> pending_;
+  bool skipping_to_sync_ = false;  // client side: a message was refused, drop until Sync
+  bool swallowing_ = false;        // backend side: an error was delivered, drop until Sync
+  GateStats stats_;
+};
+
+}  // namespace tracegate::pgproxy
