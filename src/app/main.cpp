@@ -12,6 +12,7 @@
 #include "app/serve.h"
 #include "common/status.h"
 #include "config/config.h"
+#include "sql/gate.h"
 #include "pgwire/scram.h"
 
 namespace {
@@ -32,12 +33,22 @@ int ConfigCheck(const std::string& path) {
     return 1;
   }
   const Config& cfg = **config;
+  // The statement gate's strict-mode queries are parsed and fingerprinted here too.
+  for (const auto& conn : cfg.connections) {
+    if (auto gate = tracegate::sql::Gate::Create(conn.gate); !gate.ok()) {
+      std::cerr << path << ": connections[" << conn.name
+                << "].gate: " << tracegate::MessageOf(gate.status()) << "\n";
+      return 1;
+    }
+  }
   std::cout << path << ": OK\n";
   for (const auto& conn : cfg.connections) {
     std::cout << "  connection " << conn.name << ": postgres, listens on " << conn.listen.host
               << ":" << conn.listen.port << ", backend " << conn.backend.host << ":"
               << conn.backend.port << "/" << conn.backend.database << " as " << conn.backend.user
-              << ", " << conn.users.size() << " static user(s)\n";
+              << ", " << conn.users.size() << " static user(s); gate "
+              << (conn.gate.mode == tracegate::config::GateMode::kStrict ? "strict" : "classify")
+              << ", " << conn.gate.trace_tables.size() << " trace table(s)\n";
   }
   if (cfg.admin.has_value()) {
     std::cout << "  admin: " << cfg.admin->host << ":" << cfg.admin->port << "\n";

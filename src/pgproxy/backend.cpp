@@ -210,6 +210,9 @@ awaitable<absl::Status> BackendConn::Handshake(const BackendTarget& target) {
   if (backend.read_only) {
     startup.parameters.emplace_back("default_transaction_read_only", "on");
   }
+  // The statement gate reads '...' with standard_conforming_strings on (as libpg_query
+  // does); pin it for the session whatever the role or database says.
+  startup.parameters.emplace_back("standard_conforming_strings", "on");
   if (backend.statement_timeout.count() > 0) {
     startup.parameters.emplace_back("statement_timeout",
                                     std::to_string(backend.statement_timeout.count()));
