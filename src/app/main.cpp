@@ -12,8 +12,8 @@
 #include "app/serve.h"
 #include "common/status.h"
 #include "config/config.h"
-#include "sql/gate.h"
 #include "pgwire/scram.h"
+#include "sql/gate.h"
 
 namespace {
 
