@@ -1,7 +1,9 @@
 // libpq_client: drives one libpq feature against a server and prints the results in a
-// stable text form, so tests/test_pgproxy.py can compare "through tracegate" with "direct".
+// stable text form, so tests/test_pgproxy.py can compare "through tracegate" with "direct"
+// (and tests/test_gate.py can check what the statement gate lets through: the gate-* modes).
 //
 //   libpq_client <conninfo> <extended|prepared|binary|cancel|pipeline|copy-out>
+//   libpq_client <conninfo> <gate-params|gate-pipeline> <trace> <other-trace>
 //
 // Output is deterministic for a given database (ORDER BY everywhere, no timings, no pids).
 // Exit status 0 on success; otherwise 1 with the reason on stderr (libpq's message and the
@@ -19,6 +21,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -431,6 +434,128 @@ void CopyOut(PGconn* conn) {
   }
 }
 
+// --- statement gate modes (tests/test_gate.py): argument-taking, through a grant ---------
+
+std::string ErrorLine(const PGresult* res) {
+  const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  return std::string(PQresStatus(PQresultStatus(res))) + " " + SqlState(res) + " " +
+         (primary != nullptr ? primary : "");
+}
+
+// Prints a result: rows for TUPLES_OK, otherwise status, SQLSTATE and primary message (and
+// how many rows came with it, which must be 0).
+void PrintResult(const PGresult* res, const std::string& label) {
+  if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+    PrintRows(res, label);
+  } else {
+    std::printf("%s: %s (%d row(s))\n", label.c_str(), ErrorLine(res).c_str(), PQntuples(res));
+  }
+}
+
+// gate-params <trace> <other>: a prepared statement pinned by $1, executed with the granted
+// trace, another trace, and the granted one again; then the same with PQexecParams (the
+// unnamed statement), a statement the gate refuses at Parse, and SQL EXECUTE of the
+// prepared statement with another trace.
+void GateParams(PGconn* conn, const std::vector<std::string>& args) {
+  const std::string& trace = args.at(0);
+  const std::string& other = args.at(1);
+  Result prep(PQprepare(conn, "by_id", "SELECT id FROM traces WHERE id = $1", 1, nullptr));
+  std::printf("prepare by_id: %s\n", PQresStatus(prep.status()));
+  const std::vector<std::pair<std::string, std::string>> runs = {
+      {"granted", trace}, {"other", other}, {"granted again", trace}};
+  for (const auto& [label, id] : runs) {
+    const char* v[] = {id.c_str()};
+    Result r(PQexecPrepared(conn, "by_id", 1, v, nullptr, nullptr, 0));
+    PrintResult(r.get(), "execute by_id " + label);
+  }
+  for (const auto& [label, id] : runs) {
+    const char* v[] = {id.c_str()};
+    Result r(PQexecParams(conn, "SELECT id, name FROM traces WHERE id = $1", 1, nullptr, v, nullptr,
+                          nullptr, 0));
+    PrintResult(r.get(), "exec-params " + label);
+  }
+  Result blocked(PQprepare(conn, "all_ids", "SELECT id FROM traces", 0, nullptr));
+  PrintResult(blocked.get(), "prepare all_ids");
+  Result gone(PQexecPrepared(conn, "all_ids", 0, nullptr, nullptr, nullptr, 0));
+  PrintResult(gone.get(), "execute all_ids");
+  // The protocol-level statement is visible to SQL EXECUTE: the gate must not let a simple
+  // Query bind it to another trace.
+  const std::string execute_other = "EXECUTE by_id('" + other + "')";
+  Result sql_execute(PQexec(conn, execute_other.c_str()));
+  PrintResult(sql_execute.get(), "sql EXECUTE by_id other");
+  const char* v[] = {trace.c_str()};
+  Result last(PQexecPrepared(conn, "by_id", 1, v, nullptr, nullptr, 0));
+  PrintResult(last.get(), "execute by_id at the end");
+}
+
+// Reads pipeline results until `syncs` PGRES_PIPELINE_SYNC results arrived, printing each.
+void DrainPipeline(PGconn* conn, int syncs, const std::string& batch) {
+  int seen = 0;
+  int index = 0;
+  int nulls = 0;
+  while (seen < syncs) {
+    PGresult* raw = PQgetResult(conn);
+    if (raw == nullptr) {
+      if (++nulls > 1) {
+        Fail(batch + ": pipeline ended after " + std::to_string(seen) + " sync(s)", conn);
+      }
+      continue;
+    }
+    nulls = 0;
+    Result r(raw);
+    const std::string label = batch + " result " + std::to_string(index++);
+    if (r.status() == PGRES_PIPELINE_SYNC) {
+      ++seen;
+      std::printf("%s: %s\n", label.c_str(), PQresStatus(r.status()));
+    } else {
+      PrintResult(r.get(), label);
+    }
+  }
+}
+
+// gate-pipeline <trace> <other>: pipelined batches whose middle query the gate refuses.
+//   batch one-sync: granted, refused at Parse (SELECT id FROM traces), granted; one Sync.
+//     Expected: rows, 42501, PIPELINE_ABORTED (as PostgreSQL skips to Sync after an error).
+//   batch per-sync: granted, refused at Bind (other trace), granted; a Sync after each.
+//     Expected: rows, 42501, rows.
+void GatePipeline(PGconn* conn, const std::vector<std::string>& args) {
+  const std::string& trace = args.at(0);
+  const std::string& other = args.at(1);
+  const char* pinned = "SELECT id FROM traces WHERE id = $1";
+  if (!PQenterPipelineMode(conn)) {
+    Fail("enter pipeline mode", conn);
+  }
+  auto send = [&](const char* sql, std::vector<const char*> params) {
+    if (!PQsendQueryParams(conn, sql, static_cast<int>(params.size()), nullptr, params.data(),
+                           nullptr, nullptr, 0)) {
+      Fail(std::string("send ") + sql, conn);
+    }
+  };
+  auto sync = [&] {
+    if (!PQpipelineSync(conn)) {
+      Fail("sync", conn);
+    }
+  };
+  send(pinned, {trace.c_str()});
+  send("SELECT id FROM traces", {});
+  send(pinned, {trace.c_str()});
+  sync();
+  DrainPipeline(conn, 1, "one-sync");
+
+  send(pinned, {trace.c_str()});
+  sync();
+  send(pinned, {other.c_str()});
+  sync();
+  send(pinned, {trace.c_str()});
+  sync();
+  DrainPipeline(conn, 3, "per-sync");
+  if (!PQexitPipelineMode(conn)) {
+    Fail("exit pipeline mode", conn);
+  }
+  Result after(PQexec(conn, "select 'usable after pipeline' as status"));
+  PrintResult(after.get(), "after pipeline");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -438,10 +563,21 @@ int main(int argc, char** argv) {
       {"extended", Extended}, {"prepared", Prepared}, {"binary", Binary},
       {"cancel", Cancel},     {"pipeline", Pipeline}, {"copy-out", CopyOut},
   };
-  if (argc != 3 || commands.count(argv[2]) == 0) {
+  // Modes that take arguments: name -> (function, number of arguments).
+  const std::map<std::string,
+                 std::pair<std::function<void(PGconn*, const std::vector<std::string>&)>, int>>
+      with_args = {
+          {"gate-params", {GateParams, 2}},
+          {"gate-pipeline", {GatePipeline, 2}},
+      };
+  const bool plain = argc == 3 && commands.count(argv[2]) != 0;
+  const bool has_args =
+      argc >= 3 && with_args.count(argv[2]) != 0 && argc == 3 + with_args.at(argv[2]).second;
+  if (!plain && !has_args) {
     std::fprintf(stderr,
-                 "usage: %s <conninfo> <extended|prepared|binary|cancel|pipeline|copy-out>\n",
-                 argv[0]);
+                 "usage: %s <conninfo> <extended|prepared|binary|cancel|pipeline|copy-out>\n"
+                 "       %s <conninfo> <gate-params|gate-pipeline> <trace> <other-trace>\n",
+                 argv[0], argv[0]);
     return 2;
   }
   PGconn* conn = PQconnectdb(argv[1]);
@@ -452,7 +588,12 @@ int main(int argc, char** argv) {
   }
   int rc = 0;
   try {
-    commands.at(argv[2])(conn);
+    if (plain) {
+      commands.at(argv[2])(conn);
+    } else {
+      std::vector<std::string> args(argv + 3, argv + argc);
+      with_args.at(argv[2]).first(conn, args);
+    }
   } catch (const Failure& e) {
     std::fprintf(stderr, "%s: %s\n", argv[2], e.what());
     rc = 1;

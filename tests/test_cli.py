@@ -93,6 +93,48 @@ class CliTest(unittest.TestCase):
         self.assertIn("cannot listen", p.stderr)
         self.assertNotIn(SECRET, p.stdout + p.stderr)
 
+    GATED = "\n".join([
+        "connections:",
+        "  - name: traces-pg",
+        "    listen: 127.0.0.1:6432",
+        "    backend: {host: 127.0.0.1, database: traces, user: tracegate,",
+        "              password_env: TG_CLI_TEST_PW}",
+        "    gate:",
+        "      trace_tables:",
+        "        - {table: traces, id_column: id}",
+        "        - {table: observations, id_column: trace_id}",
+        "",
+    ])
+
+    def test_gate_check_shows_each_verdict_and_its_rule(self):
+        path = self.write("g.yaml", self.GATED)
+        env = {"TG_CLI_TEST_PW": SECRET}
+        ok = run("gate", "check", "-c", path, "--connection", "traces-pg", "--trace", "T",
+                 "SELECT * FROM traces WHERE id = 'T'",
+                 "SELECT o.* FROM observations o WHERE o.trace_id = $1", env=env)
+        self.assertEqual(ok.returncode, 0, ok.stdout + ok.stderr)
+        self.assertEqual(ok.stdout.splitlines()[1].split("  |")[0], "allow $1=trace")
+        blocked = run("gate", "check", "-c", path, "--connection", "traces-pg", "--trace", "T",
+                      stdin="COPY traces TO STDOUT\nSELECT * FROM traces WHERE id = 'U'\n",
+                      env=env)
+        self.assertEqual(blocked.returncode, 3, blocked.stdout + blocked.stderr)
+        lines = blocked.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("block bulk_export [42501] COPY is not allowed"),
+                        lines)
+        self.assertTrue(lines[1].startswith("block other_trace [42501]"), lines)
+
+    def test_config_check_refuses_a_strict_query_that_does_not_pin_the_trace(self):
+        path = self.write("s.yaml", self.GATED + "\n".join([
+            "      mode: strict",
+            "      queries:",
+            "        - {name: everything, sql: SELECT * FROM traces}",
+            "",
+        ]))
+        p = run("config", "check", path, env={"TG_CLI_TEST_PW": SECRET})
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("connections[traces-pg].gate: query everything", p.stderr)
+        self.assertIn("trace_scope", p.stderr)
+
     def test_scram_verifier_prints_a_fresh_postgres_style_verifier(self):
         first = run("scram-verifier", stdin="correct horse\n")
         second = run("scram-verifier", stdin="correct horse\n")

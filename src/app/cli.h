@@ -13,5 +13,7 @@ void AddGrantCommands(CLI::App& app, int& exit_code);
 void AddDevCommands(CLI::App& app, int& exit_code);
 // `tracegate policy explain`: which rule decides, and why.
 void AddPolicyCommands(CLI::App& app, int& exit_code);
+// `tracegate gate check`: the statement gate's verdict on statements.
+void AddGateCommands(CLI::App& app, int& exit_code);
 
 }  // namespace tracegate::app

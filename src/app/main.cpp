@@ -110,10 +110,11 @@ int main(int argc, char** argv) {
   tracegate::app::AddGrantCommands(app, exit_code);
   tracegate::app::AddDevCommands(app, exit_code);
   tracegate::app::AddPolicyCommands(app, exit_code);
+  tracegate::app::AddGateCommands(app, exit_code);
 
   CLI11_PARSE(app, argc, argv);
 
-  for (const char* name : {"grant", "dev", "policy"}) {
+  for (const char* name : {"grant", "dev", "policy", "gate"}) {
     if (app.got_subcommand(name)) {
       return exit_code;
     }

@@ -127,6 +127,11 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         Refuse(false, {std::string(verdict.SqlState()), verdict.ErrorMessage()}, to_backend);
         return Action::kSubstituted;
       }
+      // SQL may close and declare cursors, which are portals too: describe any portal again
+      // before its next Execute.
+      for (auto& [name, portal] : portals_) {
+        portal.described = false;
+      }
       forward();
       pending_.push_back({.expect = Expect::kQuery});
       return Action::kForwarded;
@@ -213,8 +218,12 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         return describe.status();
       }
       if (describe->kind == 'P') {
+        Pending pending{.expect = Expect::kDescribePortal, .name = describe->name};
+        auto it = portals_.find(describe->name);
+        pending.saved_portal.emplace(it == portals_.end() ? std::nullopt
+                                                          : std::optional(it->second));
         portals_[describe->name].described = true;
-        pending_.push_back({.expect = Expect::kDescribePortal, .name = describe->name});
+        pending_.push_back(std::move(pending));
       } else {
         pending_.push_back({.expect = Expect::kDescribeStatement, .name = describe->name});
       }
@@ -226,13 +235,16 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       if (!execute.ok()) {
         return execute.status();
       }
-      Portal& portal = portals_[execute->portal];
-      if (!portal.described) {
+      auto it = portals_.find(execute->portal);
+      if (it == portals_.end() || !it->second.described) {
         // Learn the portal's columns before its rows arrive; the answer stays with us.
         pgwire::EncodeDescribe({.kind = 'P', .name = execute->portal}, to_backend);
-        pending_.push_back(
-            {.expect = Expect::kDescribePortal, .name = execute->portal, .internal = true});
-        portal.described = true;
+        Pending pending{
+            .expect = Expect::kDescribePortal, .name = execute->portal, .internal = true};
+        pending.saved_portal.emplace(it == portals_.end() ? std::nullopt
+                                                          : std::optional(it->second));
+        pending_.push_back(std::move(pending));
+        portals_[execute->portal].described = true;
       }
       forward();
       pending_.push_back({.expect = Expect::kExecute, .name = execute->portal});
@@ -381,6 +393,10 @@ void ProtocolGate::DropUntilSync() {
   for (auto it = skipped.rbegin(); it != skipped.rend(); ++it) {
     Undo(*it);
   }
+  if (pending_.empty()) {
+    // The client has not sent its Sync yet: what it sends until then, the backend ignores.
+    skipping_to_sync_ = true;
+  }
 }
 
 absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::Bytes raw,
@@ -479,7 +495,9 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
         return unexpected();
       }
       if (p.refusal.has_value()) {
-        AppendError(*p.refusal, to_client);
+        if (!swallowing_) {
+          AppendError(*p.refusal, to_client);
+        }
       } else if (show) {
         forward();
       }

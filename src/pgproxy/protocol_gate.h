@@ -99,7 +99,9 @@ class ProtocolGate {
     std::vector<uint32_t> param_types;
   };
   struct Portal {
-    bool described = false;  // a Describe (the client's or ours) follows its last Bind
+    // A Describe (the client's or ours) follows its last Bind, and no simple Query (which
+    // may close and declare cursors) since.
+    bool described = false;
   };
   enum class Expect {
     kQuery,              // a simple Query (or a substitute): up to ReadyForQuery
@@ -153,8 +155,10 @@ class ProtocolGate {
   // Execute's rows in the answer stream.
   absl::flat_hash_map<std::string, Layout> layouts_;
   std::deque<Pending> pending_;
-  bool skipping_to_sync_ = false;  // client side: a message was refused, drop until Sync
-  bool swallowing_ = false;        // backend side: an error was delivered, drop until Sync
+  // Client side: a message was refused, or the backend failed one before the client sent
+  // its Sync; drop until Sync.
+  bool skipping_to_sync_ = false;
+  bool swallowing_ = false;  // backend side: an error was delivered, drop until Sync
   GateStats stats_;
 };
 

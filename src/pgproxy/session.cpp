@@ -44,8 +44,9 @@ bool IsClientOnlyEncoding(std::string_view name) {
     }
   }
   static constexpr std::string_view kClientOnly[] = {
-      "sjis",   "shiftjis", "mskanji", "shiftjis2004", "big5",  "gbk",   "gb18030", "uhc",  "johab",
-      "win932", "win936",   "win949",  "win950",       "cp932", "cp936", "cp949",   "cp950"};
+      "sjis",       "shiftjis",   "mskanji",    "shiftjis2004", "big5",   "gbk",    "gb18030",
+      "uhc",        "johab",      "win932",     "win936",       "win949", "win950", "windows932",
+      "windows936", "windows949", "windows950", "cp932",        "cp936",  "cp949",  "cp950"};
   return std::find(std::begin(kClientOnly), std::end(kClientOnly), folded) != std::end(kClientOnly);
 }
 
@@ -471,6 +472,14 @@ awaitable<absl::Status> Session::AttachBackend() {
   }
   backend_ = std::move(*backend);
   TG_CO_RETURN_IF_ERROR(co_await ApplyClientParameters());
+  // PostgreSQL knows more spellings of the client-only encodings than any list here
+  // (windows932, ...): check the canonical name it reports once the client's is applied.
+  if (const std::string* encoding = backend_->Parameter("client_encoding");
+      encoding != nullptr && IsClientOnlyEncoding(*encoding)) {
+    co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
+                      Cat("tracegate: client_encoding ", *encoding,
+                          " is not supported (statements are checked as UTF-8); use UTF8"));
+  }
   if (grant_.has_value()) {
     TG_CO_RETURN_IF_ERROR(co_await StartGate());
   }

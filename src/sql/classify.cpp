@@ -86,24 +86,20 @@ bool IsEqualsOperator(const PgQuery__AExpr* e) {
 
 // Settings a grant's session may SET / RESET (lower case, as the parser folds them).
 bool SettableSetting(std::string_view name) {
-  static const auto* const kSettable =
-      new absl::flat_hash_set<std::string>{"application_name",
-                                           "datestyle",
-                                           "timezone",
-                                           "intervalstyle",
-                                           "extra_float_digits",
-                                           "statement_timeout",
-                                           "lock_timeout",
-                                           "idle_in_transaction_session_timeout",
-                                           "client_min_messages",
-                                           "bytea_output",
-                                           "client_encoding"};
+  // Not statement_timeout or idle_in_transaction_session_timeout: the operator's bounds on
+  // the backend session stay as configured.
+  static const auto* const kSettable = new absl::flat_hash_set<std::string>{
+      "application_name",    "datestyle",          "timezone",
+      "intervalstyle",       "extra_float_digits", "lock_timeout",
+      "client_min_messages", "bytea_output",       "client_encoding"};
   return kSettable->contains(std::string(name));
 }
 
 bool ShowableSetting(std::string_view name) {
   static const auto* const kShowable =
-      new absl::flat_hash_set<std::string>{"server_version",
+      new absl::flat_hash_set<std::string>{"statement_timeout",
+                                           "idle_in_transaction_session_timeout",
+                                           "server_version",
                                            "server_encoding",
                                            "transaction_isolation",
                                            "transaction_read_only",
