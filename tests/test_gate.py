@@ -641,6 +641,25 @@ class GateCapTest(GateCase):
         self.assertEqual(p.stdout.splitlines(), [t], p.stderr)
         self.assertEqual(errors_of(p.stderr), [("54000", cap)])
 
+    def test_a_capped_statement_is_cancelled_on_the_backend(self):
+        # Billions of rows: without a cancel the backend would grind on until statement_timeout
+        # while the gateway drops them. The gateway sends a CancelRequest at the cap.
+        def cancels() -> float:
+            status, body = harness.http_get(self.gw.admin_url + "/metrics")
+            self.assertEqual(status, 200)
+            return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                       if line.startswith("tracegate_cancel_requests_total{"))
+
+        before = cancels()
+        t = self.trace
+        # (generate_series in the select list streams; in FROM it would be materialised first)
+        p = self.psql(f"SELECT o.id, generate_series(1, 2000000000) FROM observations o "
+                      f"WHERE o.trace_id = '{t}'", "rowcap", keep_going=True,
+                      extra=("-c", "SELECT 'alive'"))
+        self.assertEqual([e[0] for e in errors_of(p.stderr)], ["54000"], p.stderr)
+        self.assertEqual(p.stdout.split(), ["alive"], p.stderr)
+        harness.wait_for(lambda: cancels() > before, timeout=10)
+
     def test_row_cap_with_a_cursor_hits_on_the_third_fetch(self):
         t = self.trace
         script = ("BEGIN;\n"

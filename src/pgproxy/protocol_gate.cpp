@@ -323,6 +323,7 @@ absl::Status ProtocolGate::CheckRow(Pending& pending, const Layout& layout,
   const bool over_bytes = limits_.max_bytes != 0 && stats_.bytes + raw.size() > limits_.max_bytes;
   if (over_rows || over_bytes) {
     pending.capped = true;
+    cancel_wanted_ = true;
     ++stats_.blocked;
     AppendError({std::string(sqlstate::kProgramLimitExceeded),
                  over_rows ? Cat("tracegate: statement ended (row_cap): the grant allows at most ",

@@ -27,6 +27,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -82,6 +83,11 @@ class ProtocolGate {
                               pgwire::Buffer& to_client);
 
   [[nodiscard]] const GateStats& stats() const { return stats_; }
+
+  // True once after a statement crossed a cap: the backend should be cancelled (its
+  // remaining rows are dropped anyway). A late cancel can hit the session's next statement;
+  // with the session's cap spent, that one could not return rows either.
+  bool TakeCancel() { return std::exchange(cancel_wanted_, false); }
 
  private:
   // One column layout of a result, reduced to what the checks need.
@@ -160,6 +166,7 @@ class ProtocolGate {
   bool skipping_to_sync_ = false;
   bool swallowing_ = false;  // backend side: an error was delivered, drop until Sync
   GateStats stats_;
+  bool cancel_wanted_ = false;
 };
 
 }  // namespace tracegate::pgproxy

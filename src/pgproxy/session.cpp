@@ -585,6 +585,10 @@ awaitable<void> Session::ForwardCancel(const pgwire::CancelRequest& request) {
     spdlog::debug("session={} peer={}: cancel request for an unknown key", id_, peer_);
     co_return;
   }
+  co_await SendCancel(*target);
+}
+
+awaitable<void> Session::SendCancel(std::optional<CancelTarget> target) {
   auto executor = co_await asio::this_coro::executor;
   tcp::socket socket(executor);
   SocketDeadline deadline(executor, socket, runtime_.config->backend.connect_timeout);
@@ -832,6 +836,21 @@ awaitable<void> Session::RelayBackendToClient() {
         }
       }
       buffer.MarkDecoded(frame.wire_size);
+    }
+    if (gate_ && gate_->TakeCancel()) {
+      // A statement crossed the grant's row or byte cap: its remaining rows are dropped, so
+      // stop the backend producing them.
+      const config::Backend& cfg = runtime_.config->backend;
+      CancelTarget target{.host = cfg.host,
+                          .port = cfg.port,
+                          .backend_key = backend_->key(),
+                          .connection = runtime_.config->name};
+      asio::co_spawn(
+          client_.socket().get_executor(),
+          [self, target = std::move(target)]() -> awaitable<void> {
+            co_await self->SendCancel(target);
+          },
+          asio::detached);
     }
     // Forward what was validated, even when a later frame failed: those bytes are good.
     if (buffer.HasDecoded()) {

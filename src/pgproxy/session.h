@@ -81,6 +81,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // backend connection) and puts the statement gate in the data path.
   awaitable<absl::Status> StartGate();
   awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
+  // Sends a CancelRequest for `target`'s backend (the target by value: the session may end
+  // while this runs).
+  awaitable<void> SendCancel(std::optional<CancelTarget> target);
 
   awaitable<void> RelayClientToBackend();
   awaitable<void> RelayBackendToClient();
