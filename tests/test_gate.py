@@ -266,6 +266,19 @@ class GateReadTest(GateCase):
             with self.subTest(sql=sql):
                 self.assertEqual(self.psql_ok(sql), self.direct(sql))
 
+    def test_a_blocked_statement_aborts_the_transaction_block_like_any_error(self):
+        # PostgreSQL semantics: after an error in BEGIN ... the rest fails with 25P02 until
+        # ROLLBACK; the refusal is an error of the backend's own transaction, not a fake one.
+        t = self.trace
+        script = ("BEGIN;\n"
+                  "SELECT * FROM traces;\n"                              # blocked
+                  f"SELECT id FROM traces WHERE id = '{t}';\n"           # 25P02
+                  "ROLLBACK;\n"
+                  f"SELECT id FROM traces WHERE id = '{t}';\n")          # works again
+        p = self.psql(script, keep_going=True, script=True)
+        self.assertEqual([e[0] for e in errors_of(p.stderr)], ["42501", "25P02"], p.stderr)
+        self.assertEqual(p.stdout.split(), [t], p.stderr)
+
     def test_session_stays_usable_after_blocked_statements(self):
         t = self.trace
         # Several -c: each is its own Query in ONE session; ON_ERROR_STOP off.

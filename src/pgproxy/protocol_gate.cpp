@@ -12,10 +12,12 @@ namespace {
 namespace fe = pgwire::frontend;
 namespace be = pgwire::backend;
 
-// The statement name a refused extended-protocol message is replaced with: a Close of it is
-// answered with CloseComplete whether or not it exists, and no client can have created it
-// (the gate refuses nothing it forwards under this name, and PostgreSQL names are at most
-// 63 bytes while this one is longer).
+// What a refused message is replaced with: text that fails to parse (42601), so the backend
+// itself answers with an error, aborts the transaction block if there is one, and (extended
+// protocol) skips to Sync, as it would have for an error of its own. The gate delivers its
+// refusal in place of that error. The statement name is longer than PostgreSQL's names can
+// be (NAMEDATALEN 63) and is never created: the Parse fails.
+constexpr std::string_view kRefusedStatement = "tracegate: statement refused by the gateway";
 constexpr std::string_view kRefusedName =
     "tracegate:refused-message-placeholder-that-is-longer-than-NAMEDATALEN-63";
 
@@ -87,11 +89,13 @@ void ProtocolGate::AppendError(const Refusal& refusal, pgwire::Buffer& out) {
 void ProtocolGate::Refuse(bool extended, Refusal refusal, pgwire::Buffer& to_backend) {
   ++stats_.blocked;
   if (extended) {
-    pgwire::EncodeClose({.kind = 'S', .name = std::string(kRefusedName)}, to_backend);
-    pending_.push_back({.expect = Expect::kClose, .refusal = std::move(refusal)});
+    pgwire::EncodeParse(
+        {.statement = std::string(kRefusedName), .query = std::string(kRefusedStatement)},
+        to_backend);
+    pending_.push_back({.expect = Expect::kParse, .refusal = std::move(refusal)});
     skipping_to_sync_ = true;
   } else {
-    pgwire::EncodeQuery("", to_backend);
+    pgwire::EncodeQuery(kRefusedStatement, to_backend);
     pending_.push_back({.expect = Expect::kQuery, .refusal = std::move(refusal)});
   }
 }
@@ -423,8 +427,8 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
   };
 
   if (frame.type == be::kReadyForQuery) {
-    if (p.expect != Expect::kQuery && p.expect != Expect::kSync) {
-      return unexpected();
+    if ((p.expect != Expect::kQuery && p.expect != Expect::kSync) || p.refusal.has_value()) {
+      return unexpected();  // (a refusal's substitute must have failed first)
     }
     pending_.pop_front();
     swallowing_ = false;
@@ -436,12 +440,19 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
       return unexpected();
     }
     if (p.expect == Expect::kQuery) {
-      if (!p.capped) {
+      if (p.refusal.has_value()) {
+        AppendError(*p.refusal, to_client);
+        p.refusal.reset();  // delivered; only ReadyForQuery may follow
+      } else if (!p.capped) {
         forward();
       }
       return absl::OkStatus();
     }
-    if (!swallowing_) {
+    if (swallowing_) {
+      // An error was delivered earlier in this run: nothing more until ReadyForQuery.
+    } else if (p.refusal.has_value()) {
+      AppendError(*p.refusal, to_client);
+    } else {
       forward();
     }
     DropUntilSync();  // the backend now skips to Sync
@@ -451,6 +462,9 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
   const bool show = !swallowing_ && !p.internal;
   switch (p.expect) {
     case Expect::kQuery:
+      if (p.refusal.has_value()) {
+        return unexpected();  // a refusal's substitute cannot succeed
+      }
       switch (frame.type) {
         case be::kRowDescription: {
           absl::StatusOr<pgwire::RowDescription> row = pgwire::ParseRowDescription(frame.body);
@@ -472,11 +486,7 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
           p.capped = false;
           return absl::OkStatus();
         case be::kEmptyQueryResponse:
-          if (p.refusal.has_value()) {
-            AppendError(*p.refusal, to_client);
-          } else {
-            forward();
-          }
+          forward();
           return absl::OkStatus();
         case be::kCopyInResponse:
         case be::kCopyOutResponse:
@@ -492,14 +502,10 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
       const char want = p.expect == Expect::kParse  ? be::kParseComplete
                         : p.expect == Expect::kBind ? be::kBindComplete
                                                     : be::kCloseComplete;
-      if (frame.type != want) {
-        return unexpected();
+      if (frame.type != want || p.refusal.has_value()) {
+        return unexpected();  // a refusal's substitute cannot succeed
       }
-      if (p.refusal.has_value()) {
-        if (!swallowing_) {
-          AppendError(*p.refusal, to_client);
-        }
-      } else if (show) {
+      if (show) {
         forward();
       }
       pending_.pop_front();

@@ -5,16 +5,17 @@
 // frames alone (protocol_gate_test.cpp).
 //
 // Client → backend:
-//   Query      sql::Gate decides; a blocked statement is replaced by an empty Query, whose
-//              EmptyQueryResponse becomes the client's ErrorResponse (the order of answers
-//              stays the backend's, and the session stays usable).
+//   Query      sql::Gate decides; a blocked statement is replaced by text that does not
+//              parse, whose ErrorResponse becomes the client's refusal: the backend fails
+//              the statement itself (aborting a transaction block, as an error would), the
+//              answers keep their order, and the session stays usable.
 //   Parse      sql::Gate decides; the statement's pinning parameters are remembered.
 //   Bind       each pinning parameter must be bound to the granted trace id.
 //   Execute    if the portal's columns are unknown, a Describe is slipped in first (its
 //              answer is kept from the client) so every row can be checked.
-//   A blocked extended-protocol message is replaced by a Close of a statement that cannot
-//   exist (answered CloseComplete, which becomes the ErrorResponse) and the client's
-//   messages are dropped up to its Sync, as PostgreSQL does after an error.
+//   A blocked extended-protocol message is replaced by a Parse of that unparsable text (the
+//   backend then skips to Sync, as after any error) and the client's messages are dropped
+//   up to its Sync.
 //   FunctionCall, CopyData/CopyDone/CopyFail: refused or dropped (no COPY ever starts).
 //
 // Backend → client:

@@ -41,6 +41,9 @@ constexpr std::string_view kPinnedByParam = "SELECT id, name FROM traces WHERE i
 constexpr std::string_view kFailsAtBackend = "SELECT no_such_column FROM traces WHERE id = 'tr-1'";
 
 constexpr std::string_view kBlockedPrefix = "tracegate: statement blocked";
+// What a refused message is replaced with: text that fails to parse, so the backend answers
+// with an error of its own (which the gate replaces with its refusal).
+constexpr std::string_view kRefusedSql = "tracegate: statement refused by the gateway";
 constexpr std::string_view kOtherTraceBind =
     "tracegate: statement blocked (other_trace): parameter $1 must be bound to the granted "
     "trace id";
@@ -189,6 +192,11 @@ std::string BackendError(std::string_view sqlstate, std::string_view message) {
   return out;
 }
 
+// How PostgreSQL answers the unparsable text a refused message is replaced with.
+std::string BackendSyntaxError() {
+  return BackendError("42601", "syntax error at or near \"tracegate\"");
+}
+
 // ---- Decoding what the gate sent -----------------------------------------------------------
 
 struct Message {
@@ -246,21 +254,25 @@ std::string Types(const std::vector<Message>& messages) {
   return ::testing::AssertionSuccess();
 }
 
-// Whether `m` is the Close of the placeholder statement a refused extended message becomes.
-::testing::AssertionResult IsPlaceholderClose(const Message& m) {
-  if (m.type != 'C') {
-    return ::testing::AssertionFailure() << "type '" << m.type << "', not a Close";
+// Whether `m` is the Parse a refused extended-protocol message becomes: the unparsable text,
+// under a placeholder statement name.
+::testing::AssertionResult IsPlaceholderParse(const Message& m) {
+  if (m.type != 'P') {
+    return ::testing::AssertionFailure() << "type '" << m.type << "', not a Parse";
   }
-  absl::StatusOr<pgwire::DescribeOrClose> close = pgwire::ParseClose(AsBytes(m.body));
-  if (!close.ok()) {
-    return ::testing::AssertionFailure() << close.status();
-  }
-  if (close->kind != 'S') {
-    return ::testing::AssertionFailure() << "closes a portal";
+  absl::StatusOr<pgwire::Parse> parse = pgwire::ParseParse(AsBytes(m.body));
+  if (!parse.ok()) {
+    return ::testing::AssertionFailure() << parse.status();
   }
   // Longer than NAMEDATALEN - 1, so no client can have prepared a statement of that name.
-  if (close->name.size() <= 63 || !close->name.starts_with("tracegate:")) {
-    return ::testing::AssertionFailure() << "closes \"" << close->name << "\"";
+  if (parse->statement.size() <= 63 || !parse->statement.starts_with("tracegate:")) {
+    return ::testing::AssertionFailure() << "prepares \"" << parse->statement << "\"";
+  }
+  if (parse->query != kRefusedSql) {
+    return ::testing::AssertionFailure() << "parses \"" << parse->query << "\"";
+  }
+  if (!parse->param_types.empty()) {
+    return ::testing::AssertionFailure() << "declares parameter types";
   }
   return ::testing::AssertionSuccess();
 }
@@ -402,13 +414,13 @@ struct BlockedQuery {
 
 class BlockedSimpleQueryTest : public ::testing::TestWithParam<BlockedQuery> {};
 
-TEST_P(BlockedSimpleQueryTest, BecomesAnEmptyQueryWhoseAnswerIsTheError) {
+TEST_P(BlockedSimpleQueryTest, BecomesAnUnparsableQueryWhoseErrorIsReplacedByTheRefusal) {
   Harness h;
   EXPECT_EQ(h.Client(ClientQuery(GetParam().sql)), "substituted");
-  EXPECT_EQ(h.TakeToBackend(), ClientQuery(""));
+  EXPECT_EQ(h.TakeToBackend(), ClientQuery(kRefusedSql));
   EXPECT_EQ(h.stats().blocked, 1u);
 
-  ASSERT_TRUE(h.Backend(BackendEmpty('I')).ok());
+  ASSERT_TRUE(h.Backend(BackendSyntaxError()).ok());
   const std::vector<Message> error = h.ToClient();
   ASSERT_EQ(error.size(), 1u);
   EXPECT_TRUE(IsError(error[0], "42501", GetParam().message_prefix));
@@ -444,8 +456,8 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ProtocolGateTest, SyntaxErrorIsRefusedWith42601) {
   Harness h;
   EXPECT_EQ(h.Client(ClientQuery("SELEC 1")), "substituted");
-  EXPECT_EQ(h.TakeToBackend(), ClientQuery(""));
-  h.Answer({BackendEmpty('I'), BackendReady()});
+  EXPECT_EQ(h.TakeToBackend(), ClientQuery(kRefusedSql));
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42601", "tracegate: statement blocked (syntax)"));
@@ -468,17 +480,80 @@ TEST(ProtocolGateTest, PipelinedBlockedQueryIsAnsweredAfterTheEarlierQuery) {
   EXPECT_EQ(h.Client(ClientQuery("SELECT * FROM traces")), "substituted");
   const std::string later = ClientQuery("SELECT 2");
   EXPECT_EQ(h.Client(later), "forwarded");
-  EXPECT_EQ(h.TakeToBackend(), allowed + ClientQuery("") + later);
+  EXPECT_EQ(h.TakeToBackend(), allowed + ClientQuery(kRefusedSql) + later);
 
   const std::string description = BackendRowDescription({TraceIdColumn()});
   const std::string row = BackendDataRow({"tr-1"});
-  h.Answer({description, row, BackendComplete("SELECT 1"), BackendReady(), BackendEmpty('I'),
+  h.Answer({description, row, BackendComplete("SELECT 1"), BackendReady(), BackendSyntaxError(),
             BackendReady(), BackendRowDescription({Column("?column?", 0, 0, kInt4Oid)}),
             BackendDataRow({"2"}), BackendComplete("SELECT 1"), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "TDCZEZTDCZ");
   EXPECT_EQ(out[1].body, AsString(AsBytes(row).subspan(5)));
   EXPECT_TRUE(IsError(out[4], "42501", "tracegate: statement blocked (trace_scope)"));
+}
+
+TEST(ProtocolGateTest, RefusedQueryInATransactionBlockAbortsItAsAnErrorWould) {
+  Harness h;
+  EXPECT_EQ(h.Client(ClientQuery("BEGIN READ ONLY")), "forwarded");
+  h.Answer({BackendComplete("BEGIN"), BackendReady('T')});
+  EXPECT_EQ(Types(h.ToClient()), "CZ");
+  h.TakeToBackend();
+
+  EXPECT_EQ(h.Client(ClientQuery("SELECT * FROM traces")), "substituted");
+  EXPECT_EQ(h.TakeToBackend(), ClientQuery(kRefusedSql));
+  // The backend fails the substitute itself, which aborts the transaction block; the client
+  // gets the refusal, and the ReadyForQuery that says the block is aborted.
+  h.Answer({BackendSyntaxError(), BackendReady('E')});
+  const std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "EZ");
+  EXPECT_TRUE(IsError(out[0], "42501", "tracegate: statement blocked (trace_scope)"));
+  EXPECT_EQ(out[1].body, "E");
+  EXPECT_EQ(h.stats().blocked, 1u);
+
+  // The client ends the block as after any error.
+  const std::string rollback = ClientQuery("ROLLBACK");
+  EXPECT_EQ(h.Client(rollback), "forwarded");
+  EXPECT_EQ(h.TakeToBackend(), rollback);
+  h.Answer({BackendComplete("ROLLBACK"), BackendReady()});
+  EXPECT_EQ(h.TakeToClient(), BackendComplete("ROLLBACK") + BackendReady());
+}
+
+TEST(ProtocolGateTest, RefusalInAnAbortedTransactionIsTheGatesNotTheBackends) {
+  Harness h;
+  h.PreparePinned("s1");
+  // A transaction block the backend has already aborted.
+  EXPECT_EQ(h.Client(ClientQuery("BEGIN READ ONLY")), "forwarded");
+  EXPECT_EQ(h.Client(ClientQuery(kFailsAtBackend)), "forwarded");
+  const std::string failed = BackendError("42703", "column \"no_such_column\" does not exist");
+  h.Answer({BackendComplete("BEGIN"), BackendReady('T'), failed, BackendReady('E')});
+  EXPECT_EQ(Types(h.ToClient()), "CZEZ");
+  h.TakeToBackend();
+  const std::string aborted = BackendError(
+      "25P02", "current transaction is aborted, commands ignored until end of transaction block");
+
+  // The backend answers the substitute with 25P02 rather than a syntax error; the client gets
+  // the refusal all the same.
+  EXPECT_EQ(h.Client(ClientQuery("DELETE FROM traces WHERE id = 'tr-1'")), "substituted");
+  EXPECT_EQ(h.TakeToBackend(), ClientQuery(kRefusedSql));
+  h.Answer({aborted, BackendReady('E')});
+  std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "EZ");
+  EXPECT_TRUE(IsError(out[0], "42501", "tracegate: statement blocked (write)"));
+  EXPECT_EQ(out[1].body, "E");
+
+  // So for a refused extended-protocol message.
+  EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
+  EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+  const std::vector<Message> sent = h.ToBackend();
+  ASSERT_EQ(Types(sent), "PS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[0]));
+  h.Answer({aborted, BackendReady('E')});
+  out = h.ToClient();
+  ASSERT_EQ(Types(out), "EZ");
+  EXPECT_TRUE(IsError(out[0], "42501", kOtherTraceBind));
+  EXPECT_EQ(out[1].body, "E");
+  EXPECT_EQ(h.stats().blocked, 2u);
 }
 
 TEST(ProtocolGateTest, BackendErrorInASimpleQueryIsForwarded) {
@@ -546,14 +621,14 @@ TEST(ProtocolGateTest, ExtendedRunBoundToTheGrantedTracePasses) {
   EXPECT_EQ(h.stats().rows, 1u);
 }
 
-TEST(ProtocolGateTest, BindToAnotherTraceBecomesACloseAndTheRunIsDroppedUntilSync) {
+TEST(ProtocolGateTest, BindToAnotherTraceBecomesAFailingParseAndTheRunIsDroppedUntilSync) {
   Harness h;
   h.PreparePinned("s1");
 
   EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
   const std::vector<Message> substitute = h.ToBackend();
   ASSERT_EQ(substitute.size(), 1u);
-  EXPECT_TRUE(IsPlaceholderClose(substitute[0]));
+  EXPECT_TRUE(IsPlaceholderParse(substitute[0]));
   EXPECT_EQ(h.stats().blocked, 1u);
 
   // The rest of the run never reaches the backend, whatever it is.
@@ -567,7 +642,8 @@ TEST(ProtocolGateTest, BindToAnotherTraceBecomesACloseAndTheRunIsDroppedUntilSyn
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   EXPECT_EQ(h.TakeToBackend(), ClientSync());
 
-  ASSERT_TRUE(h.Backend(BackendEmpty('3')).ok());
+  // The backend fails the substitute (and skips to the Sync); the client gets the refusal.
+  ASSERT_TRUE(h.Backend(BackendSyntaxError()).ok());
   const std::vector<Message> error = h.ToClient();
   ASSERT_EQ(error.size(), 1u);
   EXPECT_TRUE(IsError(error[0], "42501", kOtherTraceBind));
@@ -588,13 +664,35 @@ TEST(ProtocolGateTest, MessagesBeforeTheRefusedOneAreAnsweredFirst) {
   EXPECT_EQ(h.Client(ClientExecute("")), "dropped");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   const std::vector<Message> sent = h.ToBackend();
-  ASSERT_EQ(Types(sent), "PCS");
-  EXPECT_TRUE(IsPlaceholderClose(sent[1]));
+  ASSERT_EQ(Types(sent), "PPS");
+  EXPECT_EQ(sent[0].body, parse.substr(5));
+  EXPECT_TRUE(IsPlaceholderParse(sent[1]));
 
-  h.Answer({BackendEmpty('1'), BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendEmpty('1'), BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "1EZ");
   EXPECT_TRUE(IsError(out[1], "42501", kOtherTraceBind));
+}
+
+TEST(ProtocolGateTest, RefusedExtendedMessageInATransactionBlockAbortsIt) {
+  Harness h;
+  h.PreparePinned("s1");
+  EXPECT_EQ(h.Client(ClientQuery("BEGIN READ ONLY")), "forwarded");
+  h.Answer({BackendComplete("BEGIN"), BackendReady('T')});
+  EXPECT_EQ(Types(h.ToClient()), "CZ");
+  h.TakeToBackend();
+
+  EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
+  EXPECT_EQ(h.Client(ClientExecute("")), "dropped");
+  EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+  const std::vector<Message> sent = h.ToBackend();
+  ASSERT_EQ(Types(sent), "PS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[0]));
+  h.Answer({BackendSyntaxError(), BackendReady('E')});
+  const std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "EZ");
+  EXPECT_TRUE(IsError(out[0], "42501", kOtherTraceBind));
+  EXPECT_EQ(out[1].body, "E");
 }
 
 TEST(ProtocolGateTest, NullOrMissingPinningParameterIsRefused) {
@@ -605,7 +703,7 @@ TEST(ProtocolGateTest, NullOrMissingPinningParameterIsRefused) {
                                   ClientBind("", "s1", {std::string("tr-1\0", 5)})}) {
     EXPECT_EQ(h.Client(bind), "substituted");
     EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-    h.Answer({BackendEmpty('3'), BackendReady()});
+    h.Answer({BackendSyntaxError(), BackendReady()});
     const std::vector<Message> out = h.ToClient();
     ASSERT_EQ(Types(out), "EZ");
     EXPECT_TRUE(IsError(out[0], "42501", kOtherTraceBind));
@@ -623,7 +721,7 @@ TEST(ProtocolGateTest, BinaryParameterEqualToTheTraceIsAllowed) {
   // Binary format is no way around the check.
   EXPECT_EQ(h.Client(ClientBind("p2", "s1", {"tr-2"}, {1})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('2'), BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendEmpty('2'), BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "2EZ");
   EXPECT_TRUE(IsError(out[1], "42501", kOtherTraceBind));
@@ -701,7 +799,7 @@ TEST(ProtocolGateTest, RebindingAPreparedStatementIsCheckedEachTime) {
   // Another trace: refused, though the statement was bound fine before.
   EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42501", kOtherTraceBind));
@@ -719,9 +817,9 @@ TEST(ProtocolGateTest, ParseOfABlockedStatementIsRefused) {
   EXPECT_EQ(h.Client(ClientBind("", "s", {})), "dropped");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   const std::vector<Message> sent = h.ToBackend();
-  ASSERT_EQ(Types(sent), "CS");
-  EXPECT_TRUE(IsPlaceholderClose(sent[0]));
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  ASSERT_EQ(Types(sent), "PS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[0]));
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42501", "tracegate: statement blocked (trace_scope)"));
@@ -729,7 +827,7 @@ TEST(ProtocolGateTest, ParseOfABlockedStatementIsRefused) {
   // The refused statement was never prepared.
   EXPECT_EQ(h.Client(ClientBind("", "s", {})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> unknown = h.ToClient();
   ASSERT_EQ(Types(unknown), "EZ");
   EXPECT_TRUE(IsError(unknown[0], "26000", "prepared statement \"s\" does not exist"));
@@ -742,9 +840,9 @@ TEST(ProtocolGateTest, PinningParameterMustBeDeclaredTextOrUuid) {
   EXPECT_EQ(h.Client(ClientParse("s", kPinnedByParam, {kInt4Oid})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   const std::vector<Message> sent = h.ToBackend();
-  ASSERT_EQ(Types(sent), "CS");
-  EXPECT_TRUE(IsPlaceholderClose(sent[0]));
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  ASSERT_EQ(Types(sent), "PS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[0]));
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42501",
@@ -771,9 +869,9 @@ TEST(ProtocolGateTest, SecondParseOfANamedStatementIsRefusedWith42P05) {
   EXPECT_EQ(h.Client(ClientParse("s1", "SELECT 1")), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   const std::vector<Message> sent = h.ToBackend();
-  ASSERT_EQ(Types(sent), "CS");
-  EXPECT_TRUE(IsPlaceholderClose(sent[0]));
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  ASSERT_EQ(Types(sent), "PS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[0]));
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42P05", "prepared statement \"s1\" already exists"));
@@ -782,7 +880,7 @@ TEST(ProtocolGateTest, SecondParseOfANamedStatementIsRefusedWith42P05) {
   EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   h.TakeToBackend();
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   h.TakeToClient();
 
   // The unnamed statement may be replaced at will.
@@ -800,16 +898,16 @@ TEST(ProtocolGateTest, BindOfAnUnknownStatementIsRefusedWith26000) {
   EXPECT_EQ(h.Client(ClientExecute("")), "dropped");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   const std::vector<Message> sent = h.ToBackend();
-  ASSERT_EQ(Types(sent), "CS");
-  EXPECT_TRUE(IsPlaceholderClose(sent[0]));
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  ASSERT_EQ(Types(sent), "PS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[0]));
+  h.Answer({BackendSyntaxError(), BackendReady()});
   std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "26000", "prepared statement \"nope\" does not exist"));
 
   EXPECT_EQ(h.Client(ClientBind("", "", {})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "26000", "unnamed prepared statement does not exist"));
@@ -1141,7 +1239,7 @@ TEST(ProtocolGateTest, MessagesTheBackendSkippedAreUndone) {
   // because it is unknown.
   EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42501", kOtherTraceBind));
@@ -1277,7 +1375,7 @@ TEST(ProtocolGateTest, BackendErrorBeforeTheClientsSyncMakesTheGateSkipToIt) {
 
   EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42501", kOtherTraceBind));
@@ -1298,9 +1396,28 @@ TEST(ProtocolGateTest, RefusalAfterACapErrorIsNotASecondError) {
   // The client, not yet aware of the error, goes on with the run; one message is refused.
   EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendEmpty('3'), BackendReady()});
+  h.Answer({BackendSyntaxError(), BackendReady()});
   // One error per run, as from PostgreSQL.
   EXPECT_EQ(h.TakeToClient(), BackendReady());
+}
+
+TEST(ProtocolGateTest, RefusalAfterABackendErrorInTheSameRunIsNotASecondError) {
+  Harness h;
+  h.PreparePinned("s1");
+  EXPECT_EQ(h.Client(ClientParse("bad", kFailsAtBackend)), "forwarded");
+  EXPECT_EQ(h.Client(ClientBind("", "s1", {"tr-2"})), "substituted");
+  EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+  const std::vector<Message> sent = h.ToBackend();
+  ASSERT_EQ(Types(sent), "PPS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[1]));
+
+  // The backend fails the client's Parse and skips the substitute: its error is the run's one.
+  const std::string error = BackendError("42703", "column \"no_such_column\" does not exist");
+  h.Answer({error, BackendReady()});
+  EXPECT_EQ(h.TakeToClient(), error + BackendReady());
+
+  // The next run is matched to its own answers.
+  h.PreparePinned("s2");
 }
 
 TEST(ProtocolGateTest, PipelinedRunsAreAnsweredInOrder) {
@@ -1316,10 +1433,10 @@ TEST(ProtocolGateTest, PipelinedRunsAreAnsweredInOrder) {
   for (const std::string& m : {ClientBind("", "s1", {"tr-1"}), ClientExecute(""), ClientSync()}) {
     EXPECT_EQ(h.Client(m), "forwarded");
   }
-  EXPECT_EQ(Types(h.ToBackend()), "BDESCSBDES");
+  EXPECT_EQ(Types(h.ToBackend()), "BDESPSBDES");
 
   h.Answer({BackendEmpty('2'), PinnedRowDescription(), BackendDataRow({"tr-1", "a"}),
-            BackendComplete("SELECT 1"), BackendReady(), BackendEmpty('3'), BackendReady(),
+            BackendComplete("SELECT 1"), BackendReady(), BackendSyntaxError(), BackendReady(),
             BackendEmpty('2'), PinnedRowDescription(), BackendDataRow({"tr-1", "b"}),
             BackendComplete("SELECT 1"), BackendReady()});
   const std::vector<Message> out = h.ToClient();
@@ -1380,6 +1497,42 @@ TEST(ProtocolGateTest, WrongAnswerIsAnError) {
   EXPECT_EQ(h.TakeToClient(), "");
 }
 
+TEST(ProtocolGateTest, SuccessAnsweringARefusedExtendedMessagesSubstituteIsAnError) {
+  // The substitute Parse cannot succeed: a ParseComplete (or the CloseComplete that answered
+  // the old substitute) is not its answer.
+  for (const std::string& wrong : {BackendEmpty('1'), BackendEmpty('3')}) {
+    Harness h;
+    EXPECT_EQ(h.Client(ClientParse("s", "SELECT * FROM traces")), "substituted");
+    EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+    const absl::Status status = h.Backend(wrong);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << wrong[0] << ": " << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("owed another answer"));
+    EXPECT_EQ(h.TakeToClient(), "");
+  }
+}
+
+TEST(ProtocolGateTest, EmptyQueryResponseAnsweringARefusedQuerysSubstituteIsAnError) {
+  Harness h;
+  EXPECT_EQ(h.Client(ClientQuery("SELECT * FROM traces")), "substituted");
+  const absl::Status status = h.Backend(BackendEmpty('I'));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("owed another answer"));
+  EXPECT_EQ(h.TakeToClient(), "");
+}
+
+// Rows, a command tag or a ReadyForQuery without the error first: the refused statement
+// would look as if it ran. Whatever answered it, the refusal must not go missing.
+TEST(ProtocolGateTest, AnyAnswerButAnErrorToARefusedQuerysSubstituteIsAnError) {
+  for (const std::string& answer :
+       {BackendReady(), BackendComplete("SELECT 0"), BackendDataRow({"tr-1"})}) {
+    Harness h;
+    EXPECT_EQ(h.Client(ClientQuery("SELECT * FROM traces")), "substituted");
+    const absl::Status status = h.Backend(answer);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_EQ(h.TakeToClient(), "");
+  }
+}
+
 TEST(ProtocolGateTest, ErrorResponseToASyncIsAnError) {
   Harness h;
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
@@ -1417,15 +1570,15 @@ TEST(ProtocolGateTest, CopyFromTheBackendEndsTheSession) {
 
 // ---- Other client messages -------------------------------------------------------------------
 
-TEST(ProtocolGateTest, FunctionCallIsRefusedThroughAnEmptyQuery) {
+TEST(ProtocolGateTest, FunctionCallIsRefusedThroughAnUnparsableQuery) {
   Harness h;
   const std::string arg = "x";
   std::string call;
   pgwire::EncodeFunctionCall({.function_oid = 1242, .arg_formats = {0}, .args = {AsBytes(arg)}},
                              call);
   EXPECT_EQ(h.Client(call), "substituted");
-  EXPECT_EQ(h.TakeToBackend(), ClientQuery(""));
-  h.Answer({BackendEmpty('I'), BackendReady()});
+  EXPECT_EQ(h.TakeToBackend(), ClientQuery(kRefusedSql));
+  h.Answer({BackendSyntaxError(), BackendReady()});
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(Types(out), "EZ");
   EXPECT_TRUE(IsError(out[0], "42501",
@@ -1453,14 +1606,14 @@ TEST(ProtocolGateTest, CopyMessagesFromTheClientAreDropped) {
 TEST(ProtocolGateTest, FlushWhileSkippingToSyncIsForwarded) {
   Harness h;
   EXPECT_EQ(h.Client(ClientBind("", "nope", {})), "substituted");
-  const std::vector<Message> close = h.ToBackend();
-  ASSERT_EQ(close.size(), 1u);
-  EXPECT_TRUE(IsPlaceholderClose(close[0]));
+  const std::vector<Message> substitute = h.ToBackend();
+  ASSERT_EQ(substitute.size(), 1u);
+  EXPECT_TRUE(IsPlaceholderParse(substitute[0]));
   EXPECT_EQ(h.Client(ClientExecute("")), "dropped");
-  // The backend must flush the substituted Close's answer for the client to see its error.
+  // The backend must flush the substituted Parse's error for the client to see the refusal.
   EXPECT_EQ(h.Client(ClientFlush()), "forwarded");
   EXPECT_EQ(h.TakeToBackend(), ClientFlush());
-  ASSERT_TRUE(h.Backend(BackendEmpty('3')).ok());
+  ASSERT_TRUE(h.Backend(BackendSyntaxError()).ok());
   const std::vector<Message> out = h.ToClient();
   ASSERT_EQ(out.size(), 1u);
   EXPECT_TRUE(IsError(out[0], "26000", "prepared statement \"nope\" does not exist"));

@@ -662,12 +662,12 @@ awaitable<void> Session::RelayClientToBackend() {
         if (*action == ProtocolGate::Action::kDropped) {
           sent = 0;
         } else if (*action == ProtocolGate::Action::kSubstituted) {
-          // A refused Query / FunctionCall became an empty Query; a refused extended message
-          // a Close, part of the run its Sync ends.
+          // A refused Query / FunctionCall became a Query that fails to parse; a refused
+          // extended message such a Parse, part of the run its Sync ends.
           sent = frame.type == pgwire::frontend::kQuery ||
                          frame.type == pgwire::frontend::kFunctionCall
                      ? pgwire::frontend::kQuery
-                     : pgwire::frontend::kClose;
+                     : pgwire::frontend::kParse;
         }
       }
       switch (sent) {
