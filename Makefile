@@ -15,7 +15,7 @@ BUILD := $(BUILD_ASAN)
 CMAKE_FLAGS += -DTRACEGATE_SANITIZE=ON
 endif
 
-.PHONY: all deps build run test test-asan format format-check bench bench-jit fuzz clean
+.PHONY: all deps build run test test-asan format format-check bench bench-jit bench-gate fuzz clean
 
 all: build
 
@@ -52,6 +52,17 @@ bench: build
 # One just-in-time cycle (grant -> connect -> query -> close) vs a direct new connection.
 bench-jit: build
 	TRACEGATE_BIN=$(BUILD)/tracegate CLIENT_BIN=$(BUILD)/bench/jit_cycle_client ./bench/jit_cycle.sh
+
+# Statement gate cost per statement (Google Benchmark, no servers): parse + classify (cold)
+# vs the shape cache; JSON to bench/results/gate_bench.json. Builds only gate_bench.
+# Extra flags: GATE_BENCH_ARGS='--benchmark_filter=Cached --benchmark_min_time=0.2'.
+GATE_BENCH_ARGS ?=
+bench-gate: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target gate_bench
+	mkdir -p bench/results
+	$(BUILD)/src/sql/gate_bench --benchmark_out=bench/results/gate_bench.json \
+	  --benchmark_out_format=json $(GATE_BENCH_ARGS)
 
 # Runs every libFuzzer target for FUZZ_SECONDS each (clang), from its committed corpus.
 fuzz: deps

@@ -12,14 +12,18 @@
 # Prints a table and the target checks (DESIGN.md "Performance targets": p50 <= 3 ms;
 # faster than the direct new-connection cycle), runs build*/src/identity/validator_bench if
 # it exists (uncached RS256 validations/s per core), and writes bench/results/jit_cycle.json.
-# See bench/README.md.
+# The servers are set up by bench/lib/setup.sh (shared with pg_overhead.sh). See
+# bench/README.md.
 #
 #   sudo bench/jit_cycle.sh                 # CLIENTS="1 8", DURATION=10 s per run, ~2 min
 #   DURATION=5 bench/jit_cycle.sh           # quick run
+# shellcheck source-path=SCRIPTDIR disable=SC2034  # some variables are read by lib/setup.sh
 set -euo pipefail
 
+BENCH_NAME=jit_cycle
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+source "$BENCH_DIR/lib/setup.sh"
 
 # ---- knobs (env) -------------------------------------------------------------------------
 DURATION=${DURATION:-10}            # seconds per measured run
@@ -42,32 +46,14 @@ GEN_TRACES=${GEN_TRACES:-$REPO_DIR/scripts/gen_traces.py}
 RUN_USER=${RUN_USER:-postgres}      # unprivileged user for initdb/postgres/pgbouncer
 VALIDATOR_BENCH_ARGS=${VALIDATOR_BENCH_ARGS:-}   # extra args, e.g. --benchmark_min_time=0.5
 
-newest_executable() {  # candidates... -> the most recently built executable among them
-  local best="" c
-  for c in "$@"; do
-    [[ -x $c && -f $c ]] || continue
-    if [[ -z $best || $c -nt $best ]]; then best=$c; fi
-  done
-  echo "$best"
-}
 # The newest build wins: several build dirs may exist and an old one may lack the grants API.
 TRACEGATE_BIN=${TRACEGATE_BIN:-$(newest_executable "$REPO_DIR"/build*/tracegate \
                                  "$REPO_DIR"/build*/src/app/tracegate)}
 CLIENT_BIN=${CLIENT_BIN:-$(newest_executable "$REPO_DIR"/build*/bench/jit_cycle_client)}
 VALIDATOR_BENCH=${VALIDATOR_BENCH:-$(newest_executable "$REPO_DIR"/build*/src/identity/validator_bench)}
 
-log() { printf '[jit_cycle %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-warn() {
-  printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
-  printf '!!! WARNING: %s\n' "$@" >&2
-  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
-}
-die() { log "FATAL: $*"; exit 1; }
-
-for n in DURATION WARMUP NTRACES PAYLOAD_BYTES TRACEGATE_WORKERS TRACEGATE_POOL PGBOUNCER_POOL \
-         READY_TIMEOUT; do
-  [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
-done
+check_uints DURATION WARMUP NTRACES PAYLOAD_BYTES TRACEGATE_WORKERS TRACEGATE_POOL PGBOUNCER_POOL \
+            READY_TIMEOUT
 ((DURATION > 0 && NTRACES > 0)) || die "DURATION and NTRACES must be > 0"
 for c in $CLIENTS; do
   [[ $c =~ ^[1-9][0-9]*$ ]] || die "CLIENTS must be positive integers, got '$CLIENTS'"
@@ -75,187 +61,26 @@ for c in $CLIENTS; do
 done
 [[ $PG_SSLMODE =~ ^(disable|require|verify-ca|verify-full|grant)$ ]] ||
   die "PG_SSLMODE must be disable, require, verify-ca, verify-full or grant"
-[[ $(id -u) == 0 ]] || die "run as root (it starts PostgreSQL and pgbouncer as '$RUN_USER')"
-id "$RUN_USER" >/dev/null 2>&1 || die "system user '$RUN_USER' does not exist"
-for b in initdb pg_ctl postgres; do
-  [[ -x $PG_BIN/$b ]] || die "$PG_BIN/$b not found (apt-get install postgresql-15)"
-done
-for b in psql pg_isready python3 setpriv openssl curl; do
-  command -v "$b" >/dev/null || die "$b not found"
-done
 [[ -n $CLIENT_BIN ]] ||
   die "jit_cycle_client not built: cmake --build <build dir> --target jit_cycle_client (or set CLIENT_BIN)"
 
-want_target() { [[ " $TARGETS " == *" $1 "* ]]; }
-
-# ---- state and cleanup -------------------------------------------------------------------
-WORK=""
-PG_STARTED=0
-PGBOUNCER_PID=""
-TRACEGATE_PID=""
-
-stop_pid() {  # pid name: SIGTERM, wait up to 5 s, then SIGKILL
-  local pid=$1 name=$2 i
-  [[ -n $pid ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  log "$name (pid $pid) ignored SIGTERM; killing"
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  stop_pid "$TRACEGATE_PID" tracegate
-  stop_pid "$PGBOUNCER_PID" pgbouncer
-  if ((PG_STARTED)); then
-    as_run_user "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m fast -w -t 20 stop >/dev/null 2>&1 ||
-      as_run_user "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m immediate -w stop >/dev/null 2>&1
-  fi
-  wait 2>/dev/null
-  if [[ -n $WORK && -d $WORK ]]; then
-    if [[ ${KEEP_WORK:-0} == 1 ]]; then log "kept work dir $WORK"; else rm -rf "$WORK"; fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
-
-as_run_user() { (exec_as_run_user "$@"); }
-exec_as_run_user() {
-  cd "$WORK" && exec env HOME="$WORK" USER="$RUN_USER" LOGNAME="$RUN_USER" \
-    setpriv --reuid="$RUN_USER" --regid="$RUN_USER" --init-groups -- "$@"
-}
-
-free_ports() {  # n -> n distinct free TCP ports on 127.0.0.1
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if python3 -c "import os,sys; sys.exit(0 if os.getloadavg()[0] > 0.5 * len(os.sched_getaffinity(0)) else 1)"; then
-  warn "load average is $LOAD_START on $(nproc) cores before starting: something else is" \
-       "running, and its CPU use will distort the latencies (top -b -n1 | head -20)"
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/jit_cycle.XXXXXX")
-chmod 755 "$WORK"
-mkdir -p "$WORK/sock" "$WORK/pgbouncer" "$WORK/runs" "$WORK/tracegate" "$WORK/devkeys"
-chown -R "$RUN_USER:" "$WORK"
-# tracegate runs as root; its key, the dev issuer's private key and the token stay root's
-chown root: "$WORK/tracegate" "$WORK/devkeys" && chmod 700 "$WORK/tracegate" "$WORK/devkeys"
-log "work dir $WORK"
-
-read -r PG_PORT PGB_PORT TG_PORT TG_ADMIN_PORT TG_API_PORT < <(free_ports 5)
-
-rand_pw() { python3 -c 'import secrets; print(secrets.token_urlsafe(18))'; }
-BACKEND_PASSWORD=$(rand_pw)   # role tracegate: tracegate -> PostgreSQL
-CLIENT_PASSWORD=$(rand_pw)    # role bench: direct and pgbouncer cycles
-DB=bench
-CLIENT_USER=bench
-BACKEND_USER=tracegate
-PGB_BACKEND_USER=pgbouncer_backend
-
-psql_admin() {
-  PGOPTIONS='-c client_min_messages=warning' \
-    psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PG_PORT" -U postgres "$@"
-}
-
-# ---- PostgreSQL ----------------------------------------------------------------------------
-log "initdb (PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'))"
-as_run_user "$PG_BIN/initdb" -D "$WORK/pgdata" -U postgres -E UTF8 --locale=C \
-  --auth-local=trust --auth-host=scram-sha-256 --no-sync >"$WORK/initdb.log" 2>&1 ||
-  { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-cat >>"$WORK/pgdata/postgresql.conf" <<EOF
-# jit_cycle.sh: throwaway benchmark server
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK/sock'
-max_connections = 250
-shared_buffers = 128MB
-password_encryption = 'scram-sha-256'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-autovacuum = off
-logging_collector = off
-log_min_messages = warning
-EOF
-PG_STARTED=1
-as_run_user "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/postgres.log" -w -t "$READY_TIMEOUT" \
-  start >/dev/null || { tail -n 30 "$WORK/postgres.log" >&2; die "PostgreSQL did not start"; }
-SERVER_VERSION=$(psql_admin -At -d postgres -c 'show server_version')
-log "PostgreSQL $SERVER_VERSION on 127.0.0.1:$PG_PORT"
-
-psql_admin -d postgres <<SQL
-CREATE ROLE $BACKEND_USER LOGIN PASSWORD '$BACKEND_PASSWORD';
-CREATE ROLE $CLIENT_USER LOGIN PASSWORD '$CLIENT_PASSWORD';
-CREATE DATABASE $DB;
-SQL
-CLIENT_VERIFIER=$(psql_admin -At -d postgres -c \
-  "select rolpassword from pg_authid where rolname = '$CLIENT_USER'")
-[[ $CLIENT_VERIFIER == SCRAM-SHA-256\$* ]] || die "unexpected verifier for $CLIENT_USER"
-# pgbouncer 1.18 cannot log in as a forced backend user whose SCRAM password differs from
-# the client's (it reuses the client's SCRAM keys: pgbouncer issues #944, #1461), so its
-# backend role carries the very same verifier; tracegate's backend role has its own.
-psql_admin -d postgres -c "CREATE ROLE $PGB_BACKEND_USER LOGIN PASSWORD '$CLIENT_VERIFIER'" >/dev/null
-
-# ---- traces ------------------------------------------------------------------------------
-DATA_SOURCE="scripts/gen_traces.py --traces $NTRACES --payload-bytes $PAYLOAD_BYTES"
-log "generating $NTRACES traces ($DATA_SOURCE)"
-if ! { [[ -f $GEN_TRACES ]] &&
-       python3 "$GEN_TRACES" --traces "$NTRACES" --payload-bytes "$PAYLOAD_BYTES" \
-         --output "$WORK/traces.sql" 2>"$WORK/gen_traces.log" &&
-       psql_admin -d "$DB" -f "$WORK/traces.sql" >"$WORK/traces-load.log" 2>&1; }; then
-  warn "scripts/gen_traces.py failed or is missing; using bench/lib/traces_fallback.sql"
-  psql_admin -d "$DB" -c 'DROP TABLE IF EXISTS scores, observations, traces CASCADE' >/dev/null
-  psql_admin -d "$DB" -v ntraces="$NTRACES" -v payload_bytes="$PAYLOAD_BYTES" \
-    -f "$BENCH_DIR/lib/traces_fallback.sql" >"$WORK/traces-load.log" 2>&1 ||
-    { cat "$WORK/traces-load.log" >&2; die "loading the fallback traces failed"; }
-  DATA_SOURCE="bench/lib/traces_fallback.sql (inline fallback)"
-fi
-psql_admin -d "$DB" <<SQL
-VACUUM ANALYZE;
-GRANT USAGE ON SCHEMA public TO $CLIENT_USER, $BACKEND_USER, $PGB_BACKEND_USER;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO $CLIENT_USER, $BACKEND_USER, $PGB_BACKEND_USER;
-SQL
+# ---- PostgreSQL and the traces (bench/lib/setup.sh) ----------------------------------------
+bench_start openssl
+PG_SHARED_BUFFERS=128MB
+pg_setup
+load_traces
+psql_admin -d "$DB" -c 'VACUUM ANALYZE' >/dev/null
+grant_read_access
 N_TRACES=$(psql_admin -At -d "$DB" -c 'select count(*) from traces')
 # One loaded trace, chosen deterministically (the middle one by id); a literal in the query.
 TRACE_ID=$(psql_admin -At -d "$DB" -c \
   "select id from traces order by id offset (select count(*) / 2 from traces) limit 1")
 [[ $TRACE_ID =~ ^[A-Za-z0-9._:-]+$ ]] || die "unexpected trace id '$TRACE_ID'"
 QUERY="select id, name from traces where id = '$TRACE_ID'"
-log "traces: $N_TRACES rows; query: $QUERY"
+log "traces: $N_TRACES rows ($DATA_SOURCE); query: $QUERY"
 
 # ---- servers -----------------------------------------------------------------------------
-ACTIVE_TARGETS=()
-declare -A SKIP_REASON=()
 want_target direct && ACTIVE_TARGETS+=(direct)
-
-wait_pg_ready() {  # port pid name
-  local port=$1 pid=$2 name=$3 deadline=$((SECONDS + READY_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-      log "$name exited during startup"; return 1
-    fi
-    pg_isready -q -h 127.0.0.1 -p "$port" -t 1 && return 0
-    sleep 0.1
-  done
-  log "$name not ready after ${READY_TIMEOUT}s"
-  return 1
-}
 
 # run_client target clients seconds warmup [--once]: one jit_cycle_client run; JSON on stdout
 run_client() {
@@ -277,152 +102,20 @@ run_client() {
   PGPASSWORD=$CLIENT_PASSWORD timeout --foreground -k 5 $((secs + warm + 60)) \
     "$CLIENT_BIN" "${args[@]}" "$@"
 }
+smoke_cycle() { run_client "$1" 1 1 0 --once >/dev/null; }
 
-PGBOUNCER_VERSION=""
-if want_target pgbouncer; then
-  if [[ -x $PGBOUNCER_BIN ]]; then
-    PGBOUNCER_VERSION=$("$PGBOUNCER_BIN" --version 2>/dev/null | head -n1 | awk '{print $2}')
-    cat >"$WORK/pgbouncer/userlist.txt" <<EOF
-"$CLIENT_USER" "$CLIENT_VERIFIER"
-EOF
-    cat >"$WORK/pgbouncer/pgbouncer.ini" <<EOF
-[databases]
-$DB = host=127.0.0.1 port=$PG_PORT dbname=$DB user=$PGB_BACKEND_USER password=$CLIENT_PASSWORD
+if want_target pgbouncer; then start_pgbouncer smoke_cycle pgbouncer || true; fi
 
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $WORK/pgbouncer/userlist.txt
-pool_mode = session
-max_client_conn = 500
-default_pool_size = $PGBOUNCER_POOL
-max_db_connections = 0
-server_idle_timeout = 600
-ignore_startup_parameters = extra_float_digits
-log_connections = 0
-log_disconnections = 0
-log_pooler_errors = 1
-logfile = $WORK/pgbouncer/pgbouncer.log
-pidfile = $WORK/pgbouncer/pgbouncer.pid
-EOF
-    chown -R "$RUN_USER:" "$WORK/pgbouncer"
-    chmod 600 "$WORK/pgbouncer/userlist.txt" "$WORK/pgbouncer/pgbouncer.ini"
-    exec_as_run_user "$PGBOUNCER_BIN" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer/stdout.log" 2>&1 &
-    PGBOUNCER_PID=$!
-    if wait_pg_ready "$PGB_PORT" "$PGBOUNCER_PID" pgbouncer &&
-       run_client pgbouncer 1 1 0 --once >/dev/null; then
-      ACTIVE_TARGETS+=(pgbouncer)
-      log "pgbouncer $PGBOUNCER_VERSION on 127.0.0.1:$PGB_PORT (session mode, pool $PGBOUNCER_POOL)"
-    else
-      tail -n 20 "$WORK/pgbouncer/pgbouncer.log" "$WORK/pgbouncer/stdout.log" >&2 || true
-      warn "pgbouncer failed to start or to serve a query; its rows are skipped"
-      SKIP_REASON[pgbouncer]="failed to start or to serve a query"
-      stop_pid "$PGBOUNCER_PID" pgbouncer; PGBOUNCER_PID=""
-    fi
-  else
-    warn "pgbouncer not installed (apt-get install -y pgbouncer); its rows are skipped"
-    SKIP_REASON[pgbouncer]="not installed"
-  fi
-fi
-
-TRACEGATE_VERSION=""
-TG_CERT=$WORK/tracegate/gateway.crt
-TOKEN_FILE=$WORK/tracegate/token
+# Grant sessions always pass the statement gate (src/sql/gate.h): it is told which tables
+# hold traces, or it refuses the query's `traces` as an undeclared relation. Static users:
+# none. Policy: one use, 30 s to redeem it.
 if want_target tracegate; then
-  if [[ -x $TRACEGATE_BIN ]]; then
-    TRACEGATE_VERSION=$(timeout 5 "$TRACEGATE_BIN" --version 2>/dev/null | head -n1 || true)
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
-      -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
-      -keyout "$WORK/tracegate/gateway.key" -out "$TG_CERT" >/dev/null 2>&1 ||
-      die "openssl req (self-signed certificate) failed"
-    chmod 600 "$WORK/tracegate/gateway.key"
-    # The development issuer: keys in $WORK/devkeys, JWKS in dev-issuer-jwks.json there.
-    "$TRACEGATE_BIN" dev issuer --key-dir "$WORK/devkeys" >"$WORK/tracegate/dev-issuer.yaml" ||
-      die "tracegate dev issuer failed"
-    JWKS_FILE=$WORK/devkeys/dev-issuer-jwks.json
-    [[ -f $JWKS_FILE ]] || die "tracegate dev issuer did not create $JWKS_FILE"
-    (umask 077 && "$TRACEGATE_BIN" dev token --key-dir "$WORK/devkeys" --sub bench-agent \
-       --groups ai-agents --ttl 86400 >"$TOKEN_FILE") || die "tracegate dev token failed"
-    TG_CONFIG=$WORK/tracegate/tracegate.yaml
-    cat >"$TG_CONFIG" <<EOF
-# generated by bench/jit_cycle.sh: grants API + one Postgres connection, no gate/masking
-workers: $TRACEGATE_WORKERS
-log_level: warn
-admin:
-  listen: 127.0.0.1:$TG_ADMIN_PORT
-tls:
-  cert_file: $TG_CERT
-  key_file: $WORK/tracegate/gateway.key
-connections:
-  - name: traces-pg
-    type: postgres
-    listen: 127.0.0.1:$TG_PORT
-    backend:
-      host: 127.0.0.1
-      port: $PG_PORT
-      database: $DB
-      user: $BACKEND_USER
-      password_env: TRACEGATE_BACKEND_PASSWORD
-      tls: disable
-      read_only: true
-    pool:
-      max_size: $TRACEGATE_POOL
-api:
-  listen: 127.0.0.1:$TG_API_PORT
-  tls: true
-state:
-  path: $WORK/tracegate/state.db
-identity:
-  issuers:
-    - name: dev
-      issuer: tracegate-dev
-      audiences: [tracegate]
-      jwks_file: $JWKS_FILE
-      algorithms: [RS256]
-      typ: at+jwt
-      development: true
-policy:
-  rules:
-    - name: bench-agents
-      groups: [ai-agents]
-      connections: [traces-pg]
-      ttl: 30s
-EOF
-    TRACEGATE_BACKEND_PASSWORD=$BACKEND_PASSWORD "$TRACEGATE_BIN" config check "$TG_CONFIG" \
-      >"$WORK/tracegate/config-check.log" 2>&1 ||
-      { cat "$WORK/tracegate/config-check.log" >&2; die "tracegate config check failed"; }
-    TRACEGATE_BACKEND_PASSWORD=$BACKEND_PASSWORD "$TRACEGATE_BIN" serve --config "$TG_CONFIG" \
-      >"$WORK/tracegate/tracegate.log" 2>&1 &
-    TRACEGATE_PID=$!
-    tg_ready() {
-      local deadline=$((SECONDS + READY_TIMEOUT)) code=""
-      while ((SECONDS < deadline)); do
-        kill -0 "$TRACEGATE_PID" 2>/dev/null || { log "tracegate exited during startup"; return 1; }
-        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$TG_ADMIN_PORT/readyz" || true)
-        if [[ $code == 200 ]] && pg_isready -q -h 127.0.0.1 -p "$TG_PORT" -t 1; then return 0; fi
-        sleep 0.1
-      done
-      log "tracegate not ready after ${READY_TIMEOUT}s (/readyz: '$code')"
-      return 1
-    }
-    if tg_ready && run_client tracegate 1 1 0 --once >/dev/null; then
-      ACTIVE_TARGETS+=(tracegate)
-      log "tracegate${TRACEGATE_VERSION:+ $TRACEGATE_VERSION} ($TRACEGATE_BIN): API https://127.0.0.1:$TG_API_PORT," \
-          "Postgres 127.0.0.1:$TG_PORT, pool $TRACEGATE_POOL, workers $TRACEGATE_WORKERS"
-    else
-      echo "---- tracegate log (tail) ----" >&2; tail -n 30 "$WORK/tracegate/tracegate.log" >&2 || true
-      warn "tracegate ($TRACEGATE_BIN) failed to start or to complete one JIT cycle; its rows are skipped"
-      SKIP_REASON[tracegate]="failed to start or to complete one JIT cycle"
-      stop_pid "$TRACEGATE_PID" tracegate; TRACEGATE_PID=""
-    fi
-  else
-    warn "tracegate binary not found (build it, or set TRACEGATE_BIN=...); its rows are SKIPPED"
-    SKIP_REASON[tracegate]="binary not found"
+  if TG_GATE=1 TG_STATIC_USER=0 TG_RULE_TTL=30s TG_RULE_USES=1 \
+       start_tracegate smoke_cycle tracegate; then
+    ACTIVE_TARGETS+=(tracegate)
   fi
 fi
-want_target direct && { run_client direct 1 1 0 --once >/dev/null || die "direct smoke cycle failed"; }
+want_target direct && { smoke_cycle direct || die "direct smoke cycle failed"; }
 ((${#ACTIVE_TARGETS[@]} > 0)) || die "nothing to measure (TARGETS='$TARGETS')"
 
 # ---- runs --------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 """Turns the pgbench logs of bench/pg_overhead.sh into a table, target checks and JSON.
 
 Input: --runs, a TSV written by pg_overhead.sh, one line per pgbench run:
-    row_id  workload  protocol  clients  extra_args  target  rep  exit_code
-with the log of each run at <--logs>/<row_id>-<target>-<rep>.log, and the run's
+    row_id  workload  protocol  clients  extra_args  target  rep  exit_code  [layout]
+with the log of each run at <--logs>/<row_id>-<target>-<rep>.log (for layout per-client,
+the merged log of the side-by-side processes, see pgbench_merge.py), and the run's
 parameters and versions in BENCH_* environment variables. Standard library only.
 """
 
@@ -19,7 +20,8 @@ import statistics
 import sys
 from typing import Any
 
-TARGET_ORDER = ("direct", "pgbouncer", "tracegate")
+TARGET_ORDER = ("direct", "pgbouncer", "tracegate", "tracegate+gate")
+GATE = "tracegate+gate"
 
 # What pgbouncer 1.18 reached on the reference 2-core machines (DESIGN.md).
 REFERENCE = {"pgbouncer_select_simple_8_ratio": 0.57, "pgbouncer_trace_8_ratio": 0.77}
@@ -44,13 +46,15 @@ def parse_log(path: str) -> dict[str, Any]:
         "connection_ms": num(r"^(?:average connection time|initial connection time) = ([0-9.]+) ms"),
         "transactions": num(r"^number of transactions actually processed: ([0-9]+)"),
         "failed": num(r"^number of failed transactions: ([0-9]+)"),
+        "login_retries": num(r"^login retries: ([0-9]+)"),
     }
-    for k in ("transactions", "failed"):
+    for k in ("transactions", "failed", "login_retries"):
         if out[k] is not None:
             out[k] = int(out[k])
     errors = [ln.strip() for ln in text.splitlines()
               if re.search(r"(error|FATAL|abort|could not|unexpected)", ln, re.IGNORECASE)
-              and not ln.startswith("number of failed")]
+              and not ln.startswith("number of failed")
+              and not ln.startswith("pg_overhead: retry")]
     if errors:
         out["errors"] = errors[:5]
     return out
@@ -110,6 +114,19 @@ def env_num(name: str) -> float | int | None:
     return int(f) if f.is_integer() else f
 
 
+def E_TG_ALIVE() -> str:  # noqa: N802
+    """"1" / "0" whether tracegate was still running after the runs; "" if not started."""
+    return env("TG_ALIVE")
+
+
+def tail_of(path: str, n: int = 30) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [ln.rstrip("\n") for ln in f if ln.strip()][-n:]
+    except OSError:
+        return []
+
+
 def fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -136,12 +153,18 @@ def main() -> int:
             line = line.rstrip("\n")
             if not line:
                 continue
-            rid, workload, proto, clients, extra, target, rep, rc = line.split("\t")
+            fields = line.split("\t")
+            rid, workload, proto, clients, extra, target, rep, rc = fields[:8]
+            layout = fields[8] if len(fields) > 8 else "single"
+            if layout == "per-client":
+                pgargs = (f"{clients} x pgbench -n -M {proto} -c 1 -j 1 -T {env('DURATION')} "
+                          f"-P {env('DURATION')} {extra}").strip()
+            else:
+                pgargs = (f"-n -M {proto} -c {clients} -j {min(int(clients), 2)} "
+                          f"-T {env('DURATION')} -P {env('DURATION')} {extra}").strip()
             row = rows.setdefault(rid, {
                 "id": rid, "workload": workload, "protocol": proto, "clients": int(clients),
-                "pgbench_args": f"-n -M {proto} -c {clients} -j {min(int(clients), 2)} "
-                                f"-T {env('DURATION')} -P {env('DURATION')} {extra}".strip(),
-                "runs": {}})
+                "layout": layout, "pgbench_args": pgargs, "runs": {}})
             run = parse_log(os.path.join(args.logs, f"{rid}-{target}-{rep}.log"))
             run["rep"] = int(rep)
             run["exit_code"] = int(rc)
@@ -153,6 +176,8 @@ def main() -> int:
         res = {}
         for t in targets:
             runs = row["runs"].get(t, [])
+            if not runs:
+                continue  # not run in this row (tracegate+gate: trace-one rows only)
             ok = [r for r in runs if r["ok"]]
             for r in runs:
                 if not r["ok"]:
@@ -176,27 +201,42 @@ def main() -> int:
             "tracegate_to_pgbouncer": ratio(tps["tracegate"], tps["pgbouncer"]),
             "pgbouncer_to_direct": ratio(tps["pgbouncer"], tps["direct"]),
         }
+        if GATE in res:
+            row["ratios"].update({
+                "tracegate_gate_to_direct": ratio(tps[GATE], tps["direct"]),
+                "tracegate_gate_to_tracegate": ratio(tps[GATE], tps["tracegate"]),
+                "tracegate_gate_to_pgbouncer": ratio(tps[GATE], tps["pgbouncer"]),
+            })
         row["added_latency_ms"] = {
             t: (lat[t] - lat["direct"]) if lat[t] is not None and lat["direct"] is not None else None
-            for t in ("pgbouncer", "tracegate")}
+            for t in ("pgbouncer", "tracegate") + ((GATE,) if GATE in res else ())}
 
     row_list = list(rows.values())
 
     # ---- table ----
-    headers = ["workload", "proto", "cl", "direct tps", "pgb tps", "tg tps", "tg/direct",
-               "tg/pgb", "pgb/direct", "lat direct", "lat pgb", "lat tg"]
+    # The tracegate+gate columns appear when that path was measured (trace-one rows only).
+    with_gate = GATE in targets
+    headers = ["workload", "proto", "cl", "direct tps", "pgb tps", "tg tps",
+               *(["gate tps"] if with_gate else []), "tg/direct", "tg/pgb", "pgb/direct",
+               *(["gate/direct", "gate/tg"] if with_gate else []),
+               "lat direct", "lat pgb", "lat tg", *(["lat gate"] if with_gate else [])]
     table = []
     for r in row_list:
         g = lambda t, k: r["results"].get(t, {}).get(k)  # noqa: E731
+        rt = r["ratios"]
         table.append([
             r["workload"], r["protocol"], str(r["clients"]),
             fmt(g("direct", "tps"), ".0f"), fmt(g("pgbouncer", "tps"), ".0f"),
             fmt(g("tracegate", "tps"), ".0f"),
-            fmt(r["ratios"]["tracegate_to_direct"], ".3f"),
-            fmt(r["ratios"]["tracegate_to_pgbouncer"], ".3f"),
-            fmt(r["ratios"]["pgbouncer_to_direct"], ".3f"),
+            *([fmt(g(GATE, "tps"), ".0f")] if with_gate else []),
+            fmt(rt["tracegate_to_direct"], ".3f"),
+            fmt(rt["tracegate_to_pgbouncer"], ".3f"),
+            fmt(rt["pgbouncer_to_direct"], ".3f"),
+            *([fmt(rt.get("tracegate_gate_to_direct"), ".3f"),
+               fmt(rt.get("tracegate_gate_to_tracegate"), ".3f")] if with_gate else []),
             fmt(g("direct", "latency_ms"), ".3f"), fmt(g("pgbouncer", "latency_ms"), ".3f"),
             fmt(g("tracegate", "latency_ms"), ".3f"),
+            *([fmt(g(GATE, "latency_ms"), ".3f")] if with_gate else []),
         ])
     widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
               for i, h in enumerate(headers)]
@@ -208,7 +248,12 @@ def main() -> int:
 
     print()
     print(f"pg_overhead: median of {env('REPS')} x {env('DURATION')} s per cell; "
-          "latency = pgbench 'latency average' in ms; tg = tracegate, pgb = pgbouncer (session)")
+          "latency = pgbench 'latency average' in ms; tg = tracegate (static user, not gated), "
+          "pgb = pgbouncer (session)"
+          + ("; gate = tracegate, grant sessions through the statement gate" if with_gate else ""))
+    if any(r.get("layout") == "per-client" for r in row_list):
+        print("trace-one rows: every target runs its clients as that many pgbench processes of "
+              "one connection each (a grant carries one session), the numbers summed")
     print(line(headers))
     print("  ".join("-" * w for w in widths))
     for cells in table:
@@ -279,11 +324,38 @@ def main() -> int:
           f"tracegate {fmt(tg, '.0f')} / direct {fmt(d, '.0f')} tps = {fmt(v, '.3f')} "
           f"(pgbouncer {fmt(ratio(tps_of(rid, 'pgbouncer'), d), '.3f')})")
 
+    gate_checks = []
+    for r in row_list:
+        if r["workload"] != "trace-one":
+            continue
+        v = r["ratios"].get("tracegate_gate_to_direct")
+        name = f"trace fetch with statement gate, {r['protocol']}, {r['clients']} clients"
+        detail = (f"tracegate+gate {fmt(tps_of(r['id'], GATE), '.0f')} / direct "
+                  f"{fmt(tps_of(r['id'], 'direct'), '.0f')} tps = {fmt(v, '.3f')} "
+                  f"(ungated tracegate {fmt(r['ratios']['tracegate_to_direct'], '.3f')}, "
+                  f"gate/ungated {fmt(r['ratios'].get('tracegate_gate_to_tracegate'), '.3f')}, "
+                  f"pgbouncer {fmt(r['ratios']['pgbouncer_to_direct'], '.3f')})")
+        if r["clients"] == 8 and r["protocol"] in ("simple", "extended"):
+            check(name, ">= 0.80 x direct tps", v, None if v is None else v >= 0.80, detail)
+            gate_checks.append(checks.pop())
+        else:
+            gate_checks.append({"name": name, "target": "(informational)", "value": v,
+                                "status": "INFO", "detail": detail})
+    if E_TG_ALIVE() == "0":
+        gate_checks.append({"name": "tracegate still running after the runs", "target": "alive",
+                            "value": None, "status": "MISS", "detail": "the gateway process was gone"})
+
     print()
     print("targets (tracegate, pass-through):" + ("" if have_tg else
           "  tracegate NOT MEASURED: " + skipped.get("tracegate", "not in TARGETS")))
     for c in checks:
         print(f"  [{c['status']}] {c['name']}: {c['target']}\n         {c['detail']}")
+    if gate_checks:
+        print("targets (tracegate + statement gate, grant sessions):" + ("" if with_gate else
+              "  tracegate+gate NOT MEASURED: " + skipped.get(GATE, "not in TARGETS")))
+        for c in gate_checks:
+            print(f"  [{c['status']}] {c['name']}: {c['target']}\n         {c['detail']}")
+    checks.extend(gate_checks)
 
     pgb_ref = []
     for rid, key in (("select-simple-8", "pgbouncer_select_simple_8_ratio"),
@@ -310,10 +382,16 @@ def main() -> int:
         print(f"FAILED RUNS ({len(problems)}), excluded from the medians:")
         for p in problems[:30]:
             print("  " + p)
+    tg_log = tail_of(env("TG_LOG")) if env("TG_LOG") else []
+    if tg_log and (problems or E_TG_ALIVE() == "0"):
+        print("tracegate log (last lines, level warn and above):")
+        for ln in tg_log[-15:]:
+            print("  " + ln)
 
     result = {
         "benchmark": "pg_overhead",
-        "description": "tracegate pass-through vs direct PostgreSQL vs pgbouncer (session mode), "
+        "description": "tracegate pass-through (static user) and grant sessions through the "
+                       "statement gate vs direct PostgreSQL vs pgbouncer (session mode), "
                        "pgbench over TCP loopback, interleaved per row",
         "written_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "started_at": env("STARTED_AT"), "finished_at": env("FINISHED_AT"),
@@ -326,17 +404,31 @@ def main() -> int:
             "pgbench_scale": env_num("SCALE"), "ntraces": env_num("NTRACES"),
             "payload_bytes": env_num("PAYLOAD_BYTES"),
             "trace_row_bytes_avg": env_num("TRACE_ROW_BYTES"), "trace_data": env("TRACE_DATA"),
-            "pgbench_threads": "min(clients, 2)",
+            "pgbench_threads": "min(clients, 2); per-client rows: one process per client",
             "tracegate_workers": env_num("TRACEGATE_WORKERS"),
             "tracegate_pool_max_size": env_num("TRACEGATE_POOL"),
             "pgbouncer_pool_mode": "session",
             "pgbouncer_default_pool_size": env_num("PGBOUNCER_POOL"),
             "transport": "TCP 127.0.0.1, sslmode=disable, SCRAM-SHA-256 client and backend side",
             "postgres": "fsync=off, shared_buffers=512MB, max_connections=250, relations prewarmed",
+            "trace_one": {
+                "trace_id": env("ONE_TRACE_ID") or None, "row_bytes": env_num("ONE_ROW_BYTES"),
+                "script": "bench/trace_fetch_grant.sql (-D tid='<id>' with -M simple, "
+                          "-D tid=<id> with -M extended/prepared)",
+                "layout": "clients x pgbench -c 1 -j 1 side by side, tps summed, latency "
+                          "averaged over transactions (bench/lib/pgbench_merge.py)",
+                "gate_trace_tables": env("GATE_TABLES").split(),
+                "grant_terms": {"uses": env_num("GRANT_USES"), "ttl_s": env_num("GRANT_TTL_S"),
+                                "max_session_s": env_num("GRANT_TTL_S"), "max_rows": 0,
+                                "max_bytes": 0, "one_grant_per": "pgbench process",
+                                "login_retries_allowed": env_num("GRANT_RETRIES")},
+            },
         },
         "targets_measured": targets, "targets_skipped": skipped,
         "reference": REFERENCE,
         "rows": row_list, "targets": checks, "failed_runs": problems,
+        "tracegate_alive_after_runs": None if not E_TG_ALIVE() else E_TG_ALIVE() == "1",
+        "tracegate_log_tail": tg_log,
     }
     tmp = args.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

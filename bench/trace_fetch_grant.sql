@@ -1,0 +1,14 @@
+-- pgbench custom script: fetch one whole trace by its id, the id given with -D tid=...
+-- The workload of a just-in-time grant session: the grant is for one trace, and the
+-- statement gate lets a session read only that trace, so every transaction fetches the same
+-- row (one DataRow of the trace, ~9 KB with pg_overhead.sh's data).
+--
+-- How pgbench passes :tid decides the -D value:
+--   -M simple               the value is pasted into the text as is, so it must carry its
+--                           quotes:  -D "tid='<id>'"  ->  ... WHERE t.id = '<id>'
+--                           (the gate checks the literal against the grant's trace)
+--   -M extended / prepared  :tid becomes $1 and the value is bound to it as is:
+--                           -D tid=<id>  ->  ... WHERE t.id = $1, $1 = '<id>'
+--                           (the gate checks the bound value at Bind)
+-- pg_overhead.sh does this per protocol, for every target of the trace-one rows.
+SELECT t.* FROM traces t WHERE t.id = :tid;
