@@ -937,6 +937,21 @@ awaitable<void> Session::Watchdog() {
 }
 
 awaitable<void> Session::Finish() {
+  // The grant first: a client that sent Terminate may reconnect with the same grant (uses
+  // left) at once, and must find it free again.
+  if (grant_) {
+    grant_watch_.reset();
+    const std::string outcome = end_reason_.ok() || absl::IsCancelled(end_reason_)
+                                    ? Cat("session ", id_, " ended by the client")
+                                    : Cat("session ", id_, " ended: [", SqlStateOf(end_reason_),
+                                          "] ", MessageOf(end_reason_));
+    if (absl::Status ended = runtime_.grants->EndSession(grant_->id, outcome); !ended.ok()) {
+      // Already revoked or expired is expected here; anything else is worth a line.
+      spdlog::log(absl::IsFailedPrecondition(ended) ? spdlog::level::debug : spdlog::level::warn,
+                  "session={} grant={}: ending the grant's session: {}", id_, grant_->id,
+                  MessageOf(ended));
+    }
+  }
   if (!end_reason_.ok() && tell_client_ && !client_write_torn_) {
     pgwire::Buffer out;
     pgwire::EncodeError("FATAL", SqlStateOf(end_reason_), MessageOf(end_reason_), out);
@@ -964,19 +979,6 @@ awaitable<void> Session::Finish() {
     spdlog::info("session={} grant={} trace={}: {} statements, {} blocked, {} rows ({} B) sent",
                  id_, grant_->id, grant_->trace_id, stats.statements, stats.blocked, stats.rows,
                  stats.bytes);
-  }
-  if (grant_) {
-    grant_watch_.reset();
-    const std::string outcome = end_reason_.ok() || absl::IsCancelled(end_reason_)
-                                    ? Cat("session ", id_, " ended by the client")
-                                    : Cat("session ", id_, " ended: [", SqlStateOf(end_reason_),
-                                          "] ", MessageOf(end_reason_));
-    if (absl::Status ended = runtime_.grants->EndSession(grant_->id, outcome); !ended.ok()) {
-      // Already revoked or expired is expected here; anything else is worth a line.
-      spdlog::log(absl::IsFailedPrecondition(ended) ? spdlog::level::debug : spdlog::level::warn,
-                  "session={} grant={}: ending the grant's session: {}", id_, grant_->id,
-                  MessageOf(ended));
-    }
   }
   if (client_key_.has_value()) {
     cancels_.Unregister(*client_key_);
