@@ -167,9 +167,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         return Action::kSubstituted;
       }
       Pending pending{.expect = Expect::kParse, .name = parse->statement};
-      auto it = statements_.find(parse->statement);
-      pending.saved_statement.emplace(it == statements_.end() ? std::nullopt
-                                                              : std::optional(it->second));
+      SaveStatement(pending, parse->statement);
       statements_[parse->statement] =
           Statement{.trace_params = verdict.trace_params, .param_types = parse->param_types};
       forward();
@@ -208,9 +206,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         }
       }
       Pending pending{.expect = Expect::kBind, .name = bind->portal};
-      auto portal = portals_.find(bind->portal);
-      pending.saved_portal.emplace(portal == portals_.end() ? std::nullopt
-                                                            : std::optional(portal->second));
+      SavePortal(pending, bind->portal);
       portals_[bind->portal] = Portal{};
       forward();
       pending_.push_back(std::move(pending));
@@ -223,9 +219,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       }
       if (describe->kind == 'P') {
         Pending pending{.expect = Expect::kDescribePortal, .name = describe->name};
-        auto it = portals_.find(describe->name);
-        pending.saved_portal.emplace(it == portals_.end() ? std::nullopt
-                                                          : std::optional(it->second));
+        SavePortal(pending, describe->name);
         portals_[describe->name].described = true;
         pending_.push_back(std::move(pending));
       } else {
@@ -245,8 +239,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         pgwire::EncodeDescribe({.kind = 'P', .name = execute->portal}, to_backend);
         Pending pending{
             .expect = Expect::kDescribePortal, .name = execute->portal, .internal = true};
-        pending.saved_portal.emplace(it == portals_.end() ? std::nullopt
-                                                          : std::optional(it->second));
+        SavePortal(pending, execute->portal);
         pending_.push_back(std::move(pending));
         portals_[execute->portal].described = true;
       }
@@ -261,14 +254,10 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       }
       Pending pending{.expect = Expect::kClose, .name = close->name};
       if (close->kind == 'S') {
-        auto it = statements_.find(close->name);
-        pending.saved_statement.emplace(it == statements_.end() ? std::nullopt
-                                                                : std::optional(it->second));
+        SaveStatement(pending, close->name);
         statements_.erase(close->name);
       } else {
-        auto it = portals_.find(close->name);
-        pending.saved_portal.emplace(it == portals_.end() ? std::nullopt
-                                                          : std::optional(it->second));
+        SavePortal(pending, close->name);
         portals_.erase(close->name);
       }
       forward();
@@ -369,6 +358,17 @@ absl::Status ProtocolGate::CheckRow(Pending& pending, const Layout& layout,
   stats_.bytes += raw.size();
   to_client.append(AsView(raw));
   return absl::OkStatus();
+}
+
+void ProtocolGate::SaveStatement(Pending& pending, const std::string& name) const {
+  auto it = statements_.find(name);
+  pending.saved_statement.emplace(it == statements_.end() ? std::nullopt
+                                                          : std::optional(it->second));
+}
+
+void ProtocolGate::SavePortal(Pending& pending, const std::string& name) const {
+  auto it = portals_.find(name);
+  pending.saved_portal.emplace(it == portals_.end() ? std::nullopt : std::optional(it->second));
 }
 
 void ProtocolGate::Undo(const Pending& pending) {

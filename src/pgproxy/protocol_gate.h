@@ -147,6 +147,9 @@ class ProtocolGate {
   bool IsTrace(pgwire::Bytes value, int16_t format) const;
   // After an error in an extended-protocol run, the backend skips to Sync; so do we.
   void DropUntilSync();
+  // Remember a statement's / portal's state before `pending` changes it, for Undo.
+  void SaveStatement(Pending& pending, const std::string& name) const;
+  void SavePortal(Pending& pending, const std::string& name) const;
   void Undo(const Pending& pending);
   static void AppendError(const Refusal& refusal, pgwire::Buffer& out);
 
