@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import unittest
 import urllib.parse
 from typing import Any
@@ -28,7 +26,7 @@ import harness
 from harness import (Gateway, PgServer, RawPgConn, free_port, make_self_signed_cert,
                      run_libpq_client, run_psql, sqlstate_of, wait_for)
 from oidc import OidcProvider
-from test_grants import Api, issuer_config
+from test_grants import Api, issuer_config, start_access_plane, stop_access_plane
 
 harness.install_sigterm_cleanup()
 
@@ -92,27 +90,8 @@ class GateCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-gate-")
-        cls.pg = PgServer(traces=20)
-        cls.pg.__enter__()
-        try:
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-        except BaseException:
-            cls.pg.__exit__(None, None, None)
-            raise
-        try:
-            cls.gw = Gateway(gate_config(cls.pg, cls.idp, cls.tmp),
-                             env={Gateway.BACKEND_PASSWORD_ENV: cls.pg.password_for("tracegate")})
-            cls.gw.__enter__()
-            cls.ca_file = cls.gw.config["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-        except BaseException:
-            cls.idp.__exit__(None, None, None)
-            cls.pg.__exit__(None, None, None)
-            raise
+        start_access_plane(cls, "tg-gate-", lambda: gate_config(cls.pg, cls.idp, cls.tmp),
+                           clients=CLIENTS)
         ids = cls.pg.psql("select id from traces order by id").split()
         # T has the most observations (all have more than ROW_CAP; checked below).
         cls.trace = cls.pg.psql("select trace_id from observations group by trace_id "
@@ -124,12 +103,7 @@ class GateCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            cls.gw.__exit__(None, None, None)
-        finally:
-            cls.idp.__exit__(None, None, None)
-            cls.pg.__exit__(None, None, None)
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        stop_access_plane(cls)
 
     # -- grants --
 

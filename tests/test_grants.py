@@ -18,7 +18,7 @@ import tempfile
 import time
 import unittest
 import urllib.parse
-from typing import Any
+from typing import Any, Callable
 
 import harness
 from harness import (Gateway, PgServer, RawPgConn, free_port, make_self_signed_cert, run_psql,
@@ -116,6 +116,44 @@ class Api:
         return status, out
 
 
+def start_access_plane(cls: Any, prefix: str, make_config: Callable[[], dict],
+                       clients: dict | None = None) -> None:
+    """Starts one PostgreSQL (20 traces), one OpenID provider (with `clients`, default
+    CLIENTS) and one gateway with the grants API for a test class: sets cls.tmp, pg, idp, gw,
+    ca_file, api. What started is stopped again if a later step fails; stop_access_plane()
+    undoes it all."""
+    cls.tmp = tempfile.mkdtemp(prefix=prefix)
+    cls.pg = PgServer(traces=20)
+    cls.pg.__enter__()
+    try:
+        cls.idp = OidcProvider(clients=CLIENTS if clients is None else clients)
+        cls.idp.__enter__()
+    except BaseException:
+        cls.pg.__exit__(None, None, None)
+        raise
+    try:
+        cls.gw = Gateway(make_config(),
+                         env={Gateway.BACKEND_PASSWORD_ENV: cls.pg.password_for("tracegate")})
+        cls.gw.__enter__()
+        cls.ca_file = cls.gw.config["tls"]["cert_file"]
+        cls.api = Api(cls.gw, cls.ca_file)
+        wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
+                 what="api listening")
+    except BaseException:
+        cls.idp.__exit__(None, None, None)
+        cls.pg.__exit__(None, None, None)
+        raise
+
+
+def stop_access_plane(cls: Any) -> None:
+    try:
+        cls.gw.__exit__(None, None, None)
+    finally:
+        cls.idp.__exit__(None, None, None)
+        cls.pg.__exit__(None, None, None)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+
 class GrantsCase(unittest.TestCase):
     """One PostgreSQL, one OpenID provider and one gateway for the class."""
 
@@ -123,35 +161,16 @@ class GrantsCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-grants-")
-        cls.pg = PgServer(traces=20)
-        cls.pg.__enter__()
-        cls.idp = OidcProvider(clients=CLIENTS)
-        cls.idp.__enter__()
-        try:
-            cls.gw = Gateway(grants_config(cls.pg, cls.idp, cls.tmp, **cls.gateway_overrides),
-                             env={Gateway.BACKEND_PASSWORD_ENV: cls.pg.password_for("tracegate")})
-            cls.gw.__enter__()
-            cls.ca_file = cls.gw.config["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-        except BaseException:
-            cls.idp.__exit__(None, None, None)
-            cls.pg.__exit__(None, None, None)
-            raise
+        start_access_plane(cls, "tg-grants-",
+                           lambda: grants_config(cls.pg, cls.idp, cls.tmp,
+                                                 **cls.gateway_overrides))
         ids = cls.pg.psql("select id from traces order by id limit 3").split()
         cls.trace, cls.other_trace, cls.third_trace = ids
         cls.secrets: list[str] = []  # every credential and token handed out: never in logs
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            cls.gw.__exit__(None, None, None)
-        finally:
-            cls.idp.__exit__(None, None, None)
-            cls.pg.__exit__(None, None, None)
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        stop_access_plane(cls)
 
     def token(self, client: str = "agent") -> str:
         tok = self.idp.token(client)
