@@ -168,8 +168,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       }
       Pending pending{.expect = Expect::kParse, .name = parse->statement};
       SaveStatement(pending, parse->statement);
-      statements_[parse->statement] =
-          Statement{.trace_params = verdict.trace_params, .param_types = parse->param_types};
+      statements_[parse->statement] = Statement{.trace_params = verdict.trace_params};
       forward();
       pending_.push_back(std::move(pending));
       return Action::kForwarded;
@@ -298,7 +297,6 @@ ProtocolGate::Layout ProtocolGate::LayoutOf(const pgwire::RowDescription& row) c
       layout.trace_columns.push_back(static_cast<int>(i));
     }
     layout.formats.push_back(f.format);
-    layout.types.push_back(f.type_oid);
   }
   return layout;
 }

@@ -97,13 +97,11 @@ class ProtocolGate {
     bool no_data = false;
     std::vector<int> trace_columns;  // indexes of declared trace-id columns
     std::vector<int16_t> formats;    // per column: 0 text, 1 binary
-    std::vector<uint32_t> types;     // per column type OID
   };
   // Client-side mirrors of the backend's prepared statements and portals, updated as
   // messages are forwarded (and undone when the backend skips them).
   struct Statement {
     std::vector<int> trace_params;  // 1-based
-    std::vector<uint32_t> param_types;
   };
   struct Portal {
     // A Describe (the client's or ours) follows its last Bind, and no simple Query (which

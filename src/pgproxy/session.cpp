@@ -814,7 +814,9 @@ awaitable<void> Session::RelayBackendToClient() {
       }
       if (gate_) {
         const pgwire::Bytes raw = buffer.Undecoded().first(frame.wire_size);
-        if (backend_sent_fatal_) {
+        if (backend_sent_fatal_ && frame.type == pgwire::backend::kErrorResponse) {
+          // The backend's FATAL answers no request (e.g. an administrator's termination):
+          // pass it on. Only the error itself: anything after it still meets the gate.
           gate_to_client_.append(reinterpret_cast<const char*>(raw.data()), raw.size());
         } else if (absl::Status checked = gate_->OnBackendFrame(frame, raw, gate_to_client_);
                    !checked.ok()) {
