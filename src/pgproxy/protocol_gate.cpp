@@ -314,7 +314,7 @@ absl::Status ProtocolGate::CheckRow(Pending& pending, const Layout& layout,
   const bool over_bytes = limits_.max_bytes != 0 && stats_.bytes + raw.size() > limits_.max_bytes;
   if (over_rows || over_bytes) {
     pending.capped = true;
-    cancel_wanted_ = true;
+    cancel_wanted_ = CancelIsSafe();
     ++stats_.blocked;
     AppendError({std::string(sqlstate::kProgramLimitExceeded),
                  over_rows ? Cat("tracegate: statement ended (row_cap): the grant allows at most ",
@@ -402,6 +402,29 @@ void ProtocolGate::DropUntilSync() {
   }
 }
 
+bool ProtocolGate::CancelIsSafe() const {
+  // PostgreSQL drops a cancel that reaches an idle backend, so a cancel hits either the
+  // capped statement or nothing, provided the backend has nothing else queued to run: the
+  // capped answer is the last one owed (a Query), or only the rest of its run up to Sync is
+  // (the client already has an error for that run; the gate swallows the rest of it).
+  auto it = pending_.begin();
+  if (it == pending_.end()) {
+    return false;
+  }
+  if (it->expect == Expect::kQuery) {
+    return pending_.size() == 1;
+  }
+  for (++it; it != pending_.end(); ++it) {
+    if (it->expect == Expect::kQuery) {
+      return false;
+    }
+    if (it->expect == Expect::kSync) {
+      return std::next(it) == pending_.end();
+    }
+  }
+  return true;
+}
+
 absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::Bytes raw,
                                           pgwire::Buffer& to_client) {
   auto forward = [&] { to_client.append(AsView(raw)); };
@@ -470,7 +493,6 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
             return row.status();
           }
           p.layout = LayoutOf(*row);
-          p.capped = false;
           forward();
           return absl::OkStatus();
         }
@@ -480,8 +502,7 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
           if (!p.capped) {
             forward();
           }
-          p.layout = {};
-          p.capped = false;
+          p.layout = {};  // (a capped Query stays capped: a late cancel's error is dropped too)
           return absl::OkStatus();
         case be::kEmptyQueryResponse:
           forward();

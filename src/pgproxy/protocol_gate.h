@@ -85,9 +85,11 @@ class ProtocolGate {
 
   [[nodiscard]] const GateStats& stats() const { return stats_; }
 
-  // True once after a statement crossed a cap: the backend should be cancelled (its
-  // remaining rows are dropped anyway). A late cancel can hit the session's next statement;
-  // with the session's cap spent, that one could not return rows either.
+  // True once after a statement crossed a cap and the backend may be cancelled: nothing
+  // after the capped statement has been forwarded to it. The caller must then hold the
+  // client's messages until the CancelRequest has been delivered, so the cancel cannot hit
+  // a later statement. When it is not safe the gate drains the statement instead (its
+  // remaining rows are dropped either way).
   bool TakeCancel() { return std::exchange(cancel_wanted_, false); }
 
  private:
@@ -145,6 +147,7 @@ class ProtocolGate {
   bool IsTrace(pgwire::Bytes value, int16_t format) const;
   // After an error in an extended-protocol run, the backend skips to Sync; so do we.
   void DropUntilSync();
+  bool CancelIsSafe() const;
   // Remember a statement's / portal's state before `pending` changes it, for Undo.
   void SaveStatement(Pending& pending, const std::string& name) const;
   void SavePortal(Pending& pending, const std::string& name) const;

@@ -359,6 +359,7 @@ class Harness {
   }
 
   [[nodiscard]] const GateStats& stats() const { return gate_.stats(); }
+  bool TakeCancel() { return gate_.TakeCancel(); }
 
  private:
   std::shared_ptr<const sql::Gate> sql_gate_;
@@ -1158,6 +1159,58 @@ TEST(ProtocolGateTest, RowCapInAnExtendedRunDropsEverythingUntilReadyForQuery) {
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
   h.Answer({BackendEmpty('3'), BackendReady()});
   EXPECT_EQ(Types(h.ToClient()), "3Z");
+}
+
+TEST(ProtocolGateTest, CappedQueryIsCancelledWhenNothingElseIsQueuedBehindIt) {
+  Harness h(GateLimits{.max_rows = 1});
+  EXPECT_EQ(h.Client(ClientQuery("SELECT id, name FROM traces WHERE id = 'tr-1'")), "forwarded");
+  h.Answer({PinnedRowDescription(), BackendDataRow({"tr-1", "a"})});
+  EXPECT_FALSE(h.TakeCancel());
+  h.Answer({BackendDataRow({"tr-1", "b"})});
+  EXPECT_TRUE(h.TakeCancel());
+  EXPECT_FALSE(h.TakeCancel());  // once
+  // The cancel may land after the statement completed (an error in place of ReadyForQuery's
+  // commit) or not at all: either way the client has its one error.
+  h.Answer({BackendDataRow({"tr-1", "c"}), BackendComplete("SELECT 3"),
+            BackendError("57014", "canceling statement due to user request"), BackendReady()});
+  EXPECT_EQ(Types(h.ToClient()), "TDEZ");
+}
+
+TEST(ProtocolGateTest, CappedQueryWithAnotherQueryQueuedIsDrainedNotCancelled) {
+  // A cancel that arrived after the capped statement finished would hit the next one.
+  Harness h(GateLimits{.max_rows = 1});
+  EXPECT_EQ(h.Client(ClientQuery("SELECT id, name FROM traces WHERE id = 'tr-1'")), "forwarded");
+  EXPECT_EQ(h.Client(ClientQuery("SELECT 1")), "forwarded");
+  h.Answer({PinnedRowDescription(), BackendDataRow({"tr-1", "a"}), BackendDataRow({"tr-1", "b"})});
+  EXPECT_FALSE(h.TakeCancel());
+  h.Answer({BackendComplete("SELECT 2"), BackendReady(),
+            BackendRowDescription({Column("?column?", 0, 0, kInt4Oid)}), BackendDataRow({"1"}),
+            BackendComplete("SELECT 1"), BackendReady()});
+  EXPECT_EQ(Types(h.ToClient()), "TDEZTEZ");  // (the cap is per session)
+}
+
+TEST(ProtocolGateTest, CappedExecuteIsCancelledOnlyIfItsRunIsTheLastQueued) {
+  {
+    Harness h(GateLimits{.max_rows = 1});
+    for (const std::string& m : {ClientParse("", kPinnedByParam), ClientBind("", "", {"tr-1"}),
+                                 ClientDescribe('P', ""), ClientExecute(""), ClientSync()}) {
+      EXPECT_EQ(h.Client(m), "forwarded");
+    }
+    h.Answer({BackendEmpty('1'), BackendEmpty('2'), PinnedRowDescription(),
+              BackendDataRow({"tr-1", "a"}), BackendDataRow({"tr-1", "b"})});
+    EXPECT_TRUE(h.TakeCancel());
+  }
+  {
+    Harness h(GateLimits{.max_rows = 1});
+    for (const std::string& m : {ClientParse("", kPinnedByParam), ClientBind("", "", {"tr-1"}),
+                                 ClientDescribe('P', ""), ClientExecute(""), ClientSync(),
+                                 ClientBind("", "", {"tr-1"}), ClientExecute(""), ClientSync()}) {
+      EXPECT_EQ(h.Client(m), "forwarded");
+    }
+    h.Answer({BackendEmpty('1'), BackendEmpty('2'), PinnedRowDescription(),
+              BackendDataRow({"tr-1", "a"}), BackendDataRow({"tr-1", "b"})});
+    EXPECT_FALSE(h.TakeCancel());
+  }
 }
 
 TEST(ProtocolGateTest, ByteCapEndsTheStatementThatCrossesIt) {

@@ -93,7 +93,8 @@ Session::Session(tcp::socket socket, const ConnectionRuntime& runtime, BackendPo
       cancels_(cancels),
       client_(std::move(socket)),
       watchdog_timer_(client_.socket().get_executor()),
-      backend_relay_done_(client_.socket().get_executor()) {
+      backend_relay_done_(client_.socket().get_executor()),
+      cancel_done_(client_.socket().get_executor()) {
   error_code ec;
   tcp::endpoint remote = client_.socket().remote_endpoint(ec);
   peer_ = ec ? "unknown" : Cat(remote.address().to_string(), ":", remote.port());
@@ -176,6 +177,7 @@ void Session::Stop(absl::Status reason, bool tell_client) {
     backend_->stream().socket().cancel(ignored);
   }
   watchdog_timer_.cancel();
+  cancel_done_.cancel();
 }
 
 awaitable<absl::StatusOr<std::optional<pgwire::Frame>>> Session::ReadClientFrame(bool startup) {
@@ -585,10 +587,10 @@ awaitable<void> Session::ForwardCancel(const pgwire::CancelRequest& request) {
     spdlog::debug("session={} peer={}: cancel request for an unknown key", id_, peer_);
     co_return;
   }
-  co_await SendCancel(*target);
+  co_await SendCancel(*target);  // the client learns the outcome from its query, if at all
 }
 
-awaitable<void> Session::SendCancel(std::optional<CancelTarget> target) {
+awaitable<Session::CancelOutcome> Session::SendCancel(std::optional<CancelTarget> target) {
   auto executor = co_await asio::this_coro::executor;
   tcp::socket socket(executor);
   SocketDeadline deadline(executor, socket, runtime_.config->backend.connect_timeout);
@@ -603,13 +605,44 @@ awaitable<void> Session::SendCancel(std::optional<CancelTarget> target) {
   if (ec) {
     spdlog::warn("session={} connection={}: forwarding a cancel request failed: {}", id_,
                  target->connection, ec.message());
-    co_return;
+    co_return CancelOutcome::kNotSent;
   }
   runtime_.metrics.cancels->Increment();
-  // PostgreSQL closes the connection once it has read the request; wait for that so the
-  // cancel is delivered before we drop the socket.
+  // PostgreSQL signals the backend, then closes the connection; wait for the close so we
+  // know the signal was sent.
   char byte;
   co_await socket.async_read_some(asio::buffer(&byte, 1), Redirect(ec));
+  if (ec == asio::error::eof || ec == asio::error::connection_reset) {
+    co_return CancelOutcome::kDelivered;
+  }
+  co_return CancelOutcome::kUnconfirmed;
+}
+
+void Session::CancelCappedStatement() {
+  const config::Backend& cfg = runtime_.config->backend;
+  CancelTarget target{.host = cfg.host,
+                      .port = cfg.port,
+                      .backend_key = backend_->key(),
+                      .connection = runtime_.config->name};
+  cancel_in_flight_ = true;
+  asio::co_spawn(
+      client_.socket().get_executor(),
+      [self = shared_from_this(), target = std::move(target)]() -> awaitable<void> {
+        const CancelOutcome outcome = co_await self->SendCancel(target);
+        self->cancel_in_flight_ = false;
+        self->cancel_done_.cancel();
+        if (outcome == CancelOutcome::kUnconfirmed) {
+          // It may still land on whatever runs next; end the session rather than let it.
+          if (self->backend_) {
+            self->backend_->broken = true;
+          }
+          self->Stop(PgError(absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
+                             "tracegate: the trace store did not confirm the cancel of a "
+                             "capped statement; the session is ended"),
+                     true);
+        }
+      },
+      asio::detached);
 }
 
 awaitable<void> Session::RelayClientToBackend() {
@@ -693,6 +726,14 @@ awaitable<void> Session::RelayClientToBackend() {
           break;
       }
       client_buffer_.MarkDecoded(frame.wire_size);
+    }
+    while (cancel_in_flight_ && !stopping_) {
+      error_code woken;  // cancelled = the cancel request is done
+      cancel_done_.expires_at(asio::steady_timer::time_point::max());
+      co_await cancel_done_.async_wait(Redirect(woken));
+    }
+    if (stopping_) {
+      co_return;
     }
     if (client_buffer_.HasDecoded()) {
       error_code ec;
@@ -842,17 +883,7 @@ awaitable<void> Session::RelayBackendToClient() {
     if (gate_ && gate_->TakeCancel()) {
       // A statement crossed the grant's row or byte cap: its remaining rows are dropped, so
       // stop the backend producing them.
-      const config::Backend& cfg = runtime_.config->backend;
-      CancelTarget target{.host = cfg.host,
-                          .port = cfg.port,
-                          .backend_key = backend_->key(),
-                          .connection = runtime_.config->name};
-      asio::co_spawn(
-          client_.socket().get_executor(),
-          [self, target = std::move(target)]() -> awaitable<void> {
-            co_await self->SendCancel(target);
-          },
-          asio::detached);
+      CancelCappedStatement();
     }
     // Forward what was validated, even when a later frame failed: those bytes are good.
     if (buffer.HasDecoded()) {
@@ -993,8 +1024,10 @@ void Session::ReturnBackend() {
   if (!backend_) {
     return;
   }
-  const bool clean = !backend_->broken && outstanding_syncs_ == 0 && !unsynced_ &&
-                     backend_->transaction_status == 'I' && backend_->buffer().Empty();
+  // (A cancel still on its way could land on the next session's statement.)
+  const bool clean = !backend_->broken && !cancel_in_flight_ && outstanding_syncs_ == 0 &&
+                     !unsynced_ && backend_->transaction_status == 'I' &&
+                     backend_->buffer().Empty();
   if (!clean) {
     pool_.Discard(std::move(backend_));
     return;

@@ -81,9 +81,16 @@ class Session : public std::enable_shared_from_this<Session> {
   // backend connection) and puts the statement gate in the data path.
   awaitable<absl::Status> StartGate();
   awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
+  enum class CancelOutcome {
+    kNotSent,      // no connection, or the request could not be written
+    kDelivered,    // PostgreSQL read it and closed the connection: the signal was sent
+    kUnconfirmed,  // written, but the close did not come in time: it may still land
+  };
   // Sends a CancelRequest for `target`'s backend (the target by value: the session may end
   // while this runs).
-  awaitable<void> SendCancel(std::optional<CancelTarget> target);
+  awaitable<CancelOutcome> SendCancel(std::optional<CancelTarget> target);
+  // The gate capped a statement: cancel it while the client's next messages wait.
+  void CancelCappedStatement();
 
   awaitable<void> RelayClientToBackend();
   awaitable<void> RelayBackendToClient();
@@ -143,6 +150,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer watchdog_timer_;
   asio::steady_timer backend_relay_done_;
   bool backend_relay_running_ = false;
+  // While a cancel of a capped statement is on its way, nothing more goes to the backend:
+  // the cancel must not land on a later statement.
+  bool cancel_in_flight_ = false;
+  asio::steady_timer cancel_done_;
 };
 
 }  // namespace tracegate::pgproxy
