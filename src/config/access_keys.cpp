@@ -20,7 +20,6 @@ using namespace std::chrono_literals;
 constexpr size_t kMaxIssuers = 64;
 constexpr size_t kMaxRules = 10000;
 constexpr size_t kMaxSelectors = 10000;
-constexpr size_t kMaxSecretFileBytes = 64 << 10;
 
 ScalarType<std::string> Url() {
   return {"an http(s) URL",
@@ -100,49 +99,6 @@ ScalarType<std::string> ConnectionSelector() {
             }
             return ConnectionName().parse(text, ctx);
           }};
-}
-
-// An optional secret given as <name>_file or <name>_env (never inline). Neither = empty.
-struct SecretSources {
-  std::string file;
-  std::string env;
-};
-
-void LoadOptionalSecret(const Item& map, absl::string_view name, const SecretSources& sources,
-                        std::string& out, Context& ctx) {
-  const std::string file_key = ChildPath(map.path, absl::StrCat(name, "_file"));
-  const std::string env_key = ChildPath(map.path, absl::StrCat(name, "_env"));
-  if (!sources.file.empty() && !sources.env.empty()) {
-    ctx.Error(ctx.MarkOf(env_key), env_key,
-              absl::StrCat("set only one of ", name, "_file and ", name, "_env"));
-    return;
-  }
-  if (!sources.file.empty()) {
-    absl::StatusOr<std::string> content = ReadSmallFile(sources.file, kMaxSecretFileBytes);
-    if (!content.ok()) {
-      ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
-      return;
-    }
-    std::string value = *std::move(content);
-    while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) {
-      value.pop_back();
-    }
-    if (value.empty()) {
-      ctx.Error(ctx.MarkOf(file_key), file_key,
-                absl::StrCat("secret file \"", sources.file, "\" is empty"));
-      return;
-    }
-    out = std::move(value);
-  } else if (!sources.env.empty()) {
-    const char* value = std::getenv(sources.env.c_str());
-    if (value == nullptr || *value == '\0') {
-      ctx.Error(ctx.MarkOf(env_key), env_key,
-                absl::StrCat("environment variable ", sources.env,
-                             value == nullptr ? " is not set" : " is empty"));
-      return;
-    }
-    out = value;
-  }
 }
 
 // ---- identity.issuers[] ------------------------------------------------------------------
@@ -356,6 +312,44 @@ const Table<Api>& ApiKeys() {
 
 }  // namespace
 
+void LoadOptionalSecret(const Item& map, absl::string_view name, const SecretSources& sources,
+                        std::string& out, Context& ctx) {
+  constexpr size_t kMaxSecretFileBytes = 64 << 10;
+  const std::string file_key = ChildPath(map.path, absl::StrCat(name, "_file"));
+  const std::string env_key = ChildPath(map.path, absl::StrCat(name, "_env"));
+  if (!sources.file.empty() && !sources.env.empty()) {
+    ctx.Error(ctx.MarkOf(env_key), env_key,
+              absl::StrCat("set only one of ", name, "_file and ", name, "_env"));
+    return;
+  }
+  if (!sources.file.empty()) {
+    absl::StatusOr<std::string> content = ReadSmallFile(sources.file, kMaxSecretFileBytes);
+    if (!content.ok()) {
+      ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
+      return;
+    }
+    std::string value = *std::move(content);
+    while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) {
+      value.pop_back();
+    }
+    if (value.empty()) {
+      ctx.Error(ctx.MarkOf(file_key), file_key,
+                absl::StrCat("secret file \"", sources.file, "\" is empty"));
+      return;
+    }
+    out = std::move(value);
+  } else if (!sources.env.empty()) {
+    const char* value = std::getenv(sources.env.c_str());
+    if (value == nullptr || *value == '\0') {
+      ctx.Error(ctx.MarkOf(env_key), env_key,
+                absl::StrCat("environment variable ", sources.env,
+                             value == nullptr ? " is not set" : " is empty"));
+      return;
+    }
+    out = value;
+  }
+}
+
 const Table<Identity>& IdentityKeys() {
   using K = Keys<Identity>;
   static const auto* const table = new Table<Identity>{
@@ -419,6 +413,20 @@ void CheckAccess(Config& config, Context& ctx) {
                                            : ctx.MarkOf(path),
                 path, absl::StrCat("no connection is named ", Quote(name)));
     }
+  }
+  std::set<std::string> profiles;
+  for (const masking::Profile& profile : config.masking_profiles) {
+    profiles.insert(profile.name);
+  }
+  for (size_t i = 0; i < config.policy.rules.size(); ++i) {
+    const std::string& name = config.policy.rules[i].masking_profile;
+    if (name.empty() || profiles.contains(name)) {
+      continue;
+    }
+    const std::string path = ElementPath("policy.rules", i) + ".masking_profile";
+    ctx.Error(ctx.MarkOf(path), path,
+              absl::StrCat("no masking profile is named ", Quote(name),
+                           profiles.empty() ? " (masking_profiles defines none)" : ""));
   }
   if (config.api.has_value()) {
     if (config.api->tls && config.tls.cert_file.empty()) {

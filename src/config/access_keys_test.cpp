@@ -55,6 +55,7 @@ identity:
       audiences: [tracegate, account]
       jwks_uri: https://kc.example.com/realms/ai/protocol/openid-connect/certs
       groups_claim: realm_access.roles
+masking_profiles: [{name: default}]
 policy:
   max_ttl: 2m
   rules:
@@ -93,6 +94,7 @@ policy:
   EXPECT_EQ(c.policy.rules[0].uses, 2u);
   EXPECT_EQ(c.policy.rules[0].ttl, 20s);
   EXPECT_TRUE(c.policy.rules[0].require_reason);
+  EXPECT_EQ(c.policy.rules[0].masking_profile, "default");
   EXPECT_EQ(c.policy.rules[1].effect, Effect::kDeny);
 }
 

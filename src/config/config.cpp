@@ -21,6 +21,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "config/access_keys.h"
+#include "config/masking_keys.h"
 #include "config/scalars.h"
 #include "config/schema.h"
 
@@ -502,6 +503,13 @@ const Table<Config>& ConfigKeys() {
               K::Section("state", kOptional, &Config::state, internal::StateKeys),
               K::Section("identity", kOptional, &Config::identity, internal::IdentityKeys),
               K::Section("policy", kOptional, &Config::policy, internal::PolicyKeys),
+              K::Custom(
+                  "masking_profiles", kOptional, kReloadable, internal::ParseMaskingProfiles,
+                  [](Config& config, NoExtra&) {
+                    config.masking_profiles.clear();
+                    config.maskers.clear();
+                  },
+                  nullptr),
           },
       .check = CheckConfig,
   };

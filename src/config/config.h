@@ -10,12 +10,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "masking/masker.h"
+#include "masking/profile.h"
 
 namespace tracegate::config {
 
@@ -167,7 +171,7 @@ struct PolicyRule {
   Duration max_session{300000};  // a session's life, at most until the grant expires
   uint64_t max_rows = 100000;    // per session; 0 = unlimited
   uint64_t max_bytes = 64u << 20;
-  std::string masking_profile;  // empty = no masking
+  std::string masking_profile;  // a masking_profiles[].name; empty = no masking
   bool require_reason = false;
   bool require_approval = false;
 };
@@ -204,6 +208,10 @@ struct Config {
   State state;
   Identity identity;
   Policy policy;
+  // Masking profiles as written (unique names; reloadable), with their pseudonym keys loaded.
+  std::vector<masking::Profile> masking_profiles;
+  // Each of masking_profiles compiled once at load (Hyperscan databases), by name.
+  std::map<std::string, std::shared_ptr<const masking::Masker>, std::less<>> maskers;
 };
 
 // Loads and validates. On failure the status message lists every error, one per line.

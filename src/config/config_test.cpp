@@ -234,6 +234,12 @@ TEST(LoadFile, ExampleConfigLoads) {
   // Relative paths resolve against the example's own directory.
   std::filesystem::path dir = std::filesystem::path(TRACEGATE_EXAMPLE_CONFIG).parent_path();
   EXPECT_EQ(c.tls.cert_file, (dir / "certs/server.crt").lexically_normal().string());
+  // The example's masking profile compiles, and its allow rule uses it.
+  ASSERT_EQ(c.masking_profiles.size(), 1u);
+  EXPECT_EQ(c.masking_profiles[0].name, "default");
+  EXPECT_TRUE(c.maskers.contains("default"));
+  ASSERT_EQ(c.policy.rules.size(), 2u);
+  EXPECT_EQ(c.policy.rules[1].masking_profile, "default");
 }
 
 TEST(LoadFile, ExampleConfigNeedsItsPasswordVariable) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -160,6 +161,30 @@ absl::StatusOr<bool> ParseBool(absl::string_view text) {
     return false;
   }
   return InvalidArgumentError(absl::StrCat("expected true or false, got ", Quote(text)));
+}
+
+absl::StatusOr<double> ParseFraction(absl::string_view text, bool exclude_zero) {
+  const std::string expected =
+      absl::StrCat("expected a decimal ", exclude_zero ? "above 0" : "from 0", " up to 1 like 0.5");
+  size_t digits = 0;
+  while (digits < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  size_t end = digits;
+  if (digits > 0 && end < text.size() && text[end] == '.') {
+    ++end;
+    while (end < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[end]))) {
+      ++end;
+    }
+  }
+  double value = 0;
+  const bool parsed =
+      digits > 0 && end == text.size() && text.back() != '.' &&
+      std::from_chars(text.data(), text.data() + end, value).ptr == text.data() + end;
+  if (!parsed || value > 1 || (exclude_zero && value == 0)) {
+    return InvalidArgumentError(absl::StrCat(expected, ", got ", Quote(text)));
+  }
+  return value;
 }
 
 absl::StatusOr<std::string> ParseHost(absl::string_view text) {
@@ -347,6 +372,12 @@ ScalarType<Duration> Period(Duration min) {
 
 ScalarType<bool> Boolean() {
   return {"true or false", [](const std::string& text, const Context&) { return ParseBool(text); }};
+}
+
+ScalarType<double> Fraction(bool exclude_zero) {
+  return {"a decimal from 0 to 1", [exclude_zero](const std::string& text, const Context&) {
+            return ParseFraction(text, exclude_zero);
+          }};
 }
 
 ScalarType<Endpoint> ListenAddress() {

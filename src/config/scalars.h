@@ -28,6 +28,9 @@ absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text, uint64_t min, uin
 // Non-negative integer with a unit ms, s, m or h; at least `min`, at most a year.
 absl::StatusOr<Duration> ParseDuration(absl::string_view text, Duration min);
 absl::StatusOr<bool> ParseBool(absl::string_view text);
+// A plain decimal from 0 to 1 ("0", "1", "0.35"; no sign, exponent or leading dot); with
+// `exclude_zero`, above 0.
+absl::StatusOr<double> ParseFraction(absl::string_view text, bool exclude_zero);
 // "host:port" or "[ipv6]:port"; port 0 means "pick a free port".
 absl::StatusOr<Endpoint> ParseListenAddress(absl::string_view text);
 // A host name or IP address, IPv6 with or without brackets (returned without).
@@ -43,9 +46,10 @@ std::string ResolvePath(const std::filesystem::path& base, absl::string_view tex
 // Reads a regular file of at most `max_size` bytes. Errors name the path, never the content.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_size);
 
+// `I` may be signed (for members declared int elsewhere); values are never negative.
 template <typename I>
 ScalarType<I> Count(uint64_t min, uint64_t max) {
-  static_assert(std::numeric_limits<I>::is_integer && !std::numeric_limits<I>::is_signed);
+  static_assert(std::numeric_limits<I>::is_integer);
   return {"an integer", [min, max](const std::string& text, const Context&) -> absl::StatusOr<I> {
             absl::StatusOr<uint64_t> n = ParseCount(text, min, max);
             if (!n.ok()) {
@@ -91,6 +95,7 @@ ScalarType<E> OneOf(std::vector<std::pair<absl::string_view, E>> choices) {
 
 ScalarType<Duration> Period(Duration min);
 ScalarType<bool> Boolean();
+ScalarType<double> Fraction(bool exclude_zero);
 ScalarType<Endpoint> ListenAddress();
 ScalarType<std::string> HostName();
 ScalarType<std::string> Text(std::string what);  // any non-empty string

@@ -41,6 +41,9 @@ class Context {
   // `reason` must never contain secret material; callers quote only non-secret values.
   void Error(const YAML::Mark& mark, absl::string_view path, absl::string_view reason);
   bool ok() const { return errors_.empty() && dropped_ == 0 && stopped_.empty(); }
+  // Errors reported so far: a caller compares it before and after a part to tell whether
+  // that part had any.
+  size_t error_count() const { return errors_.size() + dropped_; }
   // Every error, ordered by position, one per line.
   std::string Report() const;
 

@@ -1,21 +1,22 @@
 #pragma once
 // A masking profile: which detectors run, what each kind of value becomes, and which fields
-// are kept, masked whole or scanned. Built in code today; the config module maps YAML onto
-// it one to one (every member is a YAML key of the same name, enums are lower-case strings):
+// are kept, masked whole or scanned. The config module maps YAML onto it one to one (every
+// member is a YAML key of the same name, enums are lower-case strings; see
+// tracegate.example.yaml), and policy rules pick a profile by name:
 //
 //   masking_profiles:
-//     support:
-//       detectors: [email, phone, card, iban, ssn, ipv4, ipv6, mac, aws_access_key, ...]
+//     - name: support
+//       detectors: [email, phone, card, iban, ssn, ipv4, ipv6, mac, aws_access_key]  # absent: all
 //       min_score: 0.5
 //       default_strategy: {kind: redact}
 //       strategies:
 //         EMAIL: {kind: pseudonymize}
 //         CARD: {kind: partial, keep_last: 4}
-//       pseudonym_key: ${file:/run/secrets/pseudonym_key}   # bytes; resolved by config
+//       pseudonym_key_file: /run/secrets/pseudonym_key   # or pseudonym_key_env: VAR
 //       field_rules:
 //         - {path: "$.metadata.user.email", action: mask, entity: EMAIL}
 //         - {path: "$..signature", action: keep}
-//         - {column: "notes", action: scan}
+//         - {column: notes, action: scan}
 //       custom_detectors:
 //         - {name: employee_id, entity: EMPLOYEE_ID, regex: 'EMP-\d{6}', score: 0.9}
 //         - {name: staff, entity: PERSON, dictionary: [Jane Doe, John Smith],
@@ -91,6 +92,7 @@ struct CustomDetector {
 };
 
 struct Profile {
+  std::string name;  // what policy rules' masking_profile refers to
   // Built-in detectors to run (see BuiltinDetectorNames()); default: all of them.
   std::vector<std::string> detectors;
   bool all_builtin_detectors = true;  // when true, `detectors` is ignored
