@@ -123,6 +123,27 @@ class CliTest(unittest.TestCase):
                         lines)
         self.assertTrue(lines[1].startswith("block other_trace [42501]"), lines)
 
+    def test_gate_check_masked_refuses_sql_that_rewrites_values(self):
+        path = self.write("g.yaml", self.GATED)
+        env = {"TG_CLI_TEST_PW": SECRET}
+        statements = ["SELECT substr(name, 1, 4) FROM traces WHERE id = 'T'",
+                      "SELECT name::bytea FROM traces WHERE id = 'T'",
+                      "SELECT metadata->>'user', count(*) FROM traces WHERE id = 'T' GROUP BY 1"]
+        masked = run("gate", "check", "-c", path, "--connection", "traces-pg", "--trace", "T",
+                     "--masked", *statements, env=env)
+        self.assertEqual(masked.returncode, 3, masked.stdout + masked.stderr)
+        lines = masked.stdout.splitlines()
+        self.assertTrue(lines[0].startswith(
+            "block masking_bypass [42501] substr() could rewrite masked values; it is not "
+            "allowed while responses are masked"), lines)
+        self.assertTrue(lines[1].startswith(
+            "block masking_bypass [42501] a cast to bytea could rewrite masked values"), lines)
+        self.assertEqual(lines[2].split("  |")[0], "allow", lines)
+        plain = run("gate", "check", "-c", path, "--connection", "traces-pg", "--trace", "T",
+                    *statements, env=env)
+        self.assertEqual(plain.returncode, 0, plain.stdout + plain.stderr)
+        self.assertEqual([l.split("  |")[0] for l in plain.stdout.splitlines()], ["allow"] * 3)
+
     def test_config_check_refuses_a_strict_query_that_does_not_pin_the_trace(self):
         path = self.write("s.yaml", self.GATED + "\n".join([
             "      mode: strict",

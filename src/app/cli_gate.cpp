@@ -22,6 +22,7 @@ void AddGateCommands(CLI::App& app, int& exit_code) {
     std::string config;
     std::string connection;
     std::string trace;
+    bool masked = false;
     std::vector<std::string> statements;
   };
   auto options = std::make_shared<CheckOptions>();
@@ -32,6 +33,9 @@ void AddGateCommands(CLI::App& app, int& exit_code) {
   check->add_option("-c,--config", options->config, "Configuration file")->required();
   check->add_option("--connection", options->connection, "Connection name")->required();
   check->add_option("--trace", options->trace, "The granted trace id")->required();
+  check->add_flag("--masked", options->masked,
+                  "Check as a session whose responses are masked (refuses SQL that could "
+                  "rewrite values before the masker sees them: masking_bypass)");
   check->add_option("statements", options->statements, "SQL statements");
   check->callback([options, &exit_code] {
     auto config = config::LoadFile(options->config);
@@ -67,7 +71,7 @@ void AddGateCommands(CLI::App& app, int& exit_code) {
     }
     exit_code = 0;
     for (const std::string& sql : statements) {
-      const sql::Verdict verdict = (*gate)->CheckUncached(sql, options->trace);
+      const sql::Verdict verdict = (*gate)->CheckUncached(sql, options->trace, options->masked);
       if (verdict.allowed()) {
         std::cout << "allow";
         for (int n : verdict.trace_params) {

@@ -121,6 +121,92 @@ bool IsUtf8Name(std::string_view value) {
   return folded == "utf8" || folded == "unicode";
 }
 
+// ---- masked sessions ----------------------------------------------------------------------
+
+// Whether `node` is a literal or a parameter, possibly cast: a value the client sent, so
+// nothing done to it can reveal what the masker hides.
+bool IsClientValue(const Node* node) {
+  while (node != nullptr) {
+    switch (node->node_case) {
+      case PG_QUERY__NODE__NODE_A_CONST:
+      case PG_QUERY__NODE__NODE_PARAM_REF:
+        return true;
+      case PG_QUERY__NODE__NODE_TYPE_CAST:
+        node = node->type_cast->arg;
+        break;
+      case PG_QUERY__NODE__NODE_NAMED_ARG_EXPR:
+        node = node->named_arg_expr->arg;
+        break;
+      default:
+        return false;
+    }
+  }
+  return false;
+}
+
+// The name of a type as written, without pg_catalog ("varchar(4)", "bytea[]").
+std::string TypeDisplay(const PgQuery__TypeName* type) {
+  std::string name = DottedName(type->n_names, type->names);
+  if (name.starts_with("pg_catalog.")) {
+    name.erase(0, std::string_view("pg_catalog.").size());
+  }
+  if (name.empty()) {
+    name = "?";
+  } else if (name == "bpchar") {
+    name = "char";
+  }
+  if (type->n_typmods > 0) {
+    name.push_back('(');
+    for (size_t i = 0; i < type->n_typmods; ++i) {
+      const Node* m = type->typmods[i];
+      if (i > 0) {
+        name.push_back(',');
+      }
+      if (m != nullptr && m->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+          m->a_const->val_case == PG_QUERY__A__CONST__VAL_IVAL) {
+        name.append(std::to_string(m->a_const->ival->ival));
+      } else {
+        name.append("...");
+      }
+    }
+    name.push_back(')');
+  }
+  for (size_t i = 0; i < type->n_array_bounds; ++i) {
+    name.append("[]");
+  }
+  return name;
+}
+
+// Whether a cast to `type` leaves a value's text for the masker to find. Text without a
+// length, JSON (the masker decodes its strings), and the number, boolean and time types: a
+// cast to those either fails or keeps the digits (what numbers go through is the documented
+// numeric gap). Not: bytea (hex), char(n)/varchar(n)/name/"char" (truncate), bit, uuid
+// (re-cases and re-groups hex), inet/macaddr (re-format), money (adds separators), tsvector,
+// xml, regclass and the rest, nor anything unknown.
+bool CastKeepsText(const PgQuery__TypeName* type) {
+  if (type == nullptr || type->setof || type->pct_type || type->n_names == 0 || type->n_names > 2) {
+    return false;
+  }
+  if (type->n_names == 2) {
+    const char* schema = StringOf(type->names[0]);
+    if (schema == nullptr || std::string_view(schema) != "pg_catalog") {
+      return false;
+    }
+  }
+  const char* last = StringOf(type->names[type->n_names - 1]);
+  if (last == nullptr) {
+    return false;
+  }
+  const std::string_view name = last;
+  if (name == "text" || name == "varchar" || name == "bpchar") {
+    return type->n_typmods == 0;
+  }
+  static const auto* const kKeeps = new absl::flat_hash_set<std::string>{
+      "json",   "jsonb", "bool", "int2",   "int4",      "int8",        "numeric", "float4",
+      "float8", "date",  "time", "timetz", "timestamp", "timestamptz", "interval"};
+  return kKeeps->contains(last);
+}
+
 // ---- the walk ----------------------------------------------------------------------------
 
 // One declared trace table in one SELECT's FROM.
@@ -203,6 +289,8 @@ class Analyzer {
   bool Children(const ProtobufCMessage* message);
   bool Message(const ProtobufCMessage* message);
   bool Function(const PgQuery__FuncCall* call);
+  void CheckMaskedFunction(const PgQuery__FuncCall* call, const std::string& name);
+  void MaskingHazard(std::string what);
   bool TransactionOptions(size_t n, Node* const* options);
   void SetStatement(const PgQuery__VariableSetStmt* set, Classification& out);
 
@@ -213,6 +301,7 @@ class Analyzer {
   std::vector<std::string> ctes_;  // CTE names visible here (a stack)
   std::vector<TraceLiteral> literals_;
   std::vector<int> params_;
+  std::string masking_hazard_;  // the first one found
 };
 
 struct DepthGuard {
@@ -606,7 +695,48 @@ bool Analyzer::Function(const PgQuery__FuncCall* call) {
     return Block(Rule::kFunction,
                  Cat("function ", name.empty() ? "(unnamed)" : name, "() is not allowed"));
   }
+  CheckMaskedFunction(call, name);
   return Children(&call->base);
+}
+
+// Records an allowed function that a masked session may not apply to its data.
+void Analyzer::CheckMaskedFunction(const PgQuery__FuncCall* call, const std::string& name) {
+  if (!masking_hazard_.empty()) {
+    return;
+  }
+  std::string_view shown = name;
+  if (call->n_funcname == 2) {
+    if (std::string_view(StringOf(call->funcname[0])) != "pg_catalog") {
+      return;  // schema-qualified: only the operator's allow_functions get here
+    }
+    shown = StringOf(call->funcname[1]);
+  }
+  // to_char copies its format's text to the output, rewritten around its template patterns:
+  // the format must be the client's, not a column's.
+  if (shown == "to_char" && call->n_args >= 2 && !IsClientValue(call->args[1])) {
+    MaskingHazard("to_char() with a format that is not a literal or parameter");
+    return;
+  }
+  if (rules_.masked_functions.contains(std::string(shown))) {
+    return;
+  }
+  // On client values only (to_timestamp($1), SIMILAR TO's similar_to_escape('a%')) it
+  // cannot reveal anything.
+  bool client_values =
+      call->agg_filter == nullptr && call->over == nullptr && call->n_agg_order == 0;
+  for (size_t i = 0; client_values && i < call->n_args; ++i) {
+    client_values = IsClientValue(call->args[i]);
+  }
+  if (!client_values) {
+    MaskingHazard(Cat(shown, "()"));
+  }
+}
+
+void Analyzer::MaskingHazard(std::string what) {
+  if (masking_hazard_.empty()) {
+    masking_hazard_ =
+        Cat(what, " could rewrite masked values; it is not allowed while responses are masked");
+  }
 }
 
 bool Analyzer::Visit(const Node* node) {
@@ -633,7 +763,27 @@ bool Analyzer::Visit(const Node* node) {
                                             " is not allowed (only pg_catalog operators)"));
         }
       }
+      // `||` glues text to a value: the masker takes a digit run glued to a letter for part
+      // of a word ('x' || card is not a card number any more).
+      if (e->n_name > 0 && masking_hazard_.empty()) {
+        const char* op = StringOf(e->name[e->n_name - 1]);
+        if (op != nullptr && std::string_view(op) == "||" &&
+            !(IsClientValue(e->lexpr) && IsClientValue(e->rexpr))) {
+          MaskingHazard("the || operator");
+        }
+      }
       return Children(&e->base);
+    }
+    case PG_QUERY__NODE__NODE_TYPE_CAST: {
+      const PgQuery__TypeCast* cast = node->type_cast;
+      if (cast == nullptr) {
+        return true;
+      }
+      if (masking_hazard_.empty() && cast->type_name != nullptr &&
+          !CastKeepsText(cast->type_name) && !IsClientValue(cast->arg)) {
+        MaskingHazard(Cat("a cast to ", TypeDisplay(cast->type_name)));
+      }
+      return Children(&cast->base);
     }
     // Expressions and the plain parts of a SELECT.
     case PG_QUERY__NODE__NODE_COLUMN_REF:
@@ -644,7 +794,6 @@ bool Analyzer::Visit(const Node* node) {
     case PG_QUERY__NODE__NODE_A_INDIRECTION:
     case PG_QUERY__NODE__NODE_A_ARRAY_EXPR:
     case PG_QUERY__NODE__NODE_RES_TARGET:
-    case PG_QUERY__NODE__NODE_TYPE_CAST:
     case PG_QUERY__NODE__NODE_TYPE_NAME:
     case PG_QUERY__NODE__NODE_COLLATE_CLAUSE:
     case PG_QUERY__NODE__NODE_SORT_BY:
@@ -885,7 +1034,9 @@ void Analyzer::Statement(const Node* stmt, Classification& out) {
   v.trace_params = std::move(params_);
   v.rule = rule_;
   v.message = std::move(message_);
-  if (!v.allowed()) {
+  if (v.allowed()) {
+    out.masking_hazard = std::move(masking_hazard_);
+  } else {
     v.kind = StatementKind::kOther;
     v.trace_params.clear();
     out.trace_literals.clear();
@@ -950,6 +1101,7 @@ Classification Classify(std::string_view sql, const Rules& rules) {
       out.verdict.kind = StatementKind::kOther;
       out.verdict.trace_params.clear();
       out.trace_literals.clear();
+      out.masking_hazard.clear();
     }
   }
   return out;

@@ -19,6 +19,9 @@ struct Rules {
   std::vector<config::TraceTable> tables;
   absl::flat_hash_set<std::string> functions;            // unqualified names
   absl::flat_hash_set<std::string> qualified_functions;  // "schema.name"
+  // Unqualified names a masked session may apply to its data: MaskedSafeFunctions() and
+  // the operator's allow_functions (qualified ones are all the operator's, so all count).
+  absl::flat_hash_set<std::string> masked_functions;
   absl::flat_hash_set<std::string> strict_fingerprints;  // strict mode: the declared queries
 };
 
@@ -32,6 +35,9 @@ struct Classification {
   // Rule, message and kind; trace_params filled. Independent of the literals' values.
   Verdict verdict;
   std::vector<TraceLiteral> trace_literals;
+  // Empty when the statement is safe under masking; else why it is not (the message of a
+  // kMaskingBypass refusal in a masked session). Empty when the verdict is a refusal.
+  std::string masking_hazard;
   // False when the verdict depended on a literal's value other than the trace literals
   // (e.g. SET client_encoding): such a verdict must not be reused for another text.
   bool cacheable = true;

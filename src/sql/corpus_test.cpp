@@ -1,6 +1,8 @@
 // Runs statements.txt: every statement with its expected verdict, rule and pinning
 // parameters, through the uncached classifier, the cache (cold and warm), and the cache after
-// a statement of the same shape for another trace was classified.
+// a statement of the same shape for another trace was classified. `masked` cases run as a
+// session whose responses are masked; every case also runs the other way round, through the
+// same cache entry.
 
 #include <fstream>
 #include <sstream>
@@ -19,6 +21,7 @@ constexpr std::string_view kTrace = "tr-1";
 
 struct Case {
   int line = 0;
+  bool masked = false;
   bool allow = false;
   std::string rule;
   std::vector<int> params;
@@ -49,6 +52,10 @@ std::vector<Case> LoadCorpus() {
       sql.replace(pos, 2, "\n");
     }
     c.sql = sql;
+    if (!expect.empty() && expect[0] == "masked") {
+      c.masked = true;
+      expect.erase(expect.begin());
+    }
     if (expect.empty()) {
       ADD_FAILURE() << "line " << number << ": no expectation";
       continue;
@@ -113,18 +120,47 @@ TEST(GateCorpus, EveryStatementGetsItsExpectedVerdict) {
   ASSERT_TRUE(gate.ok()) << gate.status();
   int failures = 0;
   for (const Case& c : cases) {
-    const Verdict uncached = (*gate)->CheckUncached(c.sql, kTrace);
-    const Verdict cold = (*gate)->Check(c.sql, kTrace);
-    const Verdict warm = (*gate)->Check(c.sql, kTrace);
+    const Verdict uncached = (*gate)->CheckUncached(c.sql, kTrace, c.masked);
+    const Verdict cold = (*gate)->Check(c.sql, kTrace, c.masked);
+    const Verdict warm = (*gate)->Check(c.sql, kTrace, c.masked);
     if (!Matches(c, uncached)) {
       ++failures;
-      ADD_FAILURE() << "line " << c.line << ": " << c.sql << "\n  got " << Describe(uncached);
+      ADD_FAILURE() << "line " << c.line << (c.masked ? " (masked)" : "") << ": " << c.sql
+                    << "\n  got " << Describe(uncached);
       continue;
     }
     EXPECT_EQ(Describe(cold), Describe(uncached)) << "line " << c.line << " (cold cache)";
     EXPECT_EQ(Describe(warm), Describe(uncached)) << "line " << c.line << " (warm cache)";
+    // The entry the case's session left in the cache serves the other kind of session.
+    EXPECT_EQ(Describe((*gate)->Check(c.sql, kTrace, !c.masked)),
+              Describe((*gate)->CheckUncached(c.sql, kTrace, !c.masked)))
+        << "line " << c.line << " (cached for the other kind of session)";
   }
   EXPECT_EQ(failures, 0);
+}
+
+// Masking only adds refusals, all of them masking_bypass: a statement refused unmasked is
+// refused masked for the same reason, and an allowed one keeps its parameters or is refused
+// with masking_bypass. A masked case refused with masking_bypass runs unmasked, so that is
+// its only problem.
+TEST(GateCorpus, MaskingOnlyAddsMaskingBypass) {
+  auto gate = Gate::Create(CorpusConfig());
+  ASSERT_TRUE(gate.ok());
+  int masked_cases = 0;
+  for (const Case& c : LoadCorpus()) {
+    masked_cases += c.masked ? 1 : 0;
+    const Verdict plain = (*gate)->CheckUncached(c.sql, kTrace, false);
+    const Verdict masked = (*gate)->CheckUncached(c.sql, kTrace, true);
+    if (!plain.allowed() || masked.rule != Rule::kMaskingBypass) {
+      EXPECT_EQ(Describe(masked), Describe(plain)) << "line " << c.line << ": " << c.sql;
+    } else {
+      EXPECT_THAT(masked.message, ::testing::HasSubstr("while responses are masked"));
+    }
+    if (c.masked && c.rule == "masking_bypass") {
+      EXPECT_TRUE(plain.allowed()) << "line " << c.line << ": " << Describe(plain);
+    }
+  }
+  EXPECT_GE(masked_cases, 30);
 }
 
 // The cache is keyed by shape: the same statement for another trace must not ride on a
@@ -140,10 +176,11 @@ TEST(GateCorpus, CachedVerdictsStillCheckTheTraceId) {
     for (size_t pos = 0; (pos = other.find("tr-1", pos)) != std::string::npos; pos += 4) {
       other.replace(pos, 4, "tr-9");
     }
-    ASSERT_TRUE((*gate)->Check(c.sql, kTrace).allowed()) << "line " << c.line;
-    const Verdict v = (*gate)->Check(other, kTrace);
+    ASSERT_TRUE((*gate)->Check(c.sql, kTrace, c.masked).allowed()) << "line " << c.line;
+    const Verdict v = (*gate)->Check(other, kTrace, c.masked);
     EXPECT_FALSE(v.allowed()) << "line " << c.line << ": " << other;
-    EXPECT_EQ(Describe(v), Describe((*gate)->CheckUncached(other, kTrace))) << "line " << c.line;
+    EXPECT_EQ(Describe(v), Describe((*gate)->CheckUncached(other, kTrace, c.masked)))
+        << "line " << c.line;
   }
 }
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "common/strings.h"
 #include "sql/classify.h"
@@ -39,6 +40,8 @@ std::string_view RuleName(Rule rule) {
       return "session_state";
     case Rule::kStrict:
       return "strict";
+    case Rule::kMaskingBypass:
+      return "masking_bypass";
     case Rule::kUnsupported:
       return "unsupported";
   }
@@ -84,6 +87,51 @@ const std::vector<std::string>& DefaultAllowedFunctions() {
   return *kDefaults;
 }
 
+// A masked session's responses pass the masker, which finds personal data and secrets by
+// their text (an address's '@', a key's AKIA prefix, a card's digit run standing alone). A
+// function that rewrites a value before it leaves the database can hide it: substr, left,
+// right, split_part, regexp_match, trim with a character set and lpad/rpad cut or pad it;
+// replace, translate, reverse, repeat, format, concat, concat_ws, initcap, lower and upper
+// rearrange or re-case it (secret formats are case-sensitive); md5 hides it and
+// confirms a guess; to_number, to_date and to_timestamp pick digits out of text; strpos,
+// position and starts_with search it for a needle the client chooses. None of those is here.
+// Kept, because none of them can produce a value's text in another shape:
+const std::vector<std::string>& MaskedSafeFunctions() {
+  static const auto* const kSafe = new std::vector<std::string>{
+      // Select one of the values, or a boolean/count about them.
+      "count", "min", "max", "bool_and", "bool_or", "every",
+      // Numbers only: no text overload, and text never converts to a number implicitly. What
+      // they do to a number, + - * / already do: arithmetic on numeric columns is a known gap.
+      "sum", "avg", "abs", "round", "trunc", "floor", "ceil", "ceiling", "sign", "mod", "power",
+      "sqrt",
+      // Measure a value: its length, nothing of its content.
+      "length", "char_length", "character_length", "octet_length", "bit_length",
+      // Time: inputs are timestamps, dates and intervals (to_char's only other input is a
+      // number: the numeric gap again; there is no to_char(text)). to_char's format must be
+      // a literal or parameter: it is copied to the output (classify.cpp checks that).
+      "now", "clock_timestamp", "statement_timestamp", "transaction_timestamp", "date_trunc",
+      "date_part", "extract", "to_char", "age", "make_interval", "justify_interval", "timezone",
+      // JSON: select, expand, measure or (re)build documents. A string inside JSON is only
+      // escaped, and the masker decodes JSON strings (object keys too) before it scans them.
+      // jsonpath can call .double() and .datetime(template) on a string: numbers and dates
+      // only, the numeric gap.
+      "jsonb_array_elements", "jsonb_array_elements_text", "json_array_elements",
+      "json_array_elements_text", "jsonb_each", "jsonb_each_text", "json_each", "json_each_text",
+      "jsonb_object_keys", "json_object_keys", "jsonb_typeof", "json_typeof", "jsonb_array_length",
+      "json_array_length", "jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path",
+      "json_extract_path_text", "jsonb_pretty", "jsonb_strip_nulls", "json_strip_nulls",
+      "jsonb_build_object", "json_build_object", "jsonb_build_array", "json_build_array",
+      "to_jsonb", "to_json", "row_to_json", "jsonb_path_query", "jsonb_path_query_first",
+      "jsonb_path_exists", "jsonb_path_match",
+      // Arrays, rows and selectors: a value comes out whole, or an index/size/type about it
+      // (array_position tells no more than `=`).
+      "array_length", "cardinality", "array_position", "unnest", "generate_series", "coalesce",
+      "nullif", "greatest", "least", "pg_typeof",
+      // Window functions: positions, or another row's value whole.
+      "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value"};
+  return *kSafe;
+}
+
 namespace {
 
 // A classification kept for a statement shape: the verdict, and which of the shape's
@@ -91,6 +139,7 @@ namespace {
 struct CachedVerdict {
   Verdict verdict;
   std::vector<size_t> trace_literals;  // indexes into Shape::literals
+  std::string masking_hazard;          // Classification::masking_hazard
 };
 
 constexpr size_t kShards = 16;
@@ -118,21 +167,30 @@ absl::StatusOr<std::shared_ptr<const Gate>> Gate::Create(const config::Gate& con
   for (const std::string& f : DefaultAllowedFunctions()) {
     rules.functions.insert(f);
   }
+  for (const std::string& f : MaskedSafeFunctions()) {
+    rules.masked_functions.insert(f);
+  }
+  // A function the operator names is trusted in masked sessions too: listing a default one
+  // (say `lower`) is how an operator lets masked sessions use it.
   for (const std::string& f : config.allow_functions) {
     if (const size_t dot = f.find('.'); dot != std::string::npos) {
       if (f.substr(0, dot) == "pg_catalog") {
         rules.functions.insert(f.substr(dot + 1));
+        rules.masked_functions.insert(f.substr(dot + 1));
       } else {
         rules.qualified_functions.insert(f);
       }
     } else {
       rules.functions.insert(f);
+      rules.masked_functions.insert(f);
     }
   }
   gate->impl_->per_shard = (config.cache_entries + kShards - 1) / kShards;
   if (config.mode == config::GateMode::kStrict) {
-    // Classify each declared query first (with an empty fingerprint set, so they are
-    // judged as reads), then admit their fingerprints.
+    // Classify every declared query first (with an empty fingerprint set, so they are
+    // judged as reads), then admit their fingerprints. (Admitting each as it passed made
+    // the second query of a connection fail as `strict`.)
+    absl::flat_hash_set<std::string> fingerprints;
     for (const config::NamedQuery& q : config.queries) {
       internal::Classification c = internal::Classify(q.sql, rules);
       if (!c.verdict.allowed()) {
@@ -149,8 +207,9 @@ absl::StatusOr<std::shared_ptr<const Gate>> Gate::Create(const config::Gate& con
       if (fingerprint.empty()) {
         return absl::InvalidArgumentError(Cat("query ", q.name, ": cannot be fingerprinted"));
       }
-      rules.strict_fingerprints.insert(fingerprint);
+      fingerprints.insert(fingerprint);
     }
+    rules.strict_fingerprints = std::move(fingerprints);
   }
   return std::shared_ptr<const Gate>(std::move(gate));
 }
@@ -164,25 +223,35 @@ Verdict OtherTrace(std::string_view found) {
   return v;
 }
 
+Verdict MaskingBypass(const std::string& hazard) {
+  Verdict v;
+  v.rule = Rule::kMaskingBypass;
+  v.message = hazard;
+  return v;
+}
+
 }  // namespace
 
-Verdict Gate::CheckUncached(std::string_view sql, std::string_view trace_id) const {
+Verdict Gate::CheckUncached(std::string_view sql, std::string_view trace_id, bool masked) const {
   internal::Classification c = internal::Classify(sql, impl_->rules);
   for (const internal::TraceLiteral& literal : c.trace_literals) {
     if (literal.value != trace_id) {
       return OtherTrace(literal.value);
     }
   }
+  if (masked && !c.masking_hazard.empty()) {
+    return MaskingBypass(c.masking_hazard);
+  }
   return std::move(c.verdict);
 }
 
-Verdict Gate::Check(std::string_view sql, std::string_view trace_id) const {
+Verdict Gate::Check(std::string_view sql, std::string_view trace_id, bool masked) const {
   if (impl_->per_shard == 0) {
-    return CheckUncached(sql, trace_id);
+    return CheckUncached(sql, trace_id, masked);
   }
   thread_local Shape shape;
   if (!ShapeOf(sql, shape)) {
-    return CheckUncached(sql, trace_id);
+    return CheckUncached(sql, trace_id, masked);
   }
   const size_t hash = absl::HashOf(shape.key);
   Impl::Shard& shard = impl_->shards[hash % kShards];
@@ -197,6 +266,7 @@ Verdict Gate::Check(std::string_view sql, std::string_view trace_id) const {
     internal::Classification c = internal::Classify(sql, impl_->rules);
     auto entry = std::make_shared<CachedVerdict>();
     entry->verdict = c.verdict;
+    entry->masking_hazard = c.masking_hazard;
     bool cacheable = c.cacheable;
     // Map each pinning literal to the shape's literal at the same offset; the shape must
     // have seen the same value, or the two scanners disagree and nothing is cached.
@@ -216,6 +286,9 @@ Verdict Gate::Check(std::string_view sql, std::string_view trace_id) const {
           return OtherTrace(literal.value);
         }
       }
+      if (masked && !c.masking_hazard.empty()) {
+        return MaskingBypass(c.masking_hazard);
+      }
       return std::move(c.verdict);
     }
     {
@@ -231,6 +304,9 @@ Verdict Gate::Check(std::string_view sql, std::string_view trace_id) const {
     if (shape.literals[index].value != trace_id) {
       return OtherTrace(shape.literals[index].value);
     }
+  }
+  if (masked && !cached->masking_hazard.empty()) {
+    return MaskingBypass(cached->masking_hazard);
   }
   return cached->verdict;
 }

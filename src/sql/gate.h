@@ -9,6 +9,12 @@
 // hold for every row it contributes, to `id_column = <the granted trace id>` (a literal, or a
 // parameter the proxy checks at Bind). Anything else is blocked with a rule and a reason.
 //
+// A session whose responses are masked is held to one more rule (`masking_bypass`): the
+// masker scans the values the client receives, so SQL that rewrites a value first (substr,
+// lower, a cast to bytea or varchar(4), `||`) could carry it past the masker. Only the
+// masked-safe functions (MaskedSafeFunctions(), plus the operator's `allow_functions`) and
+// casts that keep a value's text may then touch a column; see DESIGN.md.
+//
 // Results are cached by the statement's *shape* (its text with plain string literals cut
 // out), so a repeated statement costs a scan and a lookup even when its literals differ;
 // see DESIGN.md "How the statement gate is built".
@@ -38,6 +44,8 @@ enum class Rule {
   kOtherTrace,      // "other_trace": pinned, but to another trace id
   kSessionState,    // "session_state": SET ROLE, read-write transactions, search_path, ...
   kStrict,          // "strict": strict mode and not one of the declared queries
+  kMaskingBypass,   // "masking_bypass": a masked session, and SQL that could rewrite values
+                    // before the masker sees them (a function, cast or operator)
   kUnsupported,     // "unsupported": any other statement or syntax the gate does not examine
 };
 std::string_view RuleName(Rule rule);
@@ -77,11 +85,15 @@ class Gate {
   static absl::StatusOr<std::shared_ptr<const Gate>> Create(const config::Gate& config);
 
   // Classifies `sql` (one Query message's text, or one Parse message's) for a session whose
-  // grant is for `trace_id`. Thread-safe.
-  [[nodiscard]] Verdict Check(std::string_view sql, std::string_view trace_id) const;
+  // grant is for `trace_id`; `masked`: the session's responses are masked, so a statement
+  // that could rewrite values before the masker sees them is refused (kMaskingBypass).
+  // Masked and unmasked sessions share one cache entry per shape. Thread-safe.
+  [[nodiscard]] Verdict Check(std::string_view sql, std::string_view trace_id,
+                              bool masked = false) const;
 
-  // The same without the cache (tests and the cold-path benchmark).
-  [[nodiscard]] Verdict CheckUncached(std::string_view sql, std::string_view trace_id) const;
+  // The same without the cache (tests, the CLI and the cold-path benchmark).
+  [[nodiscard]] Verdict CheckUncached(std::string_view sql, std::string_view trace_id,
+                                      bool masked = false) const;
 
   [[nodiscard]] const config::Gate& config() const { return config_; }
 
@@ -98,5 +110,10 @@ class Gate {
 
 // Default functions allowed anywhere in a statement (pg_catalog or unqualified names).
 const std::vector<std::string>& DefaultAllowedFunctions();
+
+// The subset of DefaultAllowedFunctions() a masked session may apply to its data: functions
+// that select, count, measure or restructure values without rewriting their text (the
+// reasons, function by function, are in gate.cpp).
+const std::vector<std::string>& MaskedSafeFunctions();
 
 }  // namespace tracegate::sql

@@ -8,6 +8,8 @@
 //   BM_CachedNewLiteral/<stmt>  Check where every call carries another trace id literal in
 //                               the same shape (the simple-protocol case: each agent session
 //                               sends its own trace id; must be a cache hit, not a parse)
+//   BM_CachedMasked/<stmt>      Check on a warm cache for a session whose responses are
+//                               masked (the entry an unmasked check left; one more branch)
 //
 // Config: trace tables traces(id), observations(trace_id), scores(trace_id), classify mode,
 // default function list, default cache size. Every statement's verdict is checked once
@@ -53,6 +55,17 @@ const Statement kStatements[] = {
      Rule::kNone},
     {"copy_blocked", "COPY traces TO STDOUT", Rule::kBulkExport},
     {"or_true_blocked", "SELECT * FROM traces WHERE id = '{T}' OR true", Rule::kTraceScope},
+};
+
+// Checked as a masked session would be.
+const Statement kMaskedStatements[] = {
+    {"trace_by_literal", "SELECT t.* FROM traces t WHERE t.id = '{T}'", Rule::kNone},
+    {"json_accessors",
+     "SELECT t.metadata->>'user', jsonb_array_length(t.metadata->'tags') FROM traces t "
+     "WHERE t.id = '{T}'",
+     Rule::kNone},
+    {"substr_blocked", "SELECT substr(t.name, 1, 4) FROM traces t WHERE t.id = '{T}'",
+     Rule::kMaskingBypass},
 };
 
 std::string Fill(const char* sql, const std::string& trace) {
@@ -102,6 +115,24 @@ void BM_Cached(benchmark::State& state, const Statement* s) {
   }
   for (auto _ : state) {
     Verdict v = gate->Check(sql, kTrace);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_CachedMasked(benchmark::State& state, const Statement* s) {
+  auto gate = MakeGate();
+  const std::string sql = Fill(s->sql, kTrace);
+  if (!gate->Check(sql, kTrace).allowed()) {  // warms the cache as an unmasked session
+    state.SkipWithError((std::string(s->name) + ": refused unmasked").c_str());
+    return;
+  }
+  if (std::string m = Mismatch(*s, gate->Check(sql, kTrace, true)); !m.empty()) {
+    state.SkipWithError(m.c_str());
+    return;
+  }
+  for (auto _ : state) {
+    Verdict v = gate->Check(sql, kTrace, true);
     benchmark::DoNotOptimize(v);
   }
   state.SetItemsProcessed(state.iterations());
@@ -160,6 +191,11 @@ const bool kRegistered = [] {
   }
   for (const Statement& s : kStatements) {
     benchmark::RegisterBenchmark((std::string("BM_Cached/") + s.name).c_str(), BM_Cached, &s)
+        ->Unit(benchmark::kMicrosecond);
+  }
+  for (const Statement& s : kMaskedStatements) {
+    benchmark::RegisterBenchmark((std::string("BM_CachedMasked/") + s.name).c_str(),
+                                 BM_CachedMasked, &s)
         ->Unit(benchmark::kMicrosecond);
   }
   for (const Statement& s : kStatements) {

@@ -1,6 +1,7 @@
 // Fuzzes the statement gate with arbitrary statement text: the classifier must not crash,
-// and the cached path must agree with the uncached one on every input (the shape cache may
-// never turn a block into an allow).
+// and the cached path must agree with the uncached one on every input, for unmasked and
+// masked sessions alike (the shape cache may never turn a block into an allow); masking may
+// only turn an allow into masking_bypass.
 
 #include <cstddef>
 #include <cstdint>
@@ -37,6 +38,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto uncached = gate.CheckUncached(sql, "tr-1");
   const auto cached = gate.Check(sql, "tr-1");
   if (uncached.rule != cached.rule || uncached.trace_params != cached.trace_params) {
+    std::abort();
+  }
+  const auto masked_uncached = gate.CheckUncached(sql, "tr-1", /*masked=*/true);
+  const auto masked_cached = gate.Check(sql, "tr-1", /*masked=*/true);
+  if (masked_uncached.rule != masked_cached.rule ||
+      masked_uncached.trace_params != masked_cached.trace_params) {
+    std::abort();
+  }
+  if (masked_uncached.rule != uncached.rule &&
+      !(uncached.allowed() && masked_uncached.rule == tracegate::sql::Rule::kMaskingBypass)) {
     std::abort();
   }
   return 0;

@@ -9,6 +9,8 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsSubsetOf;
+using ::testing::Not;
 
 config::Gate TraceTables() {
   config::Gate g;
@@ -130,6 +132,117 @@ TEST(Gate, CacheDisabledStillClassifies) {
   auto gate = Make(g);
   EXPECT_TRUE(gate->Check("SELECT * FROM traces WHERE id = 'T'", "T").allowed());
   EXPECT_EQ(gate->Check("SELECT * FROM traces", "T").rule, Rule::kTraceScope);
+}
+
+constexpr bool kMasked = true;
+
+TEST(GateMasked, RefusesFunctionsThatRewriteValuesWithTheRuleAndWording) {
+  auto gate = Make(TraceTables());
+  const std::string sql = "SELECT substr(name, 1, 4) FROM traces WHERE id = 'T'";
+  EXPECT_TRUE(gate->Check(sql, "T").allowed());
+  const Verdict v = gate->Check(sql, "T", kMasked);
+  EXPECT_EQ(v.rule, Rule::kMaskingBypass);
+  EXPECT_EQ(v.kind, StatementKind::kOther);
+  EXPECT_EQ(v.SqlState(), "42501");
+  EXPECT_EQ(v.ErrorMessage(),
+            "tracegate: statement blocked (masking_bypass): substr() could rewrite masked "
+            "values; it is not allowed while responses are masked");
+  EXPECT_EQ(gate->Check("SELECT name::varchar(4) FROM traces WHERE id = 'T'", "T", kMasked).message,
+            "a cast to varchar(4) could rewrite masked values; it is not allowed while "
+            "responses are masked");
+  EXPECT_THAT(
+      gate->Check("SELECT CAST(name AS bytea) FROM traces WHERE id = 'T'", "T", kMasked).message,
+      HasSubstr("a cast to bytea could rewrite"));
+  EXPECT_THAT(gate->Check("SELECT 'x' || name FROM traces WHERE id = 'T'", "T", kMasked).message,
+              HasSubstr("the || operator could rewrite"));
+}
+
+// One cache entry per shape serves both kinds of session, in either order, and with a new
+// trace-id literal in the same shape.
+TEST(GateMasked, OneCacheEntryGivesMaskedAndUnmaskedVerdicts) {
+  auto gate = Make(TraceTables());
+  const std::string a = "SELECT lower(name) FROM traces WHERE id = 'T'";
+  const std::string b = "SELECT lower(name) FROM traces WHERE id = 'U'";
+  EXPECT_TRUE(gate->Check(a, "T").allowed());                          // miss
+  EXPECT_EQ(gate->Check(a, "T", kMasked).rule, Rule::kMaskingBypass);  // hit
+  EXPECT_EQ(gate->Check(b, "U", kMasked).rule, Rule::kMaskingBypass);  // hit, new literal
+  EXPECT_TRUE(gate->Check(b, "U").allowed());                          // hit
+  const std::string c = "SELECT metadata->>'user' FROM traces WHERE id = $1";
+  const Verdict masked = gate->Check(c, "T", kMasked);  // miss, masked first
+  ASSERT_TRUE(masked.allowed()) << masked.ErrorMessage();
+  EXPECT_THAT(masked.trace_params, ElementsAre(1));
+  const std::string d = "SELECT upper(name) FROM traces WHERE id = $1";
+  EXPECT_EQ(gate->Check(d, "T", kMasked).rule, Rule::kMaskingBypass);  // miss, masked first
+  const Verdict plain = gate->Check(d, "T");                           // hit
+  ASSERT_TRUE(plain.allowed()) << plain.ErrorMessage();
+  EXPECT_THAT(plain.trace_params, ElementsAre(1));
+}
+
+TEST(GateMasked, AnotherTraceIsReportedBeforeMasking) {
+  auto gate = Make(TraceTables());
+  const std::string sql = "SELECT md5(name) FROM traces WHERE id = 'U'";
+  EXPECT_EQ(gate->CheckUncached(sql, "T", kMasked).rule, Rule::kOtherTrace);
+  EXPECT_EQ(gate->Check(sql, "T", kMasked).rule, Rule::kOtherTrace);
+  EXPECT_EQ(gate->Check(sql, "T", kMasked).rule, Rule::kOtherTrace);
+  EXPECT_EQ(gate->Check(sql, "U", kMasked).rule, Rule::kMaskingBypass);
+}
+
+TEST(GateMasked, UncachedAndUncacheablePathsRefuseToo) {
+  config::Gate g = TraceTables();
+  g.cache_entries = 0;
+  EXPECT_EQ(Make(g)->Check("SELECT md5(name) FROM traces WHERE id = 'T'", "T", kMasked).rule,
+            Rule::kMaskingBypass);
+  auto gate = Make(TraceTables());
+  // E'' strings are outside the shape scanner's subset: classified without the cache.
+  EXPECT_EQ(gate->Check("SELECT md5(name) FROM traces WHERE id = E'T'", "T", kMasked).rule,
+            Rule::kMaskingBypass);
+  EXPECT_TRUE(gate->Check("SELECT md5(name) FROM traces WHERE id = E'T'", "T").allowed());
+}
+
+// allow_functions is the operator's word: it counts in masked sessions too, also for a
+// default function (that is how an operator lets masked sessions use `lower`).
+TEST(GateMasked, OperatorAllowFunctionsCountInMaskedSessions) {
+  config::Gate g = TraceTables();
+  g.allow_functions = {"lower", "pg_catalog.upper", "myschema.myfn", "string_agg"};
+  auto gate = Make(g);
+  for (const char* sql : {"SELECT lower(name) FROM traces WHERE id = 'T'",
+                          "SELECT pg_catalog.lower(name) FROM traces WHERE id = 'T'",
+                          "SELECT upper(name) FROM traces WHERE id = 'T'",
+                          "SELECT myschema.myfn(name) FROM traces WHERE id = 'T'",
+                          "SELECT string_agg(name, ',') FROM traces WHERE id = 'T'"}) {
+    const Verdict v = gate->Check(sql, "T", kMasked);
+    EXPECT_TRUE(v.allowed()) << sql << ": " << v.ErrorMessage();
+  }
+  EXPECT_EQ(gate->Check("SELECT initcap(name) FROM traces WHERE id = 'T'", "T", kMasked).rule,
+            Rule::kMaskingBypass);
+}
+
+TEST(GateMasked, StrictModeQueriesAreHeldToTheRuleToo) {
+  config::Gate g = TraceTables();
+  g.mode = config::GateMode::kStrict;
+  g.queries = {{.name = "short", .sql = "SELECT left(name, 8) FROM traces WHERE id = $1"},
+               {.name = "doc", .sql = "SELECT metadata->'input' FROM traces WHERE id = $1"}};
+  auto gate = Make(g);
+  EXPECT_TRUE(gate->Check("SELECT left(name, 8) FROM traces WHERE id = $1", "T").allowed());
+  EXPECT_EQ(gate->Check("SELECT left(name, 8) FROM traces WHERE id = $1", "T", kMasked).rule,
+            Rule::kMaskingBypass);
+  EXPECT_TRUE(
+      gate->Check("SELECT metadata->'input' FROM traces WHERE id = $1", "T", kMasked).allowed());
+  EXPECT_EQ(gate->Check("SELECT md5(name) FROM traces WHERE id = $1", "T", kMasked).rule,
+            Rule::kStrict);
+}
+
+TEST(GateMasked, SafeListIsASubsetOfTheDefaultsWithoutTheRewriters) {
+  EXPECT_THAT(MaskedSafeFunctions(), IsSubsetOf(DefaultAllowedFunctions()));
+  for (const char* f :
+       {"substr",  "substring",    "left",           "right",          "lower",
+        "upper",   "initcap",      "reverse",        "replace",        "split_part",
+        "lpad",    "rpad",         "ltrim",          "rtrim",          "btrim",
+        "trim",    "format",       "concat",         "concat_ws",      "repeat",
+        "md5",     "regexp_match", "regexp_matches", "regexp_replace", "to_number",
+        "to_date", "to_timestamp", "strpos",         "position",       "starts_with"}) {
+    EXPECT_THAT(MaskedSafeFunctions(), Not(testing::Contains(std::string(f)))) << f;
+  }
 }
 
 }  // namespace
