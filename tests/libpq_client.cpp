@@ -556,6 +556,31 @@ void GatePipeline(PGconn* conn, const std::vector<std::string>& args) {
   PrintResult(after.get(), "after pipeline");
 }
 
+// binary-query <sql>: runs `sql` with PQexecParams asking for every column in binary format
+// and prints each value as "<column>=<hex bytes>" (NULL as "<column>=NULL"), one row per line;
+// or the error line.
+void BinaryQuery(PGconn* conn, const std::vector<std::string>& args) {
+  Result r(PQexecParams(conn, args.at(0).c_str(), 0, nullptr, nullptr, nullptr, nullptr, 1));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    std::printf("%s\n", ErrorLine(r.get()).c_str());
+    return;
+  }
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    for (int col = 0; col < PQnfields(r.get()); ++col) {
+      std::printf("%s%s=", col == 0 ? "" : " ", PQfname(r.get(), col));
+      if (PQgetisnull(r.get(), row, col)) {
+        std::printf("NULL");
+        continue;
+      }
+      const auto* value = reinterpret_cast<const unsigned char*>(PQgetvalue(r.get(), row, col));
+      for (int i = 0; i < PQgetlength(r.get(), row, col); ++i) {
+        std::printf("%02x", value[i]);
+      }
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -569,6 +594,7 @@ int main(int argc, char** argv) {
       with_args = {
           {"gate-params", {GateParams, 2}},
           {"gate-pipeline", {GatePipeline, 2}},
+          {"binary-query", {BinaryQuery, 1}},
       };
   const bool plain = argc == 3 && commands.count(argv[2]) != 0;
   const bool has_args =
@@ -576,8 +602,9 @@ int main(int argc, char** argv) {
   if (!plain && !has_args) {
     std::fprintf(stderr,
                  "usage: %s <conninfo> <extended|prepared|binary|cancel|pipeline|copy-out>\n"
-                 "       %s <conninfo> <gate-params|gate-pipeline> <trace> <other-trace>\n",
-                 argv[0], argv[0]);
+                 "       %s <conninfo> <gate-params|gate-pipeline> <trace> <other-trace>\n"
+                 "       %s <conninfo> binary-query <sql>\n",
+                 argv[0], argv[0], argv[0]);
     return 2;
   }
   PGconn* conn = PQconnectdb(argv[1]);

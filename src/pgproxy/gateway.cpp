@@ -139,6 +139,7 @@ absl::Status Gateway::Start() {
           Cat("connection ", conn.name, " gate: ", MessageOf(gate.status())));
     }
     runtime.gate = *std::move(gate);
+    runtime.maskers.insert(cfg.maskers.begin(), cfg.maskers.end());
     for (const config::StaticUser& user : conn.users) {
       absl::StatusOr<pgwire::ScramVerifier> verifier =
           pgwire::ParseScramVerifier(user.scram_verifier);

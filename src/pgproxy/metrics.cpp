@@ -45,7 +45,15 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& registry)
           registry, "tracegate_statements_blocked_total",
           "Statements of grant sessions refused by the statement gate or ended by a cap")),
       gate_violations_(CounterFamily(registry, "tracegate_gate_violations_total",
-                                     "Grant sessions ended for a result row of another trace")) {}
+                                     "Grant sessions ended for a result row of another trace")),
+      masking_errors_(CounterFamily(registry, "tracegate_masking_errors_total",
+                                    "Statements ended because masking could not read a value")),
+      masked_values_(CounterFamily(registry, "tracegate_masked_values_total",
+                                   "Values masked in responses, by entity")) {}
+
+void ConnectionMetrics::AddMasked(const std::string& entity, double n) const {
+  masked_values->Add({{"connection", connection}, {"entity", entity}}).Increment(n);
+}
 
 ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
   const std::map<std::string, std::string> labels{{"connection", connection}};
@@ -73,6 +81,9 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
       .statement_seconds = &statement_seconds_.Add(labels, kBuckets),
       .statements_blocked = &statements_blocked_.Add(labels),
       .gate_violations = &gate_violations_.Add(labels),
+      .masking_errors = &masking_errors_.Add(labels),
+      .masked_values = &masked_values_,
+      .connection = connection,
   };
 }
 

@@ -29,6 +29,11 @@ struct ConnectionMetrics {
   prometheus::Histogram* statement_seconds;  // Query/Sync → ReadyForQuery
   prometheus::Counter* statements_blocked;   // refused by the statement gate, or capped
   prometheus::Counter* gate_violations;      // rows of another trace: the session ended
+  prometheus::Counter* masking_errors;       // values masking could not read: statement ended
+  // Masked values by entity: one child per (connection, entity), added as entities appear.
+  void AddMasked(const std::string& entity, double n) const;
+  prometheus::Family<prometheus::Counter>* masked_values;
+  std::string connection;
 };
 
 class ProxyMetrics {
@@ -52,6 +57,8 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Histogram>& statement_seconds_;
   prometheus::Family<prometheus::Counter>& statements_blocked_;
   prometheus::Family<prometheus::Counter>& gate_violations_;
+  prometheus::Family<prometheus::Counter>& masking_errors_;
+  prometheus::Family<prometheus::Counter>& masked_values_;
 };
 
 }  // namespace tracegate::pgproxy

@@ -75,12 +75,13 @@ std::string TraceColumnsQuery(const std::vector<config::TraceTable>& tables) {
 }
 
 ProtocolGate::ProtocolGate(const sql::Gate& gate, std::string trace_id, TraceColumns trace_columns,
-                           GateLimits limits)
+                           GateLimits limits, std::unique_ptr<RowMasker> masker)
     : gate_(gate),
       trace_id_(std::move(trace_id)),
       trace_uuid_(ParseUuid(trace_id_)),
       trace_columns_(std::move(trace_columns)),
-      limits_(limits) {}
+      limits_(limits),
+      masker_(std::move(masker)) {}
 
 void ProtocolGate::AppendError(const Refusal& refusal, pgwire::Buffer& out) {
   pgwire::EncodeError("ERROR", refusal.sqlstate, refusal.message, out);
@@ -122,7 +123,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         return query.status();
       }
       ++stats_.statements;
-      sql::Verdict verdict = gate_.Check(query->sql, trace_id_);
+      sql::Verdict verdict = gate_.Check(query->sql, trace_id_, masker_ != nullptr);
       if (verdict.allowed() && !verdict.trace_params.empty()) {
         verdict.rule = sql::Rule::kTraceScope;
         verdict.message = "a simple query cannot bind parameters: pin the trace with a literal";
@@ -151,7 +152,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
                to_backend);
         return Action::kSubstituted;
       }
-      sql::Verdict verdict = gate_.Check(parse->query, trace_id_);
+      sql::Verdict verdict = gate_.Check(parse->query, trace_id_, masker_ != nullptr);
       if (verdict.allowed()) {
         for (int n : verdict.trace_params) {
           const size_t i = static_cast<size_t>(n - 1);
@@ -298,13 +299,16 @@ ProtocolGate::Layout ProtocolGate::LayoutOf(const pgwire::RowDescription& row) c
     }
     layout.formats.push_back(f.format);
   }
+  if (masker_ != nullptr) {
+    layout.plan = RowMasker::PlanFor(row);
+  }
   return layout;
 }
 
 absl::Status ProtocolGate::CheckRow(Pending& pending, const Layout& layout,
                                     const pgwire::Frame& frame, pgwire::Bytes raw,
                                     pgwire::Buffer& to_client) {
-  if (pending.capped || swallowing_) {
+  if (pending.ended || swallowing_) {
     return absl::OkStatus();
   }
   if (!layout.known || layout.no_data) {
@@ -313,18 +317,14 @@ absl::Status ProtocolGate::CheckRow(Pending& pending, const Layout& layout,
   const bool over_rows = limits_.max_rows != 0 && stats_.rows + 1 > limits_.max_rows;
   const bool over_bytes = limits_.max_bytes != 0 && stats_.bytes + raw.size() > limits_.max_bytes;
   if (over_rows || over_bytes) {
-    pending.capped = true;
-    cancel_wanted_ = CancelIsSafe();
-    ++stats_.blocked;
-    AppendError({std::string(sqlstate::kProgramLimitExceeded),
-                 over_rows ? Cat("tracegate: statement ended (row_cap): the grant allows at most ",
-                                 limits_.max_rows, " rows per session")
-                           : Cat("tracegate: statement ended (byte_cap): the grant allows at most ",
-                                 limits_.max_bytes, " bytes of rows per session")},
-                to_client);
-    if (pending.expect != Expect::kQuery) {
-      swallowing_ = true;  // as after any error: the client expects nothing more until Sync
-    }
+    EndStatement(
+        pending,
+        {std::string(sqlstate::kProgramLimitExceeded),
+         over_rows ? Cat("tracegate: statement ended (row_cap): the grant allows at most ",
+                         limits_.max_rows, " rows per session")
+                   : Cat("tracegate: statement ended (byte_cap): the grant allows at most ",
+                         limits_.max_bytes, " bytes of rows per session")},
+        to_client);
     return absl::OkStatus();
   }
   if (!layout.trace_columns.empty()) {
@@ -354,8 +354,57 @@ absl::Status ProtocolGate::CheckRow(Pending& pending, const Layout& layout,
   }
   ++stats_.rows;
   stats_.bytes += raw.size();
+  if (masker_ != nullptr) {
+    absl::StatusOr<bool> masked = masker_->MaskRow(layout.plan, frame.body, to_client);
+    if (!masked.ok()) {
+      if (masked.status().code() == absl::StatusCode::kInvalidArgument) {
+        return masked.status();  // the row does not match its description: end the session
+      }
+      ++stats_.masking_errors;
+      EndStatement(pending, {SqlStateOf(masked.status()), std::string(masked.status().message())},
+                   to_client);
+      return absl::OkStatus();
+    }
+    if (*masked) {
+      return absl::OkStatus();
+    }
+  }
   to_client.append(AsView(raw));
   return absl::OkStatus();
+}
+
+void ProtocolGate::EndStatement(Pending& pending, const Refusal& error, pgwire::Buffer& to_client) {
+  pending.ended = true;
+  cancel_wanted_ = CancelIsSafe();
+  ++stats_.blocked;
+  AppendError(error, to_client);
+  if (pending.expect != Expect::kQuery) {
+    swallowing_ = true;  // as after any error: the client expects nothing more until Sync
+  }
+}
+
+void ProtocolGate::ForwardMessage(const pgwire::Frame& frame, pgwire::Bytes raw,
+                                  pgwire::Buffer& to_client) {
+  if (masker_ != nullptr &&
+      (frame.type == be::kErrorResponse || frame.type == be::kNoticeResponse)) {
+    absl::StatusOr<bool> masked = masker_->MaskMessage(frame.type, frame.body, to_client);
+    if (!masked.ok()) {
+      // Never the unmasked text: an error keeps its SQLSTATE only, a notice is dropped.
+      ++stats_.masking_errors;
+      if (frame.type == be::kErrorResponse) {
+        absl::StatusOr<pgwire::ErrorFields> fields = pgwire::ParseErrorFields(frame.body);
+        const std::string* code = fields.ok() ? fields->Find('C') : nullptr;
+        AppendError({code != nullptr ? *code : std::string(sqlstate::kInternalError),
+                     "tracegate: the trace store's error message could not be masked"},
+                    to_client);
+      }
+      return;
+    }
+    if (*masked) {
+      return;
+    }
+  }
+  to_client.append(AsView(raw));
 }
 
 void ProtocolGate::SaveStatement(Pending& pending, const std::string& name) const {
@@ -427,7 +476,7 @@ bool ProtocolGate::CancelIsSafe() const {
 
 absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::Bytes raw,
                                           pgwire::Buffer& to_client) {
-  auto forward = [&] { to_client.append(AsView(raw)); };
+  auto forward = [&] { ForwardMessage(frame, raw, to_client); };
   switch (frame.type) {
     case be::kNoticeResponse:
     case be::kParameterStatus:
@@ -464,7 +513,7 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
       if (p.refusal.has_value()) {
         AppendError(*p.refusal, to_client);
         p.refusal.reset();  // delivered; only ReadyForQuery may follow
-      } else if (!p.capped) {
+      } else if (!p.ended) {
         forward();
       }
       return absl::OkStatus();
@@ -499,10 +548,10 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
         case be::kDataRow:
           return CheckRow(p, p.layout, frame, raw, to_client);
         case be::kCommandComplete:
-          if (!p.capped) {
+          if (!p.ended) {
             forward();
           }
-          p.layout = {};  // (a capped Query stays capped: a late cancel's error is dropped too)
+          p.layout = {};  // (an ended Query stays ended: a late cancel's error is dropped too)
           return absl::OkStatus();
         case be::kEmptyQueryResponse:
           forward();
@@ -578,7 +627,7 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
         case be::kCommandComplete:
         case be::kEmptyQueryResponse:
         case be::kPortalSuspended:
-          if (show && !p.capped) {
+          if (show && !p.ended) {
             forward();
           }
           pending_.pop_front();

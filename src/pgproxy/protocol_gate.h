@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -34,6 +35,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "pgproxy/row_masker.h"
 #include "pgwire/messages.h"
 #include "sql/gate.h"
 
@@ -60,6 +62,7 @@ struct GateStats {
   uint64_t blocked = 0;
   uint64_t rows = 0;
   uint64_t bytes = 0;
+  uint64_t masking_errors = 0;  // values or messages masking could not read (never sent)
 };
 
 class ProtocolGate {
@@ -70,8 +73,9 @@ class ProtocolGate {
     kDropped,      // nothing went to the backend
   };
 
+  // `masker`: the session's masking (null = responses are not masked).
   ProtocolGate(const sql::Gate& gate, std::string trace_id, TraceColumns trace_columns,
-               GateLimits limits);
+               GateLimits limits, std::unique_ptr<RowMasker> masker = nullptr);
 
   // One validated client frame (`raw` = its bytes on the wire). Appends what the backend
   // must receive to `to_backend`. An error ends the session (protocol violation).
@@ -84,6 +88,14 @@ class ProtocolGate {
                               pgwire::Buffer& to_client);
 
   [[nodiscard]] const GateStats& stats() const { return stats_; }
+  // Values masked so far, by entity; null when the session is not masked.
+  [[nodiscard]] const masking::Counts* masked() const {
+    return masker_ ? &masker_->counts() : nullptr;
+  }
+
+  // A backend message that answers nothing and goes to the client whatever the gate's
+  // state (a FATAL error): masked like every other message.
+  void ForwardMessage(const pgwire::Frame& frame, pgwire::Bytes raw, pgwire::Buffer& to_client);
 
   // True once after a statement crossed a cap and the backend may be cancelled: nothing
   // after the capped statement has been forwarded to it. The caller must then hold the
@@ -99,6 +111,7 @@ class ProtocolGate {
     bool no_data = false;
     std::vector<int> trace_columns;  // indexes of declared trace-id columns
     std::vector<int16_t> formats;    // per column: 0 text, 1 binary
+    RowMasker::Plan plan;            // masked sessions: how each column is read
   };
   // Client-side mirrors of the backend's prepared statements and portals, updated as
   // messages are forwarded (and undone when the backend skips them).
@@ -131,7 +144,7 @@ class ProtocolGate {
     bool internal = false;           // slipped in by the gate: its answer is not forwarded
     std::optional<Refusal> refusal;  // deliver this error in place of the answer
     Layout layout;                   // kQuery: the current result's columns
-    bool capped = false;             // the statement crossed a cap: its rows are dropped
+    bool ended = false;  // the gate ended the statement (a cap, masking): its rows are dropped
     // What the message changed in our mirror of the backend's statements and portals, to
     // undo when the backend skips it (an earlier message of the same run failed).
     std::optional<std::optional<Statement>> saved_statement;
@@ -148,6 +161,9 @@ class ProtocolGate {
   // After an error in an extended-protocol run, the backend skips to Sync; so do we.
   void DropUntilSync();
   bool CancelIsSafe() const;
+  // Delivers `error` in place of the rest of the statement's answer; the backend is
+  // cancelled when that is safe, and its remaining rows are dropped.
+  void EndStatement(Pending& pending, const Refusal& error, pgwire::Buffer& to_client);
   // Remember a statement's / portal's state before `pending` changes it, for Undo.
   void SaveStatement(Pending& pending, const std::string& name) const;
   void SavePortal(Pending& pending, const std::string& name) const;
@@ -159,6 +175,7 @@ class ProtocolGate {
   std::optional<std::string> trace_uuid_;  // 16 bytes, when the trace id is a UUID
   const TraceColumns trace_columns_;
   const GateLimits limits_;
+  const std::unique_ptr<RowMasker> masker_;
 
   absl::flat_hash_map<std::string, Statement> statements_;
   absl::flat_hash_map<std::string, Portal> portals_;

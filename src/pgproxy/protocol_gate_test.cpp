@@ -304,11 +304,12 @@ std::shared_ptr<const sql::Gate> MakeSqlGate() {
 // One ProtocolGate and the two byte streams it writes.
 class Harness {
  public:
-  explicit Harness(GateLimits limits = {}, std::string_view trace_id = kTrace)
+  explicit Harness(GateLimits limits = {}, std::string_view trace_id = kTrace,
+                   std::unique_ptr<RowMasker> masker = nullptr)
       : sql_gate_(MakeSqlGate()),
         gate_(*sql_gate_, std::string(trace_id),
               TraceColumns{TraceColumnKey(kTracesOid, 1), TraceColumnKey(kObservationsOid, 2)},
-              limits) {}
+              limits, std::move(masker)) {}
 
   // Hands one encoded client message to the gate: "forwarded", "substituted", "dropped" or
   // the error.
@@ -360,6 +361,7 @@ class Harness {
 
   [[nodiscard]] const GateStats& stats() const { return gate_.stats(); }
   bool TakeCancel() { return gate_.TakeCancel(); }
+  const masking::Counts* masked() const { return gate_.masked(); }
 
  private:
   std::shared_ptr<const sql::Gate> sql_gate_;
@@ -1244,6 +1246,69 @@ TEST(ProtocolGateTest, ByteCapInAnExtendedRun) {
   EXPECT_TRUE(IsError(out[2], "54000", "tracegate: statement ended (byte_cap)"));
   EXPECT_EQ(h.stats().rows, 0u);
   EXPECT_EQ(h.stats().bytes, 0u);
+}
+
+// ---- Masking ----------------------------------------------------------------------------
+
+std::unique_ptr<RowMasker> DefaultRowMasker() {
+  static const std::shared_ptr<const masking::Masker> masker = [] {
+    absl::StatusOr<std::shared_ptr<const masking::Masker>> m =
+        masking::Masker::Create(masking::Profile{});
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? *m : nullptr;
+  }();
+  absl::StatusOr<masking::Scanner> scanner = masking::Scanner::Create(masker);
+  EXPECT_TRUE(scanner.ok()) << scanner.status();
+  return std::make_unique<RowMasker>(*std::move(scanner));
+}
+
+TEST(ProtocolGateTest, MaskedSessionRewritesRowsAndCountsEntities) {
+  Harness h(GateLimits{}, kTrace, DefaultRowMasker());
+  EXPECT_EQ(h.Client(ClientQuery("SELECT id, name FROM traces WHERE id = 'tr-1'")), "forwarded");
+  const std::string clean = BackendDataRow({"tr-1", "nothing to hide"});
+  h.Answer({PinnedRowDescription(), BackendDataRow({"tr-1", "mail jane.doe@example.com"}), clean,
+            BackendComplete("SELECT 2"), BackendReady()});
+  const std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "TDDCZ");
+  EXPECT_EQ(out[1].body, BackendDataRow({"tr-1", "mail [REDACTED:EMAIL]"}).substr(5));
+  EXPECT_EQ(out[2].body, clean.substr(5));  // unchanged rows pass as they came
+  ASSERT_NE(h.masked(), nullptr);
+  EXPECT_EQ(h.masked()->Of("EMAIL"), 1u);
+}
+
+TEST(ProtocolGateTest, UnreadableValueEndsTheStatementAndTheSessionGoesOn) {
+  Harness h(GateLimits{}, kTrace, DefaultRowMasker());
+  EXPECT_EQ(h.Client(ClientQuery("SELECT id, name FROM traces WHERE id = 'tr-1'")), "forwarded");
+  h.Answer({BackendRowDescription({TraceIdColumn(), Column("blob", kTracesOid, 3, 17)}),
+            BackendDataRow({"tr-1", std::nullopt}), BackendDataRow({"tr-1", "\\x6a"}),
+            BackendDataRow({"tr-1", "\\x6b"}), BackendComplete("SELECT 3"),
+            BackendError("57014", "canceling statement due to user request"), BackendReady()});
+  const std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "TDEZ");
+  EXPECT_TRUE(IsError(out[2], "0A000", "tracegate: column \"blob\" is bytea"));
+  EXPECT_EQ(h.stats().masking_errors, 1u);
+  EXPECT_EQ(h.Client(ClientQuery("SELECT id FROM traces WHERE id = 'tr-1'")), "forwarded");
+  h.Answer({BackendRowDescription({TraceIdColumn()}), BackendDataRow({"tr-1"}),
+            BackendComplete("SELECT 1"), BackendReady()});
+  EXPECT_EQ(Types(h.ToClient()), "TDCZ");
+}
+
+TEST(ProtocolGateTest, MaskedSessionMasksBackendErrorsAndNotices) {
+  Harness h(GateLimits{}, kTrace, DefaultRowMasker());
+  EXPECT_EQ(h.Client(ClientQuery("SELECT id, name FROM traces WHERE id = 'tr-1'")), "forwarded");
+  std::string notice;
+  pgwire::EncodeNoticeResponse({.fields = {{'S', "NOTICE"}, {'M', "for jane.doe@example.com"}}},
+                               notice);
+  h.Answer(
+      {notice,
+       BackendError("22P02", "invalid input syntax for type integer: \"jane.doe@example.com\""),
+       BackendReady()});
+  const std::string out = h.TakeToClient();
+  EXPECT_EQ(out.find("jane.doe"), std::string::npos);
+  const std::vector<Message> messages = Split(out, Direction::kBackend);
+  ASSERT_EQ(Types(messages), "NEZ");
+  EXPECT_TRUE(
+      IsError(messages[1], "22P02", "invalid input syntax for type integer: \"[REDACTED:EMAIL]\""));
 }
 
 // ---- Backend errors in an extended run ------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -574,9 +575,29 @@ awaitable<absl::Status> Session::StartGate() {
     }
     backend_->trace_columns = std::move(columns);
   }
+  std::unique_ptr<RowMasker> masker;
+  if (!grant_->masking_profile.empty()) {
+    // The grant was issued under a profile: without it nothing may be answered.
+    auto it = runtime_.maskers.find(grant_->masking_profile);
+    if (it == runtime_.maskers.end()) {
+      spdlog::error("session={} grant={}: masking profile \"{}\" is not configured", id_,
+                    grant_->id, grant_->masking_profile);
+      co_return PgError(absl::StatusCode::kFailedPrecondition, sqlstate::kInternalError,
+                        Cat("tracegate: the grant's masking profile \"", grant_->masking_profile,
+                            "\" is not configured; see the gateway log"));
+    }
+    absl::StatusOr<masking::Scanner> scanner = masking::Scanner::Create(it->second);
+    if (!scanner.ok()) {
+      spdlog::error("session={} grant={}: masking: {}", id_, grant_->id,
+                    MessageOf(scanner.status()));
+      co_return PgError(absl::StatusCode::kInternal, sqlstate::kInternalError,
+                        "tracegate: masking is not available; see the gateway log");
+    }
+    masker = std::make_unique<RowMasker>(*std::move(scanner));
+  }
   gate_ = std::make_unique<ProtocolGate>(
       *runtime_.gate, grant_->trace_id, *backend_->trace_columns,
-      GateLimits{.max_rows = grant_->max_rows, .max_bytes = grant_->max_bytes});
+      GateLimits{.max_rows = grant_->max_rows, .max_bytes = grant_->max_bytes}, std::move(masker));
   co_return absl::OkStatus();
 }
 
@@ -857,8 +878,9 @@ awaitable<void> Session::RelayBackendToClient() {
         const pgwire::Bytes raw = buffer.Undecoded().first(frame.wire_size);
         if (backend_sent_fatal_ && frame.type == pgwire::backend::kErrorResponse) {
           // The backend's FATAL answers no request (e.g. an administrator's termination):
-          // pass it on. Only the error itself: anything after it still meets the gate.
-          gate_to_client_.append(reinterpret_cast<const char*>(raw.data()), raw.size());
+          // pass it on (masked, like every message). Only the error itself: anything after
+          // it still meets the gate.
+          gate_->ForwardMessage(frame, raw, gate_to_client_);
         } else if (absl::Status checked = gate_->OnBackendFrame(frame, raw, gate_to_client_);
                    !checked.ok()) {
           backend_->broken = true;  // answers are still in flight: never pool it
@@ -1012,6 +1034,17 @@ awaitable<void> Session::Finish() {
     spdlog::info("session={} grant={} trace={}: {} statements, {} blocked, {} rows ({} B) sent",
                  id_, grant_->id, grant_->trace_id, stats.statements, stats.blocked, stats.rows,
                  stats.bytes);
+    if (const masking::Counts* masked = gate_->masked(); masked != nullptr) {
+      runtime_.metrics.masking_errors->Increment(static_cast<double>(stats.masking_errors));
+      std::string by_entity;
+      for (const auto& [entity, n] : masked->by_entity) {
+        runtime_.metrics.AddMasked(entity, static_cast<double>(n));
+        absl::StrAppend(&by_entity, by_entity.empty() ? "" : " ", entity, "=", n);
+      }
+      spdlog::info("session={} grant={} masking={}: {} values masked ({}), {} unreadable", id_,
+                   grant_->id, grant_->masking_profile, masked->Total(),
+                   by_entity.empty() ? "none" : by_entity, stats.masking_errors);
+    }
   }
   if (client_key_.has_value()) {
     cancels_.Unregister(*client_key_);

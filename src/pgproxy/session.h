@@ -13,6 +13,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,7 @@
 #include "absl/status/status.h"
 #include "config/config.h"
 #include "grants/grants.h"
+#include "masking/masker.h"
 #include "pgproxy/asio.h"
 #include "pgproxy/backend.h"
 #include "pgproxy/cancel.h"
@@ -45,6 +47,8 @@ struct ConnectionRuntime {
   asio::ssl::context* client_tls = nullptr;  // null when no server certificate is configured
   grants::GrantService* grants = nullptr;    // null: static users only
   std::shared_ptr<const sql::Gate> gate;     // what a grant's session may run
+  // Compiled masking profiles by name; a grant names the one its session's answers pass.
+  std::map<std::string, std::shared_ptr<const masking::Masker>, std::less<>> maskers;
   BackendTarget backend;
   pgwire::Limits limits;
   // Sessions open on this listener, handshakes included (all workers); see max_sessions.

@@ -1,0 +1,77 @@
+#pragma once
+// Masking in the PostgreSQL data path: the values of each result row, and the text of the
+// backend's errors and notices (PostgreSQL quotes values in them: `invalid input syntax for
+// type integer: "jane@example.com"`), pass through the session's masking profile before
+// the client sees them. One row at a time, never a whole result; a row is rebuilt only
+// when a value changed.
+//
+// How a column is read depends on its type and format (from the RowDescription):
+//   text format   json/jsonb: masked as JSON (must parse); bool, date/time types, uuid:
+//                 passed (no free text); bytea, bytea[]: refused (hex hides everything);
+//                 anything else (text, varchar, numbers, arrays, records, inet, ...): as
+//                 text, where a value that is entirely JSON is masked as JSON.
+//   binary format text, varchar, bpchar, name, json, unknown, xml: the bytes are the text;
+//                 jsonb: a version byte, then the text; int2/int4/int8: decoded to decimal
+//                 and scanned (a card or phone number held as a number is refused, since
+//                 the masked form is no integer); types without free text: passed;
+//                 anything else: refused.
+// A refused or failed value ends the statement with an error (fail closed): the client
+// never receives a value the masker could not read.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "masking/masker.h"
+#include "pgwire/messages.h"
+
+namespace tracegate::pgproxy {
+
+class RowMasker {
+ public:
+  enum class Read : uint8_t {
+    kPass,         // no free text in this type: forwarded unread
+    kText,         // scanned as text (a whole-JSON value as JSON)
+    kJson,         // json, jsonb in text format
+    kJsonbBinary,  // version byte 1, then JSON text
+    kIntBinary,    // int2/int4/int8, big-endian
+    kRefuse,       // cannot be read; any non-NULL value ends the statement
+  };
+  struct Column {
+    std::string name;
+    uint32_t type_oid = 0;
+    Read read = Read::kPass;
+  };
+  using Plan = std::vector<Column>;
+
+  explicit RowMasker(masking::Scanner scanner) : scanner_(std::move(scanner)) {}
+
+  // How each column of a result is read.
+  static Plan PlanFor(const pgwire::RowDescription& description);
+
+  // Masks one DataRow (`body` = the validated frame body, `plan` its columns). Returns
+  // whether anything changed; then `out` holds the whole new DataRow frame. An error
+  // carries the SQLSTATE and message for the client (see pg_error.h).
+  absl::StatusOr<bool> MaskRow(const Plan& plan, pgwire::Bytes body, pgwire::Buffer& out);
+
+  // Masks the human-readable fields of an ErrorResponse / NoticeResponse (`type` is the
+  // frame's type). Same contract as MaskRow.
+  absl::StatusOr<bool> MaskMessage(char type, pgwire::Bytes body, pgwire::Buffer& out);
+
+  // Values masked so far, by entity.
+  [[nodiscard]] const masking::Counts& counts() const { return counts_; }
+
+ private:
+  // Masks one non-NULL value; `masked` gets the new bytes when it returns true.
+  absl::StatusOr<bool> MaskValue(const Column& column, std::string_view value, std::string& masked);
+
+  masking::Scanner scanner_;
+  masking::Counts counts_;
+  std::string scratch_;
+  // Per column of the row being rebuilt: its masked bytes, when it changed.
+  std::vector<std::string> masked_values_;
+  std::vector<uint8_t> changed_;
+};
+
+}  // namespace tracegate::pgproxy
