@@ -62,7 +62,7 @@ PLANTED = [EMAIL, EMAIL2, CARD, IBAN, AWS_KEY, "EXAMPLEKEYBODY", "john.smith", "
            "0532 0130"]
 
 METADATA = {
-    "user": {"email": EMAIL2, "iban": IBAN},
+    "user": {"email": EMAIL2, "iban": IBAN, "support_email": "help@example.net"},
     # JSON that sits as a string inside JSON
     "tool_result": json.dumps({"aws_access_key_id": AWS_KEY, "card": CARD}),
     "signature": SIGNATURE,
@@ -91,7 +91,12 @@ def mask_config(pg: PgServer, idp: OidcProvider, tmp: str) -> dict:
     cfg["state"] = {"path": os.path.join(tmp, "state.db")}
     cfg["identity"] = {"issuers": [issuer_config(idp)]}
     cfg["masking_profiles"] = [
-        {"name": "default"},
+        {"name": "default",
+         "field_rules": [
+             # a column masked whole, and a JSON path kept verbatim
+             {"column": "session_id", "action": "mask", "entity": "SESSION"},
+             {"column": "metadata", "path": "$.user.support_email", "action": "keep"},
+         ]},
         {"name": "joinable",
          "default_strategy": {"kind": "pseudonymize"},
          "strategies": {"CARD": {"kind": "partial", "keep_last": 4}},
@@ -107,8 +112,9 @@ class MaskCase(unittest.TestCase):
         start_access_plane(cls, "tg-mask-", lambda: mask_config(cls.pg, cls.idp, cls.tmp),
                            clients=CLIENTS)
         cls.pg.psql(
-            "INSERT INTO traces (id, name, user_id, input, output, metadata) VALUES ("
+            "INSERT INTO traces (id, name, user_id, session_id, input, output, metadata) VALUES ("
             f"{sql_literal(TRACE)}, {sql_literal('contact ' + EMAIL)}, {sql_literal(CARD)}, "
+            "'sess-4242', "
             f"{sql_literal(json.dumps(INPUT))}::jsonb, {sql_literal(json.dumps(OUTPUT))}::jsonb, "
             f"{sql_literal(json.dumps(METADATA))}::jsonb);"
             "INSERT INTO observations (id, trace_id, type, name, input) VALUES ("
@@ -167,12 +173,32 @@ class MaskedReadTest(MaskCase):
         self.assertIn("[REDACTED:PRIVATE_KEY]", input_["messages"][1]["content"])
         self.assertEqual(input_["version"], "numpy 1.10.23 in utils.py")
         self.assertEqual(metadata["user"], {"email": "[REDACTED:EMAIL]",
-                                            "iban": "[REDACTED:IBAN]"})
+                                            "iban": "[REDACTED:IBAN]",
+                                            "support_email": "help@example.net"})
         self.assertEqual(json.loads(metadata["tool_result"]),
                          {"aws_access_key_id": "[REDACTED:AWS_ACCESS_KEY]",
                           "card": "[REDACTED:CARD]"})
         self.assertEqual(metadata["signature"], SIGNATURE)
         self.assertEqual(output, OUTPUT)
+
+    def test_field_rules_mask_a_column_whole(self):
+        p = self.psql(f"SELECT session_id FROM traces WHERE id = '{TRACE}'")
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "[REDACTED:SESSION]"), p.stderr)
+        p = self.psql(f"SELECT session_id FROM traces WHERE id = '{TRACE}'", "plain")
+        self.assertEqual(p.stdout.strip(), "sess-4242")
+
+    def test_aliases_cannot_dodge_or_claim_a_field_rule(self):
+        # Rules follow the stored column (the catalog's name), not the result's alias...
+        p = self.psql(f"SELECT session_id AS x FROM traces WHERE id = '{TRACE}'")
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "[REDACTED:SESSION]"), p.stderr)
+        # ...and a computed column named like a column with a keep rule, shaped like the kept
+        # path, keeps nothing but opaque blobs.
+        p = self.psql("SELECT jsonb_build_object('user', jsonb_build_object("
+                      "'support_email', name)) AS metadata "
+                      f"FROM traces WHERE id = '{TRACE}'")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout),
+                         {"user": {"support_email": "contact [REDACTED:EMAIL]"}})
 
     def test_json_operators_and_other_trace_tables_are_masked(self):
         p = self.psql(

@@ -225,6 +225,37 @@ TEST(JsonMask, ColumnRulesApplyToTheirColumnOnly) {
   EXPECT_EQ(counts.Of("FIELD"), 1u);
 }
 
+TEST(JsonMask, KeepRulesKeepOnlyOpaqueBlobsWhenTheClientChoseTheNames) {
+  // A computed SQL column (alias, jsonb_build_object) could steer any value under `$..raw`.
+  auto scanner = Scanner::Create(JsonMasker());
+  std::string out;
+  Counts counts;
+  const std::string doc =
+      R"({"raw":"mail jane.doe@example.com","blob":{"raw":"QUJDREVGR0hJSktMTU5PUA=="}})";
+  auto trusted = scanner->MaskJson(doc, {"t", ValueKind::kJson}, out, counts);
+  ASSERT_TRUE(trusted.ok());
+  EXPECT_FALSE(*trusted);  // the keep rule holds for a stored column
+  auto untrusted = scanner->MaskJson(
+      doc, {.column = "t", .kind = ValueKind::kJson, .trusted_names = false}, out, counts);
+  ASSERT_TRUE(untrusted.ok());
+  ASSERT_TRUE(*untrusted);
+  EXPECT_EQ(out, R"({"raw":"mail [REDACTED:EMAIL]","blob":{"raw":"QUJDREVGR0hJSktMTU5PUA=="}})");
+  // Text: a whole-column keep rule is no different.
+  Profile p;
+  p.field_rules = {{.column = "notes", .action = FieldAction::kKeep}};
+  auto masker = Masker::Create(p);
+  ASSERT_TRUE(masker.ok());
+  auto text_scanner = Scanner::Create(*masker);
+  auto kept = text_scanner->MaskText("jane.doe@example.com", {"notes"}, out, counts);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_FALSE(*kept);
+  auto scanned = text_scanner->MaskText("jane.doe@example.com",
+                                        {.column = "notes", .trusted_names = false}, out, counts);
+  ASSERT_TRUE(scanned.ok());
+  ASSERT_TRUE(*scanned);
+  EXPECT_EQ(out, "[REDACTED:EMAIL]");
+}
+
 TEST(JsonMask, UserRuleOverridesTheDefaultKeepList) {
   Profile p;
   p.field_rules = {{.path = "$..signature", .action = FieldAction::kScan}};

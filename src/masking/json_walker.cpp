@@ -98,7 +98,8 @@ class Walker {
       }
       switch (rule.action) {
         case FieldAction::kKeep:
-          node.mode = rule.only_if_opaque ? Mode::kKeepIfOpaque : Mode::kKeep;
+          // (An untrusted name or structure keeps opaque blobs only: see keep_rules.)
+          node.mode = rule.only_if_opaque || !st_.keep_rules ? Mode::kKeepIfOpaque : Mode::kKeep;
           break;
         case FieldAction::kMask:
           node.mode = Mode::kMask;

@@ -46,6 +46,11 @@ enum class ValueKind {
 struct FieldContext {
   std::string_view column;  // column or field name, for column rules and secret-like names
   ValueKind kind = ValueKind::kText;
+  // False when the name or the value's JSON structure may have been chosen by the client
+  // (a computed SQL result column: an alias, jsonb_build_object(...)). `keep` rules would
+  // then let the client steer any value into a kept field, so they only keep opaque blobs
+  // (as with only_if_opaque); `mask` and `scan` rules apply as usual.
+  bool trusted_names = true;
 };
 
 // How many values of each entity were masked, e.g. {"EMAIL": 3, "CARD": 1}.

@@ -116,6 +116,9 @@ class ScanState {
 
   std::string_view scan_buf;     // shadow (JSON) or the input (text)
   std::string_view context_key;  // text values: the column name
+  // False when the value's column name or JSON structure may be the client's choice
+  // (FieldContext::trusted_names): `keep` rules then keep only opaque blobs.
+  bool keep_rules = true;
   std::string shadow;
   std::string aside;
   std::vector<Segment> segs;

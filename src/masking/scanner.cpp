@@ -158,6 +158,7 @@ absl::StatusOr<bool> Scanner::MaskJson(std::string_view in, const FieldContext& 
                                        std::string& out, Counts& counts) {
   ScanState& st = *state_;
   st.Reset();
+  st.keep_rules = ctx.trusted_names;
   out.clear();
   if (absl::Status s = BuildJsonSegments(st, in, ctx.column); !s.ok()) {
     return WithColumn(s, ctx.column);
@@ -173,6 +174,7 @@ absl::StatusOr<bool> Scanner::MaskText(std::string_view in, const FieldContext& 
                                        std::string& out, Counts& counts) {
   ScanState& st = *state_;
   st.Reset();
+  st.keep_rules = ctx.trusted_names;
   out.clear();
   // A text value that is a JSON document is masked as JSON, so escapes cannot hide a
   // match; anything else (including JSON-looking text that does not parse) is text.
@@ -181,6 +183,7 @@ absl::StatusOr<bool> Scanner::MaskText(std::string_view in, const FieldContext& 
     return r.ok() ? r : WithColumn(r.status(), ctx.column);
   }
   st.Reset();
+  st.keep_rules = ctx.trusted_names;
   if (absl::Status s = BuildTextSegments(st, in, ctx.column); !s.ok()) {
     return WithColumn(s, ctx.column);
   }

@@ -70,6 +70,7 @@ class BackendConn {
   // The declared trace-id columns as this server's catalog names them (looked up once per
   // connection, by the first grant session that uses it).
   std::optional<TraceColumns> trace_columns;
+  ColumnNames trace_table_columns;  // every column of the trace tables, with trace_columns
 
  private:
   awaitable<absl::Status> Handshake(const BackendTarget& target);

@@ -62,15 +62,15 @@ std::string TraceColumnsQuery(const std::vector<config::TraceTable>& tables) {
   // Names are validated by the config loader ([a-z0-9_$]), so quoting them is enough.
   std::string values;
   for (const config::TraceTable& t : tables) {
-    values +=
-        Cat(values.empty() ? "" : ", ", "('", t.schema, "', '", t.name, "', '", t.id_column, "')");
+    values += Cat(values.empty() ? "" : ", ", "('", t.schema, "', '", t.name, "')");
   }
   return Cat(
       "SELECT n.nspname, c.relname, a.attname, c.oid, a.attnum "
       "FROM pg_catalog.pg_class c "
       "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-      "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped "
-      "WHERE (n.nspname, c.relname, a.attname) IN (",
+      "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+      "AND NOT a.attisdropped "
+      "WHERE (n.nspname, c.relname) IN (",
       values, ")");
 }
 
@@ -300,7 +300,7 @@ ProtocolGate::Layout ProtocolGate::LayoutOf(const pgwire::RowDescription& row) c
     layout.formats.push_back(f.format);
   }
   if (masker_ != nullptr) {
-    layout.plan = RowMasker::PlanFor(row);
+    layout.plan = masker_->PlanFor(row);
   }
   return layout;
 }

@@ -48,7 +48,8 @@ inline uint64_t TraceColumnKey(uint32_t table_oid, int16_t attnum) {
   return (static_cast<uint64_t>(table_oid) << 16) | static_cast<uint16_t>(attnum);
 }
 
-// The catalog query that lists them, and its parser (rows of "oid", "attnum" as text).
+// The catalog query that lists every column of the declared trace tables: rows of
+// (schema, table, column, table oid, attnum) as text.
 std::string TraceColumnsQuery(const std::vector<config::TraceTable>& tables);
 
 struct GateLimits {

@@ -120,19 +120,32 @@ absl::Status Unreadable(const RowMasker::Column& column, std::string_view why) {
 
 }  // namespace
 
-RowMasker::Plan RowMasker::PlanFor(const pgwire::RowDescription& description) {
+RowMasker::Plan RowMasker::PlanFor(const pgwire::RowDescription& description) const {
   Plan plan;
   plan.reserve(description.fields.size());
   for (const pgwire::FieldDescription& f : description.fields) {
-    plan.push_back({.name = f.name, .type_oid = f.type_oid, .read = ReadFor(f.type_oid, f.format)});
+    Column column{.name = f.name, .type_oid = f.type_oid, .read = ReadFor(f.type_oid, f.format)};
+    if (f.table_oid != 0) {
+      auto it = names_.find((static_cast<uint64_t>(f.table_oid) << 16) |
+                            static_cast<uint16_t>(f.column_attr));
+      if (it != names_.end()) {
+        column.name = it->second;
+        column.trusted_name = true;
+      }
+    }
+    plan.push_back(std::move(column));
   }
   return plan;
 }
 
 absl::StatusOr<bool> RowMasker::MaskValue(const Column& column, std::string_view value,
                                           std::string& masked) {
-  const masking::FieldContext text{.column = column.name, .kind = masking::ValueKind::kText};
-  const masking::FieldContext json{.column = column.name, .kind = masking::ValueKind::kJson};
+  const masking::FieldContext text{.column = column.name,
+                                   .kind = masking::ValueKind::kText,
+                                   .trusted_names = column.trusted_name};
+  const masking::FieldContext json{.column = column.name,
+                                   .kind = masking::ValueKind::kJson,
+                                   .trusted_names = column.trusted_name};
   absl::StatusOr<bool> changed = false;
   switch (column.read) {
     case Read::kPass:

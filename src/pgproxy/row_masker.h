@@ -22,11 +22,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "masking/masker.h"
 #include "pgwire/messages.h"
 
 namespace tracegate::pgproxy {
+
+// Column names by (table OID << 16 | attnum), as the backend's catalog has them.
+using ColumnNames = absl::flat_hash_map<uint64_t, std::string>;
 
 class RowMasker {
  public:
@@ -42,13 +46,19 @@ class RowMasker {
     std::string name;
     uint32_t type_oid = 0;
     Read read = Read::kPass;
+    // The name is the stored column's (from the catalog), not the result's: an alias cannot
+    // dodge a column rule or claim one. False for computed columns and columns of tables
+    // that are not trace tables; their `keep` rules keep only opaque blobs.
+    bool trusted_name = false;
   };
   using Plan = std::vector<Column>;
 
-  explicit RowMasker(masking::Scanner scanner) : scanner_(std::move(scanner)) {}
+  // `trace_table_columns`: the columns of the declared trace tables.
+  RowMasker(masking::Scanner scanner, ColumnNames trace_table_columns)
+      : scanner_(std::move(scanner)), names_(std::move(trace_table_columns)) {}
 
-  // How each column of a result is read.
-  static Plan PlanFor(const pgwire::RowDescription& description);
+  // How each column of a result is read, and under which name its rules apply.
+  Plan PlanFor(const pgwire::RowDescription& description) const;
 
   // Masks one DataRow (`body` = the validated frame body, `plan` its columns). Returns
   // whether anything changed; then `out` holds the whole new DataRow frame. An error
@@ -67,6 +77,7 @@ class RowMasker {
   absl::StatusOr<bool> MaskValue(const Column& column, std::string_view value, std::string& masked);
 
   masking::Scanner scanner_;
+  const ColumnNames names_;
   masking::Counts counts_;
   std::string scratch_;
   // Per column of the row being rebuilt: its masked bytes, when it changed.

@@ -39,10 +39,10 @@ std::shared_ptr<const masking::Masker> DefaultMasker() {
   return masker;
 }
 
-RowMasker MakeMasker() {
+RowMasker MakeMasker(ColumnNames names = {}) {
   absl::StatusOr<masking::Scanner> scanner = masking::Scanner::Create(DefaultMasker());
   EXPECT_TRUE(scanner.ok()) << scanner.status();
-  return RowMasker(*std::move(scanner));
+  return RowMasker(*std::move(scanner), std::move(names));
 }
 
 pgwire::Bytes AsBytes(std::string_view s) {
@@ -60,7 +60,7 @@ RowMasker::Plan PlanOf(const std::vector<Col>& cols) {
   for (const Col& c : cols) {
     d.fields.push_back({.name = c.name, .type_oid = c.type, .type_size = -1, .format = c.format});
   }
-  return RowMasker::PlanFor(d);
+  return MakeMasker().PlanFor(d);
 }
 
 // The body of a DataRow frame (what MaskRow reads).
@@ -230,6 +230,24 @@ TEST(RowMaskerTest, OtherBinaryTypesAreRefusedAndTypesWithoutTextPass) {
                 out);
   ASSERT_TRUE(passed.ok()) << passed.status();
   EXPECT_FALSE(*passed);
+}
+
+TEST(RowMaskerTest, ColumnsOfTraceTablesAreNamedByTheCatalogNotTheAlias) {
+  // traces (oid 16400): attnum 3 is "session_id".
+  RowMasker m = MakeMasker({{(uint64_t{16400} << 16) | 3, "session_id"}});
+  pgwire::RowDescription d;
+  d.fields.push_back({.name = "alias", .table_oid = 16400, .column_attr = 3, .type_oid = kTextOid});
+  d.fields.push_back(
+      {.name = "session_id", .table_oid = 0, .column_attr = 0, .type_oid = kTextOid});
+  d.fields.push_back({.name = "x", .table_oid = 16999, .column_attr = 1, .type_oid = kTextOid});
+  const RowMasker::Plan plan = m.PlanFor(d);
+  ASSERT_EQ(plan.size(), 3u);
+  EXPECT_EQ(plan[0].name, "session_id");
+  EXPECT_TRUE(plan[0].trusted_name);
+  EXPECT_EQ(plan[1].name, "session_id");  // computed: the client named it
+  EXPECT_FALSE(plan[1].trusted_name);
+  EXPECT_EQ(plan[2].name, "x");  // a table that is not a trace table
+  EXPECT_FALSE(plan[2].trusted_name);
 }
 
 TEST(RowMaskerTest, RowThatDoesNotMatchItsPlanIsAProtocolError) {

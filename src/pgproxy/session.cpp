@@ -544,12 +544,23 @@ awaitable<absl::Status> Session::StartGate() {
   const config::Gate& cfg = runtime_.config->gate;
   if (!backend_->trace_columns.has_value()) {
     TraceColumns columns;
+    ColumnNames names;
     if (!cfg.trace_tables.empty()) {
       std::vector<std::vector<std::string>> rows;
       absl::Status status = co_await backend_->Exec(TraceColumnsQuery(cfg.trace_tables), &rows);
       if (!status.ok()) {
         co_return status;
       }
+      bool catalog_garbled = false;
+      auto key_of = [&catalog_garbled](const std::vector<std::string>& row) {
+        uint32_t oid = 0;
+        int attnum = 0;
+        if (row.size() != 5 || !absl::SimpleAtoi(row[3], &oid) ||
+            !absl::SimpleAtoi(row[4], &attnum) || attnum <= 0 || attnum > INT16_MAX) {
+          catalog_garbled = true;
+        }
+        return TraceColumnKey(oid, static_cast<int16_t>(attnum));
+      };
       // Fail closed: a declared table the server does not have would go unchecked.
       for (const config::TraceTable& t : cfg.trace_tables) {
         auto found = std::find_if(rows.begin(), rows.end(), [&](const auto& row) {
@@ -564,16 +575,18 @@ awaitable<absl::Status> Session::StartGate() {
                             Cat("tracegate: trace table ", t.schema, ".", t.name, " (column ",
                                 t.id_column, ") is not in the trace store; see the gateway log"));
         }
-        uint32_t oid = 0;
-        int attnum = 0;
-        if (!absl::SimpleAtoi((*found)[3], &oid) || !absl::SimpleAtoi((*found)[4], &attnum)) {
-          co_return PgError(absl::StatusCode::kInternal, sqlstate::kInternalError,
-                            "tracegate: unexpected answer from the trace store's catalog");
-        }
-        columns.insert(TraceColumnKey(oid, static_cast<int16_t>(attnum)));
+        columns.insert(key_of(*found));
+      }
+      for (const std::vector<std::string>& row : rows) {
+        names.emplace(key_of(row), row.size() == 5 ? row[2] : std::string());
+      }
+      if (catalog_garbled) {
+        co_return PgError(absl::StatusCode::kInternal, sqlstate::kInternalError,
+                          "tracegate: unexpected answer from the trace store's catalog");
       }
     }
     backend_->trace_columns = std::move(columns);
+    backend_->trace_table_columns = std::move(names);
   }
   std::unique_ptr<RowMasker> masker;
   if (!grant_->masking_profile.empty()) {
@@ -593,7 +606,7 @@ awaitable<absl::Status> Session::StartGate() {
       co_return PgError(absl::StatusCode::kInternal, sqlstate::kInternalError,
                         "tracegate: masking is not available; see the gateway log");
     }
-    masker = std::make_unique<RowMasker>(*std::move(scanner));
+    masker = std::make_unique<RowMasker>(*std::move(scanner), backend_->trace_table_columns);
   }
   gate_ = std::make_unique<ProtocolGate>(
       *runtime_.gate, grant_->trace_id, *backend_->trace_columns,
