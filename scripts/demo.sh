@@ -122,6 +122,13 @@ policy:
       connections: [traces-pg]
       ttl: 30s
       uses: 1
+      masking_profile: default
+# What an agent's session sees instead of personal data and secrets: every built-in
+# detector, redacted ([REDACTED:EMAIL]); card numbers keep their last four digits.
+masking_profiles:
+  - name: default
+    strategies:
+      CARD: {kind: partial, keep_last: 4}
 connections:
   - name: traces-pg
     type: postgres
@@ -151,6 +158,12 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 trace_id=$(spsql -d traces -c "select id from traces order by id limit 1")
+# Plant personal data and a secret in the demo trace (synthetic values), as real traces have.
+spsql -d traces -c "UPDATE traces SET user_id = 'jane.doe@example.com',
+  metadata = coalesce(metadata, '{}') || jsonb_build_object('billing',
+    jsonb_build_object('card', '4111 1111 1111 1111', 'iban', 'DE89 3704 0044 0532 0130 00'),
+    'tool_result', '{\"aws_access_key_id\": \"AKIAIOSFODNN7EXAMPLE\"}')
+  WHERE id = '$trace_id'"
 
 export TRACEGATE_API="https://127.0.0.1:$api_port" TRACEGATE_CACERT="$tmp/gateway.crt"
 echo
@@ -160,9 +173,12 @@ echo "demo: 2. it asks tracegate for a grant on one trace:"
 echo "        tracegate grant request --connection traces-pg --trace $trace_id --reason 'demo'"
 uri=$("$tracegate" grant request --connection traces-pg --trace "$trace_id" --reason demo \
   --token-file "$tmp/agent.token")
-echo "demo: 3. psql with the one-time credential reads the trace (and only that trace):"
+echo "demo: 3. psql with the one-time credential reads the trace (and only that trace),"
+echo "        masked: the store holds jane.doe@example.com, a card, an IBAN and an AWS key:"
 psql "$uri" -X -v VERBOSITY=default \
   -c "select id, name, user_id from traces where id = '$trace_id'" \
+  -c "select metadata->'billing' as billing, metadata->>'tool_result' as tool_result from traces where id = '$trace_id'" \
+  -c "select reverse(user_id) from traces where id = '$trace_id'" \
   -c "select count(*) as observations from observations where trace_id = '$trace_id'" \
   -c "select count(*) from traces" \
   -c "select id from traces where id = '$trace_id' or true" \
