@@ -15,7 +15,8 @@ BUILD := $(BUILD_ASAN)
 CMAKE_FLAGS += -DTRACEGATE_SANITIZE=ON
 endif
 
-.PHONY: all deps build run test test-asan format format-check bench bench-jit bench-gate fuzz clean
+.PHONY: all deps build run test test-asan format format-check bench bench-jit bench-gate bench-mask \
+	fuzz clean
 
 all: build
 
@@ -63,6 +64,16 @@ bench-gate: deps
 	mkdir -p bench/results
 	$(BUILD)/src/sql/gate_bench --benchmark_out=bench/results/gate_bench.json \
 	  --benchmark_out_format=json $(GATE_BENCH_ARGS)
+
+# Inline masking: the engine (masking_bench, MB/s per core, p50/p99 for 10 KB), a masked trace
+# fetch against direct / pgbouncer / an unmasked grant (pgbench), and the gateway's RSS while a
+# masked session streams ~1 GB; JSON to bench/results/masking.json. Builds only tracegate and
+# masking_bench. Knobs as variables: make bench-mask DURATION=3 REPS=1 STREAM_MB=200 (quick).
+bench-mask: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target tracegate masking_bench
+	TRACEGATE_BIN=$(BUILD)/tracegate MASKING_BENCH=$(BUILD)/src/masking/masking_bench \
+	  ./bench/masking.sh
 
 # Runs every libFuzzer target for FUZZ_SECONDS each (clang), from its committed corpus.
 fuzz: deps

@@ -12,8 +12,9 @@ pgbench_report.py reads, computed over all processes, followed by every process'
     latency stddev      pooled over all transactions
     initial connection  mean over the processes
     transactions        sums (processed, failed)
-    login retries       lines "pg_overhead: retry ..." (a process restarted because its
-                        grant was still in use at login, see pg_overhead.sh pgbench_client)
+    login retries       lines "pg_overhead: retry ..." / "masking: retry ..." (a process
+                        restarted because its grant was still in use at login, see
+                        pg_overhead.sh pgbench_client)
 
 A summary number is left out when any process lacks it (a failed run stays failed).
 Exit 1 if a log cannot be read. Standard library only.
@@ -54,7 +55,8 @@ def main(paths: list[str]) -> int:
     def have(k: str) -> bool:
         return bool(runs) and all(r[k] is not None for r in runs)
 
-    retries = sum(len(re.findall(r"^pg_overhead: retry", t, re.MULTILINE)) for t in logs)
+    retries = sum(len(re.findall(r"^(?:pg_overhead|masking): retry", t, re.MULTILINE))
+                  for t in logs)
     out = [f"merged from {len(runs)} pgbench processes run side by side (-c 1 each)",
            f"number of clients: {len(runs)}",
            f"login retries: {retries}"]

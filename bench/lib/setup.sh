@@ -1,11 +1,11 @@
 # shellcheck shell=bash disable=SC2034,SC2153  # variables shared with the sourcing script
-# Shared setup for the benchmark scripts (bench/pg_overhead.sh, bench/jit_cycle.sh): a
-# throwaway PostgreSQL 15 with the trace data, pgbouncer, and tracegate with its grants API
-# and the development issuer, all on TCP 127.0.0.1 with SCRAM-SHA-256 on every hop, in a
-# temporary directory removed on exit. Sourced, not run; see bench/README.md.
+# Shared setup for the benchmark scripts (bench/pg_overhead.sh, bench/jit_cycle.sh,
+# bench/masking.sh): a throwaway PostgreSQL 15 with the trace data, pgbouncer, and tracegate
+# with its grants API and the development issuer, all on TCP 127.0.0.1 with SCRAM-SHA-256 on
+# every hop, in a temporary directory removed on exit. Sourced, not run; see bench/README.md.
 #
 # The sourcing script sets, before `source`:
-#   BENCH_NAME  log prefix and temporary directory name (pg_overhead, jit_cycle)
+#   BENCH_NAME  log prefix and temporary directory name (pg_overhead, jit_cycle, masking)
 #   BENCH_DIR, REPO_DIR, and its knobs (READY_TIMEOUT, RUN_USER, PG_BIN, PGBOUNCER_BIN,
 #   GEN_TRACES, TARGETS, TRACEGATE_BIN, TRACEGATE_WORKERS, TRACEGATE_POOL, PGBOUNCER_POOL,
 #   NTRACES, PAYLOAD_BYTES, KEEP_WORK)
@@ -17,9 +17,11 @@
 #                       DATA_SOURCE, TRACE_TABLES
 #   grant_read_access   SELECT on public.* for the client and both backend roles
 #   start_pgbouncer     [smoke command...]  -> PGBOUNCER_PID, ACTIVE_TARGETS += pgbouncer
-#   start_tracegate     [smoke command...]  -> TRACEGATE_PID, TG_CERT, TOKEN_FILE; the caller
-#                       adds its own targets when it returns 0
+#   start_tracegate     [smoke command...]  -> TRACEGATE_PID, TG_CERT, TOKEN_FILE (and
+#                       MASKED_TOKEN_FILE with TG_MASKED_GROUP); the caller adds its own
+#                       targets when it returns 0
 #   request_grants      trace_id count -> "user password" lines of fresh grants on stdout
+#                       (token: GRANT_TOKEN_FILE if set, else TOKEN_FILE)
 
 # ---- logging and small helpers ------------------------------------------------------------
 log() { printf '[%s %(%H:%M:%S)T] %s\n' "$BENCH_NAME" -1 "$*" >&2; }
@@ -330,13 +332,19 @@ EOF
 #   TG_BACKEND_EXTRA: extra lines under backend: (indented six spaces);
 #   the grants API on HTTPS and one policy rule for ai-agents on traces-pg with the terms
 #   TG_RULE_TTL, TG_RULE_USES, TG_RULE_MAX_SESSION, TG_RULE_MAX_ROWS, TG_RULE_MAX_BYTES
-#   (defaults: 30s, 1, 5m, 100000, 64MiB) under policy.max_ttl TG_MAX_TTL (default 5m).
+#   (defaults: 30s, 1, 5m, 100000, 64MiB) under policy.max_ttl TG_MAX_TTL (default 5m);
+#   TG_MASKED_GROUP=<group>: also `masking_profiles: [{name: default}]` (every built-in
+#   detector, redact), a second rule bench-agents-masked for that group with the same terms
+#   and `masking_profile: default`, and a second token (groups=[<group>]) in
+#   $MASKED_TOKEN_FILE: grants requested with it (GRANT_TOKEN_FILE=$MASKED_TOKEN_FILE
+#   request_grants ...) have every result row masked.
 # `tracegate config check` first. Ready: /readyz 200 and pg_isready on the listener, then the
 # smoke command. Returns 0 when it serves; otherwise stops it, prints its log, warns and
 # sets SKIP_REASON[tracegate].
 TRACEGATE_VERSION=""
 TG_CERT=""
 TOKEN_FILE=""
+MASKED_TOKEN_FILE=""
 start_tracegate() {
   if [[ ! -x $TRACEGATE_BIN ]]; then
     warn "tracegate binary not found${TRACEGATE_BIN:+ at $TRACEGATE_BIN} (build it, or set TRACEGATE_BIN=...);" \
@@ -359,6 +367,24 @@ start_tracegate() {
   [[ -f $jwks ]] || die "tracegate dev issuer did not create $jwks"
   (umask 077 && "$TRACEGATE_BIN" dev token --key-dir "$WORK/devkeys" --sub bench-agent \
      --groups ai-agents --ttl 86400 >"$TOKEN_FILE") || die "tracegate dev token failed"
+  local masking="" masked_rule=""
+  if [[ -n ${TG_MASKED_GROUP:-} ]]; then
+    MASKED_TOKEN_FILE=$WORK/tracegate/token-masked
+    (umask 077 && "$TRACEGATE_BIN" dev token --key-dir "$WORK/devkeys" --sub bench-agent-masked \
+       --groups "$TG_MASKED_GROUP" --ttl 86400 >"$MASKED_TOKEN_FILE") ||
+      die "tracegate dev token (masked) failed"
+    masking="masking_profiles:
+  - name: default"
+    masked_rule="    - name: bench-agents-masked
+      groups: [$TG_MASKED_GROUP]
+      connections: [traces-pg]
+      ttl: ${TG_RULE_TTL:-30s}
+      uses: ${TG_RULE_USES:-1}
+      max_session: ${TG_RULE_MAX_SESSION:-5m}
+      max_rows: ${TG_RULE_MAX_ROWS:-100000}
+      max_bytes: ${TG_RULE_MAX_BYTES:-64MiB}
+      masking_profile: default"
+  fi
 
   local users="" gate="" t id_col
   if [[ ${TG_STATIC_USER:-0} == 1 ]]; then
@@ -417,6 +443,7 @@ identity:
       algorithms: [RS256]
       typ: at+jwt
       development: true
+$masking
 policy:
   max_ttl: ${TG_MAX_TTL:-5m}
   rules:
@@ -428,6 +455,7 @@ policy:
       max_session: ${TG_RULE_MAX_SESSION:-5m}
       max_rows: ${TG_RULE_MAX_ROWS:-100000}
       max_bytes: ${TG_RULE_MAX_BYTES:-64MiB}
+$masked_rule
 EOF
   if ! TRACEGATE_BACKEND_PASSWORD=$BACKEND_PASSWORD "$TRACEGATE_BIN" config check "$TG_CONFIG" \
       >"$WORK/tracegate/config-check.log" 2>&1; then
@@ -476,6 +504,6 @@ _tracegate_ready() {
 # response is never logged (it holds the secret).
 request_grants() {
   python3 "$BENCH_DIR/lib/grants.py" --api-url "https://127.0.0.1:$TG_API_PORT" \
-    --cacert "$TG_CERT" --token-file "$TOKEN_FILE" --connection traces-pg \
+    --cacert "$TG_CERT" --token-file "${GRANT_TOKEN_FILE:-$TOKEN_FILE}" --connection traces-pg \
     --trace-id "$1" --count "$2" --reason "${3:-benchmark}"
 }
