@@ -6,6 +6,11 @@ BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
+# libFuzzer targets (clang). pgproxy's row_masker_fuzz is not among them: Debian's clang 14
+# cannot compile pgproxy's Asio coroutines ("cannot represent a difference across
+# sections"); its corpus is replayed by `make test` like every other fuzz target's.
+FUZZ_TARGETS ?= config_fuzz jwks_fuzz jwt_fuzz json_mask_fuzz framing_fuzz messages_fuzz \
+                scram_fuzz gate_fuzz
 
 CMAKE_FLAGS ?= -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
@@ -79,7 +84,7 @@ bench-mask: deps
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) $(CMAKE_FLAGS) -DTRACEGATE_FUZZ=ON \
 	  -DTRACEGATE_SANITIZE=ON
-	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target $(FUZZ_TARGETS)
 	./scripts/run-fuzzers.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
 
 clean:

@@ -6,11 +6,15 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -56,6 +60,553 @@ inline std::string FakePem() {
   return std::string("-----BEGIN ") + "RSA PRIVATE KEY-----\n" + Rep("EXAMPLEKEYBODY+/", 64) +
          "\n" + Rep("EXAMPLEKEYBODY+/", 40) + "==\n-----END RSA PRIVATE KEY-----";
 }
+
+// One synthetic value to plant: `text` goes into the document, `value` (a substring of
+// `text`) is what must be masked, and the rest of `text` is the context a real trace carries
+// with it ("call ", "aws_secret_access_key="). As a JSON field it is `"field": "field_value"`
+// with a realistic name ("email", "OPENAI_API_KEY"); field_value is `value` unless the value
+// needs its surroundings ("Bearer ...", a database URL).
+struct PiiSample {
+  std::string entity;  // as the engine counts it: EMAIL, CARD, ..., SECRET
+  std::string text;
+  std::string value;
+  std::string field;
+  std::string field_value;
+};
+
+// Seeded generator of varied, realistically shaped PII and secrets. std::mt19937 is
+// specified bit for bit and every expression below draws its random parts in a fixed order
+// (braced lists and statements, never two draws as operands of one `+`), so a seed gives
+// the same values with every compiler. Secrets carry "EXAMPLE"; e-mail, phone and network
+// addresses come from documentation or fiction ranges (example.com, 555-01xx, Ofcom's drama
+// numbers, 192.0.2.0/24, 2001:db8::/32, locally administered MACs); cards, IBANs and SSNs
+// only need a valid checksum or range to be detected, so they are random and exist only at
+// run time. Nothing live-looking is committed.
+class SyntheticPii {
+ public:
+  explicit SyntheticPii(uint32_t seed) : rng_(seed) {}
+
+  // Every entity the default profile detects, in the engine's names.
+  static const std::vector<std::string>& Entities() {
+    static const std::vector<std::string> kEntities = {"EMAIL",
+                                                       "CARD",
+                                                       "IBAN",
+                                                       "SSN",
+                                                       "PHONE",
+                                                       "IP_ADDRESS",
+                                                       "MAC_ADDRESS",
+                                                       "AWS_ACCESS_KEY",
+                                                       "AWS_SECRET_KEY",
+                                                       "GITHUB_TOKEN",
+                                                       "GITLAB_TOKEN",
+                                                       "SLACK_TOKEN",
+                                                       "STRIPE_KEY",
+                                                       "GOOGLE_API_KEY",
+                                                       "OPENAI_KEY",
+                                                       "ANTHROPIC_KEY",
+                                                       "JWT",
+                                                       "PRIVATE_KEY",
+                                                       "SECRET"};
+    return kEntities;
+  }
+
+  PiiSample Make(const std::string& entity) {
+    struct Kind {
+      const char* entity;
+      std::string (SyntheticPii::*value)();
+      std::vector<const char*> contexts;
+      std::vector<const char*> fields;
+    };
+    static const Kind kKinds[] = {
+        {"EMAIL",
+         &SyntheticPii::Email,
+         {"", "", "email ", "mailto:", "contact: "},
+         {"email", "user_email", "reply_to"}},
+        {"CARD",
+         &SyntheticPii::Card,
+         {"", "card ", "Visa ", "paid with "},
+         {"card_number", "cc_number", "pan"}},
+        {"IBAN", &SyntheticPii::Iban, {"", "IBAN ", "IBAN: ", "account "}, {"iban", "account"}},
+        {"SSN",
+         &SyntheticPii::Ssn,
+         {"SSN ", "SSN: ", "social security number ", "SSN#"},
+         {"ssn", "social_security_number"}},
+        {"PHONE",
+         &SyntheticPii::Phone,
+         {"call ", "phone: ", "tel ", "mobile ", "contact number ", "whatsapp "},
+         {"phone", "mobile", "phone_number"}},
+        {"IP_ADDRESS",
+         &SyntheticPii::IpAddress,
+         {"", "client ip ", "from ", "remote address "},
+         {"client_ip", "remote_addr", "ip"}},
+        {"MAC_ADDRESS", &SyntheticPii::Mac, {"", "mac ", "device "}, {"mac", "device_mac"}},
+        {"AWS_ACCESS_KEY",
+         &SyntheticPii::AwsAccessKey,
+         {"", "aws_access_key_id=", "AWS_ACCESS_KEY_ID: ", "key "},
+         {"aws_access_key_id", "AccessKeyId"}},
+        {"AWS_SECRET_KEY",
+         &SyntheticPii::AwsSecretKey,
+         {"aws_secret_access_key=", "aws_secret_access_key = ", "AWS_SECRET_ACCESS_KEY=",
+          "export AWS_SECRET_ACCESS_KEY=", "aws_secret_access_key: ", "amazon secret key: "},
+         {"aws_secret_access_key", "SecretAccessKey"}},
+        {"GITHUB_TOKEN",
+         &SyntheticPii::GithubToken,
+         {"", "token ", "GITHUB_TOKEN="},
+         {"github_token", "GH_TOKEN"}},
+        {"GITLAB_TOKEN",
+         &SyntheticPii::GitlabToken,
+         {"", "PRIVATE-TOKEN: ", "gitlab "},
+         {"gitlab_token", "GITLAB_PAT"}},
+        {"SLACK_TOKEN",
+         &SyntheticPii::SlackToken,
+         {"", "slack ", "SLACK_BOT_TOKEN="},
+         {"slack_bot_token", "webhook_url"}},
+        {"STRIPE_KEY",
+         &SyntheticPii::StripeKey,
+         {"", "stripe ", "STRIPE_KEY="},
+         {"stripe_key", "STRIPE_SECRET_KEY"}},
+        {"GOOGLE_API_KEY",
+         &SyntheticPii::GoogleApiKey,
+         {"", "key=", "GOOGLE_API_KEY="},
+         {"google_api_key", "GEMINI_KEY"}},
+        {"OPENAI_KEY",
+         &SyntheticPii::OpenaiKey,
+         {"", "OPENAI_API_KEY=", "openai "},
+         {"OPENAI_API_KEY", "openai"}},
+        {"ANTHROPIC_KEY",
+         &SyntheticPii::AnthropicKey,
+         {"", "ANTHROPIC_API_KEY=", "x-api-key: "},
+         {"ANTHROPIC_API_KEY", "anthropic"}},
+        {"JWT",
+         &SyntheticPii::Jwt,
+         {"", "jwt ", "Authorization: Bearer ", "id_token="},
+         {"id_token", "jwt"}},
+        {"PRIVATE_KEY",
+         &SyntheticPii::PrivateKey,
+         {"", "key:\n", "id_rsa "},
+         {"private_key", "pem"}},
+    };
+    PiiSample s{entity, "", "", "", ""};
+    for (const Kind& kind : kKinds) {
+      if (entity == kind.entity) {
+        s.text = OneOf(kind.contexts);
+        s.value = (this->*kind.value)();
+        s.text += s.value;
+        s.field = OneOf(kind.fields);
+        s.field_value = s.value;
+        return s;
+      }
+    }
+    // SECRET: a generic assignment, a bearer token or a password in a URL.
+    switch (Pick(4)) {
+      case 0:
+        s.text = "Authorization: Bearer ";
+        s.value = Join({From(kB64Url, 24 + Pick(40)), "EXAMPLE"});
+        s.text += s.value;
+        s.field = "authorization";
+        s.field_value = "Bearer " + s.value;
+        return s;
+      case 1: {
+        static const char* const kUrls[][2] = {
+            {"postgres", "5432"}, {"mysql", "3306"}, {"redis", "6379"}, {"amqp", "5672"}};
+        const auto& url = kUrls[Pick(4)];
+        s.text = Join({url[0], "://app_user:"});
+        s.value = Password();
+        s.text += Join({s.value, "@db.example.internal:", url[1], "/app"});
+        s.field = OneOf({"dsn", "database_url"});
+        s.field_value = s.text;
+        return s;
+      }
+      default:
+        s.text =
+            OneOf({"password=", "password: ", "api_key: ", "API_KEY=", "db_password=", "passwd => ",
+                   "secret = ", "access_token: ", "Password: "});
+        s.value = Password();
+        s.text += s.value;
+        s.field = OneOf({"password", "api_key", "client_secret", "token"});
+        s.field_value = s.value;
+        return s;
+    }
+  }
+
+  int Pick(int n) { return static_cast<int>(rng_() % static_cast<uint32_t>(n)); }
+  const char* OneOf(std::initializer_list<const char*> options) {
+    return options.begin()[Pick(static_cast<int>(options.size()))];
+  }
+  const char* OneOf(const std::vector<const char*>& options) {
+    return options[static_cast<size_t>(Pick(static_cast<int>(options.size())))];
+  }
+  std::string From(std::string_view alphabet, int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) {
+      s += alphabet[static_cast<size_t>(Pick(static_cast<int>(alphabet.size())))];
+    }
+    return s;
+  }
+  std::string Digits(int n) { return From("0123456789", n); }
+  std::string Hex(int n) { return From("0123456789abcdef", n); }
+  // The parts, drawn in order (a braced list is evaluated left to right).
+  static std::string Join(std::initializer_list<std::string> parts) {
+    std::string out;
+    for (const std::string& p : parts) {
+      out += p;
+    }
+    return out;
+  }
+
+  std::string Email() {
+    std::string first = OneOf({"jane", "john", "maria", "li", "ahmed", "olga", "sam", "priya",
+                               "lucas", "chen", "fatima", "noah", "Anna", "JOSE"});
+    std::string last = OneOf({"doe", "smith", "garcia", "wang", "khan", "ivanova", "okafor",
+                              "rossi", "tanaka", "nguyen", "Miller"});
+    std::string local;
+    switch (Pick(6)) {
+      case 0:
+        local = first + "." + last;
+        break;
+      case 1:
+        local = Join({first, "_", last, Digits(2)});
+        break;
+      case 2:
+        local = first.substr(0, 1) + last;
+        break;
+      case 3:
+        local = Join({first, ".", last, "+", OneOf({"news", "billing", "test"})});
+        break;
+      case 4:
+        local = Join({first, "-", last, Digits(1 + Pick(3))});
+        break;
+      default:
+        local = Join({OneOf({"support", "billing", "no-reply", "hr"}), Digits(Pick(3))});
+        break;
+    }
+    return Join(
+        {local, "@",
+         OneOf({"example.com", "example.org", "example.net", "mail.example.com",
+                "corp.example.co.uk", "example.io", "students.example.edu", "example.de"})});
+  }
+
+  // Luhn-valid Visa, Mastercard (51–55 and 2-series), Amex or Discover, grouped or not.
+  std::string Card() {
+    std::string d;
+    switch (Pick(6)) {
+      case 0:
+      case 1:
+        d = "4";
+        break;
+      case 2:
+        d = std::to_string(51 + Pick(5));
+        break;
+      case 3:
+        d = std::to_string(2221 + Pick(500));
+        break;
+      case 4:
+        d = OneOf({"34", "37"});
+        break;
+      default:
+        d = "6011";
+        break;
+    }
+    const size_t len = d.starts_with("34") || d.starts_with("37") ? 15 : 16;
+    d += Digits(static_cast<int>(len - 1 - d.size()));
+    for (char c = '0'; c <= '9'; ++c) {
+      if (Luhn(d + c)) {
+        d += c;
+        break;
+      }
+    }
+    std::string sep = OneOf({"", " ", "-"});
+    if (sep.empty()) {
+      return d;
+    }
+    if (len == 15) {
+      return d.substr(0, 4) + sep + d.substr(4, 6) + sep + d.substr(10);
+    }
+    return d.substr(0, 4) + sep + d.substr(4, 4) + sep + d.substr(8, 4) + sep + d.substr(12);
+  }
+
+  // A valid IBAN of one of eight countries with its national BBAN shape, compact or in
+  // groups of four.
+  std::string Iban() {
+    static constexpr std::string_view kUpper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    static constexpr std::string_view kUpperDigit = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    std::string country;
+    std::string bban;
+    switch (Pick(8)) {
+      case 0:
+        country = "DE";
+        bban = Digits(18);
+        break;
+      case 1:
+        country = "GB";
+        bban = Join({From(kUpper, 4), Digits(14)});
+        break;
+      case 2:
+        country = "FR";
+        bban = Join({Digits(10), From(kUpperDigit, 11), Digits(2)});
+        break;
+      case 3:
+        country = "NL";
+        bban = Join({From(kUpper, 4), Digits(10)});
+        break;
+      case 4:
+        country = "ES";
+        bban = Digits(20);
+        break;
+      case 5:
+        country = "IT";
+        bban = Join({From(kUpper, 1), Digits(10), From(kUpperDigit, 12)});
+        break;
+      case 6:
+        country = "CH";
+        bban = Join({Digits(5), From(kUpperDigit, 12)});
+        break;
+      default:
+        country = "BE";
+        bban = Digits(12);
+        break;
+    }
+    int rem = 0;
+    for (char c : bban + country + "00") {
+      rem = c >= 'A' ? (rem * 100 + (c - 'A' + 10)) % 97 : (rem * 10 + (c - '0')) % 97;
+    }
+    const int check = 98 - rem;
+    std::string iban = country + (check < 10 ? "0" : "") + std::to_string(check) + bban;
+    if (Pick(2) == 0) {
+      return iban;
+    }
+    std::string spaced;
+    for (size_t k = 0; k < iban.size(); ++k) {
+      if (k > 0 && k % 4 == 0) {
+        spaced += ' ';
+      }
+      spaced += iban[k];
+    }
+    return spaced;
+  }
+
+  // Valid SSA ranges; mostly 123-45-6789, else spaced or bare (which need the context word
+  // the caller puts before them).
+  std::string Ssn() {
+    int area = 1 + Pick(899);
+    area = area == 666 ? 667 : area;
+    const int group = 1 + Pick(99);
+    const int serial = 1 + Pick(9999);
+    const int form = Pick(6);
+    const char* format =
+        form < 4 ? "%03d-%02d-%04d" : (form == 4 ? "%03d %02d %04d" : "%03d%02d%04d");
+    char buf[16];
+    std::snprintf(buf, sizeof buf, format, area, group, serial);
+    return buf;
+  }
+
+  // NANP numbers in the fictional 555-01xx block, UK and Berlin numbers kept for drama.
+  std::string Phone() {
+    const std::string area = std::to_string(201 + Pick(780));
+    const std::string line = Join({"01", Digits(2)});
+    switch (Pick(9)) {
+      case 0:
+        return "+1 " + area + " 555 " + line;
+      case 1:
+        return "(" + area + ") 555-" + line;
+      case 2:
+        return area + "-555-" + line;
+      case 3:
+        return area + ".555." + line;
+      case 4:
+        return "+1-" + area + "-555-" + line;
+      case 5:
+        return Join({"+44 20 7946 0", Digits(3)});
+      case 6:
+        return Join({"+44 7700 900", Digits(3)});
+      case 7:
+        return Join({"+49 30 23125 ", Digits(3)});  // Bundesnetzagentur fiction block
+      default:
+        return Join({"07700 900", Digits(3)});
+    }
+  }
+
+  std::string IpAddress() { return Pick(3) == 0 ? Ipv6() : Ipv4(); }
+  std::string Ipv4() {
+    switch (Pick(4)) {
+      case 0:
+        return "192.0.2." + std::to_string(1 + Pick(254));
+      case 1:
+        return "198.51.100." + std::to_string(1 + Pick(254));
+      case 2:
+        return "203.0.113." + std::to_string(1 + Pick(254));
+      default:
+        return Join({"10.", std::to_string(Pick(256)), ".", std::to_string(Pick(256)), ".",
+                     std::to_string(1 + Pick(254))});
+    }
+  }
+  std::string Ipv6() {
+    switch (Pick(4)) {
+      case 0:
+        return "2001:db8::" + Hex(1 + Pick(4));
+      case 1:
+        return Join({"2001:db8:", Hex(4), ":", Hex(1 + Pick(4)), "::", Hex(4), ":", Hex(3)});
+      case 2:
+        return Join({"2001:0db8:", Hex(4), ":", Hex(4), ":", Hex(4), ":", Hex(4), ":", Hex(4), ":",
+                     Hex(4)});
+      default:
+        return Join({"fe80::", Hex(3), ":", Hex(4), ":", Hex(4), ":", Hex(4)});
+    }
+  }
+
+  // Locally administered unicast MACs, colon or dash separated, either case.
+  std::string Mac() {
+    std::string mac = Join({Hex(1), OneOf({"2", "6", "a", "e"})});
+    const char* sep = Pick(3) == 0 ? "-" : ":";
+    for (int k = 0; k < 5; ++k) {
+      mac += sep + Hex(2);
+    }
+    if (Pick(2) == 0) {
+      for (char& c : mac) {
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      }
+    }
+    return mac;
+  }
+
+  std::string AwsAccessKey() {
+    return Join({OneOf({"AKIA", "ASIA"}), Example(From("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16))});
+  }
+  std::string AwsSecretKey() { return Example(From(kB64, 40)); }
+  std::string GithubToken() {
+    if (Pick(5) == 0) {
+      return Join({"github_pat_", Example(From(kAlnum, 22)), "_", From(kAlnum, 59)});
+    }
+    return Join({"gh", OneOf({"p", "o", "u", "s", "r"}), "_", Example(From(kAlnum, 36))});
+  }
+  std::string GitlabToken() {
+    return Join(
+        {OneOf({"glpat", "glpat", "gldt", "glrt", "glptt"}), "-", Example(From(kB64Url, 20))});
+  }
+  std::string SlackToken() {
+    static constexpr std::string_view kUpperDigit = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    switch (Pick(4)) {
+      case 0:
+        return Join({"xoxb-", Digits(12), "-", Digits(13), "-", Example(From(kAlnum, 24))});
+      case 1:
+        return Join(
+            {"xoxp-", Digits(12), "-", Digits(12), "-", Digits(13), "-", Hex(25), "example"});
+      case 2:
+        return Join({"xapp-1-A", Example(From(kUpperDigit, 10)), "-", Digits(13), "-", Hex(64)});
+      default:
+        return Join({"https://hooks.slack.com/services/T", From(kUpperDigit, 8), "/B",
+                     From(kUpperDigit, 10), "/", Example(From(kAlnum, 24))});
+    }
+  }
+  std::string StripeKey() {
+    if (Pick(5) == 0) {
+      return "whsec_" + Example(From(kAlnum, 32));
+    }
+    return Join({OneOf({"sk", "sk", "rk"}), OneOf({"_live_", "_test_"}),
+                 Example(From(kAlnum, 24 + Pick(76)))});
+  }
+  std::string GoogleApiKey() { return "AIzaSy" + Example(From(kB64Url, 33)); }
+  // Legacy (with the T3BlbkFJ marker), project and service-account keys.
+  std::string OpenaiKey() {
+    switch (Pick(3)) {
+      case 0:
+        return Join({"sk-", Example(From(kAlnum, 20)), "T3BlbkFJ", From(kAlnum, 20)});
+      case 1:
+        return "sk-svcacct-" + Mixed(From(kB64Url, 64 + Pick(92)));
+      default:
+        return "sk-proj-" + Mixed(From(kB64Url, 64 + Pick(92)));
+    }
+  }
+  std::string AnthropicKey() {
+    return Join(
+        {"sk-ant-", OneOf({"api03-", "api03-", "admin01-"}), Example(From(kB64Url, 93)), "AA"});
+  }
+  std::string Jwt() {
+    const std::string header =
+        OneOf({R"({"alg":"HS256","typ":"JWT"})", R"({"typ":"JWT","alg":"RS256"})",
+               R"({"alg":"ES256","kid":"example-key-1"})"});
+    const std::string payload =
+        Join({R"({"sub":"user-)", Digits(6), R"(","name":"Example User","iat":17)", Digits(8),
+              R"(,"iss":"https://auth.example.com"})"});
+    const int sig = header.find("HS256") != std::string::npos ? 43 : 86;
+    return Base64Url(header) + "." + Base64Url(payload) + "." + Example(From(kB64Url, sig));
+  }
+  std::string PrivateKey() {
+    const std::string kind = OneOf({"RSA PRIVATE KEY", "PRIVATE KEY", "EC PRIVATE KEY",
+                                    "OPENSSH PRIVATE KEY", "ENCRYPTED PRIVATE KEY"});
+    const std::string nl = Pick(4) == 0 ? "\r\n" : "\n";
+    std::string pem = "-----BEGIN " + kind + "-----" + nl + Example(From(kB64, 64)) + nl;
+    const int lines = 2 + Pick(20);
+    for (int k = 0; k < lines; ++k) {
+      pem += From(kB64, 64) + nl;
+    }
+    pem += From(kB64, 20 + Pick(40)) + "==" + nl;
+    return pem + "-----END " + kind + "-----";
+  }
+  std::string Password() {
+    std::string pw =
+        Join({OneOf({"Tr0ub4dor", "hunter", "Summer", "EXAMPLE", "Passw0rd", "correct-horse"}),
+              OneOf({"-", "_", "!", "#", ""}), From(kAlnum, 4 + Pick(12))});
+    if (Pick(3) == 0) {
+      pw += OneOf({"!", "%", "*", "~", "^"});
+    }
+    return pw;
+  }
+
+ private:
+  static constexpr std::string_view kAlnum =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static constexpr std::string_view kB64Url =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static constexpr std::string_view kB64 =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+  static bool Luhn(std::string_view d) {
+    int sum = 0;
+    for (size_t k = 0; k < d.size(); ++k) {
+      int v = d[d.size() - 1 - k] - '0';
+      if (k % 2 == 1) {
+        v = v * 2 > 9 ? v * 2 - 9 : v * 2;
+      }
+      sum += v;
+    }
+    return sum % 10 == 0;
+  }
+  // `s` with "EXAMPLE" written over it at a random place, so every secret says it is fake.
+  std::string Example(std::string s) {
+    if (s.size() >= 7) {
+      s.replace(static_cast<size_t>(Pick(static_cast<int>(s.size()) - 6)), 7, "EXAMPLE");
+    }
+    return s;
+  }
+  // Example(s) ending in a digit and a lower-case letter: OpenAI's unmarked keys mix all
+  // three classes, and the detector requires that.
+  std::string Mixed(std::string s) {
+    s = Example(std::move(s));
+    s[s.size() - 2] = static_cast<char>('0' + Pick(10));
+    s.back() = 'x';
+    return s;
+  }
+  static std::string Base64Url(std::string_view in) {
+    std::string out;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (unsigned char c : in) {
+      acc = (acc << 8) | c;
+      bits += 8;
+      while (bits >= 6) {
+        bits -= 6;
+        out += kB64Url[(acc >> bits) & 63];
+      }
+    }
+    if (bits > 0) {
+      out += kB64Url[(acc << (6 - bits)) & 63];
+    }
+    return out;
+  }
+
+  std::mt19937 rng_;
+};
 
 inline bool ValidJson(std::string_view s) {
   simdjson::dom::parser parser;
