@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -54,36 +58,114 @@ std::string Verdict::ErrorMessage() const {
 
 std::string_view Verdict::SqlState() const { return rule == Rule::kSyntax ? "42601" : "42501"; }
 
+namespace {
+
+// The function groups both lists below share.
+constexpr std::string_view kJsonFunctions[] = {"jsonb_array_elements",
+                                               "jsonb_array_elements_text",
+                                               "json_array_elements",
+                                               "json_array_elements_text",
+                                               "jsonb_each",
+                                               "jsonb_each_text",
+                                               "json_each",
+                                               "json_each_text",
+                                               "jsonb_object_keys",
+                                               "json_object_keys",
+                                               "jsonb_typeof",
+                                               "json_typeof",
+                                               "jsonb_array_length",
+                                               "json_array_length",
+                                               "jsonb_extract_path",
+                                               "jsonb_extract_path_text",
+                                               "json_extract_path",
+                                               "json_extract_path_text",
+                                               "jsonb_pretty",
+                                               "jsonb_strip_nulls",
+                                               "json_strip_nulls",
+                                               "jsonb_build_object",
+                                               "json_build_object",
+                                               "jsonb_build_array",
+                                               "json_build_array",
+                                               "to_jsonb",
+                                               "to_json",
+                                               "row_to_json",
+                                               "jsonb_path_query",
+                                               "jsonb_path_query_first",
+                                               "jsonb_path_exists",
+                                               "jsonb_path_match"};
+constexpr std::string_view kArrayAndRowFunctions[] = {
+    "array_length", "cardinality", "array_position", "unnest", "generate_series",
+    "coalesce",     "nullif",      "greatest",       "least",  "pg_typeof"};
+constexpr std::string_view kWindowFunctions[] = {"row_number", "rank",        "dense_rank", "lag",
+                                                 "lead",       "first_value", "last_value"};
+constexpr std::string_view kNumberFunctions[] = {"abs",     "round", "trunc", "floor", "ceil",
+                                                 "ceiling", "sign",  "mod",   "power", "sqrt"};
+
+std::vector<std::string>* Join(std::initializer_list<std::span<const std::string_view>> groups) {
+  auto* out = new std::vector<std::string>;
+  for (std::span<const std::string_view> group : groups) {
+    out->insert(out->end(), group.begin(), group.end());
+  }
+  return out;
+}
+
+}  // namespace
+
 const std::vector<std::string>& DefaultAllowedFunctions() {
-  static const auto* const kDefaults = new std::vector<std::string>{
-      // aggregates that return one value
-      "count", "sum", "min", "max", "avg", "bool_and", "bool_or", "every",
-      // text
-      "lower", "upper", "initcap", "length", "char_length", "character_length", "octet_length",
-      "bit_length", "substr", "substring", "left", "right", "trim", "btrim", "ltrim", "rtrim",
-      "lpad", "rpad", "replace", "position", "strpos", "split_part", "starts_with", "concat",
-      "concat_ws", "format", "reverse", "repeat", "regexp_replace", "regexp_match",
-      "regexp_matches", "similar_to_escape", "md5",
-      // numbers
-      "abs", "round", "trunc", "floor", "ceil", "ceiling", "sign", "mod", "power", "sqrt",
-      // time
-      "now", "clock_timestamp", "statement_timestamp", "transaction_timestamp", "date_trunc",
-      "date_part", "extract", "to_char", "to_date", "to_timestamp", "to_number", "age",
-      "make_interval", "justify_interval", "timezone",
-      // JSON
-      "jsonb_array_elements", "jsonb_array_elements_text", "json_array_elements",
-      "json_array_elements_text", "jsonb_each", "jsonb_each_text", "json_each", "json_each_text",
-      "jsonb_object_keys", "json_object_keys", "jsonb_typeof", "json_typeof", "jsonb_array_length",
-      "json_array_length", "jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path",
-      "json_extract_path_text", "jsonb_pretty", "jsonb_strip_nulls", "json_strip_nulls",
-      "jsonb_build_object", "json_build_object", "jsonb_build_array", "json_build_array",
-      "to_jsonb", "to_json", "row_to_json", "jsonb_path_query", "jsonb_path_query_first",
-      "jsonb_path_exists", "jsonb_path_match",
-      // arrays and rows
-      "array_length", "cardinality", "array_position", "unnest", "generate_series", "coalesce",
-      "nullif", "greatest", "least", "pg_typeof",
-      // window functions
-      "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value"};
+  // aggregates that return one value
+  static constexpr std::string_view kAggregates[] = {"count", "sum",      "min",     "max",
+                                                     "avg",   "bool_and", "bool_or", "every"};
+  static constexpr std::string_view kText[] = {"lower",
+                                               "upper",
+                                               "initcap",
+                                               "length",
+                                               "char_length",
+                                               "character_length",
+                                               "octet_length",
+                                               "bit_length",
+                                               "substr",
+                                               "substring",
+                                               "left",
+                                               "right",
+                                               "trim",
+                                               "btrim",
+                                               "ltrim",
+                                               "rtrim",
+                                               "lpad",
+                                               "rpad",
+                                               "replace",
+                                               "position",
+                                               "strpos",
+                                               "split_part",
+                                               "starts_with",
+                                               "concat",
+                                               "concat_ws",
+                                               "format",
+                                               "reverse",
+                                               "repeat",
+                                               "regexp_replace",
+                                               "regexp_match",
+                                               "regexp_matches",
+                                               "similar_to_escape",
+                                               "md5"};
+  static constexpr std::string_view kTime[] = {"now",
+                                               "clock_timestamp",
+                                               "statement_timestamp",
+                                               "transaction_timestamp",
+                                               "date_trunc",
+                                               "date_part",
+                                               "extract",
+                                               "to_char",
+                                               "to_date",
+                                               "to_timestamp",
+                                               "to_number",
+                                               "age",
+                                               "make_interval",
+                                               "justify_interval",
+                                               "timezone"};
+  static const auto* const kDefaults =
+      Join({kAggregates, kText, kNumberFunctions, kTime, kJsonFunctions, kArrayAndRowFunctions,
+            kWindowFunctions});
   return *kDefaults;
 }
 
@@ -97,38 +179,38 @@ const std::vector<std::string>& DefaultAllowedFunctions() {
 // position and starts_with search it for a needle the client chooses. None of those is here.
 // Kept, because none of them can produce a value's text in another shape:
 const std::vector<std::string>& MaskedSafeFunctions() {
-  static const auto* const kSafe = new std::vector<std::string>{
-      // Select one of the values, or a boolean/count about them.
-      "count", "min", "max", "bool_and", "bool_or", "every",
-      // Numbers only: no text overload, and text never converts to a number implicitly. What
-      // they do to a number, + - * / already do: arithmetic on numeric columns is a known gap.
-      "sum", "avg", "abs", "round", "trunc", "floor", "ceil", "ceiling", "sign", "mod", "power",
-      "sqrt",
-      // Measure a value: its length, nothing of its content.
-      "length", "char_length", "character_length", "octet_length", "bit_length",
-      // Time: inputs are timestamps, dates and intervals (to_char's only other input is a
-      // number: the numeric gap again; there is no to_char(text)). to_char's format must be
-      // a literal or parameter: it is copied to the output (classify.cpp checks that).
-      "now", "clock_timestamp", "statement_timestamp", "transaction_timestamp", "date_trunc",
-      "date_part", "extract", "to_char", "age", "make_interval", "justify_interval", "timezone",
-      // JSON: select, expand, measure or (re)build documents. A string inside JSON is only
-      // escaped, and the masker decodes JSON strings (object keys too) before it scans them.
-      // jsonpath can call .double() and .datetime(template) on a string: numbers and dates
-      // only, the numeric gap.
-      "jsonb_array_elements", "jsonb_array_elements_text", "json_array_elements",
-      "json_array_elements_text", "jsonb_each", "jsonb_each_text", "json_each", "json_each_text",
-      "jsonb_object_keys", "json_object_keys", "jsonb_typeof", "json_typeof", "jsonb_array_length",
-      "json_array_length", "jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path",
-      "json_extract_path_text", "jsonb_pretty", "jsonb_strip_nulls", "json_strip_nulls",
-      "jsonb_build_object", "json_build_object", "jsonb_build_array", "json_build_array",
-      "to_jsonb", "to_json", "row_to_json", "jsonb_path_query", "jsonb_path_query_first",
-      "jsonb_path_exists", "jsonb_path_match",
-      // Arrays, rows and selectors: a value comes out whole, or an index/size/type about it
-      // (array_position tells no more than `=`).
-      "array_length", "cardinality", "array_position", "unnest", "generate_series", "coalesce",
-      "nullif", "greatest", "least", "pg_typeof",
-      // Window functions: positions, or another row's value whole.
-      "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value"};
+  // Select one of the values, or a boolean/count about them.
+  static constexpr std::string_view kSelect[] = {"count",    "min",     "max",
+                                                 "bool_and", "bool_or", "every"};
+  // Numbers only: no text overload, and text never converts to a number implicitly. What
+  // they do to a number, + - * / already do: arithmetic on numeric columns is a known gap.
+  static constexpr std::string_view kNumeric[] = {"sum", "avg"};
+  // Measure a value: its length, nothing of its content.
+  static constexpr std::string_view kLengths[] = {"length", "char_length", "character_length",
+                                                  "octet_length", "bit_length"};
+  // Time: inputs are timestamps, dates and intervals (to_char's only other input is a
+  // number: the numeric gap again; there is no to_char(text)). to_char's format must be
+  // a literal or parameter: it is copied to the output (classify.cpp checks that).
+  static constexpr std::string_view kTime[] = {"now",
+                                               "clock_timestamp",
+                                               "statement_timestamp",
+                                               "transaction_timestamp",
+                                               "date_trunc",
+                                               "date_part",
+                                               "extract",
+                                               "to_char",
+                                               "age",
+                                               "make_interval",
+                                               "justify_interval",
+                                               "timezone"};
+  // JSON: select, expand, measure or (re)build documents. A string inside JSON is only
+  // escaped, and the masker decodes JSON strings (object keys too) before it scans them.
+  // jsonpath can call .double() and .datetime(template) on a string: numbers and dates
+  // only, the numeric gap. Arrays, rows and selectors: a value comes out whole, or an
+  // index/size/type about it (array_position tells no more than `=`). Window functions:
+  // positions, or another row's value whole.
+  static const auto* const kSafe = Join({kSelect, kNumeric, kNumberFunctions, kLengths, kTime,
+                                         kJsonFunctions, kArrayAndRowFunctions, kWindowFunctions});
   return *kSafe;
 }
 
