@@ -26,7 +26,7 @@ struct Token {
   Group g[kMaxGroups];
   int n = 0;
   bool plus = false;   // '+' right before the first group
-  bool paren = false;  // '(' right before the first group
+  bool paren = false;  // '(' before the first group and ')' after it: an area code
 };
 
 struct Masks {
@@ -152,6 +152,19 @@ class Scanner {
     return {b_ + t.g[k].end, t.g[k + 1].begin - t.g[k].end};
   }
   bool VersionBefore(size_t begin) const;
+  // Whether the group is the 8 digits that open a UUID ("31825812-baac-…").
+  bool UuidHead(const Group& g) const {
+    const size_t p = g.begin;
+    if (g.end - g.begin != 8 || p + 14 > n_ || b_[p + 8] != '-' || b_[p + 13] != '-') {
+      return false;
+    }
+    for (size_t k = 9; k < 13; ++k) {
+      if (!IsHex(b_[p + k])) {
+        return false;
+      }
+    }
+    return true;
+  }
 
   const char* b_;
   size_t n_;
@@ -241,10 +254,11 @@ size_t Scanner::ExamineDigits(size_t p) {
 
 size_t Scanner::ExamineToken(size_t p) {
   Token t;
+  bool open_paren = false;
   if (p > 0 && (b_[p - 1] == '+' || b_[p - 1] == '(')) {
     if (p < 2 || !IsWordByte(b_[p - 2])) {
       t.plus = b_[p - 1] == '+';
-      t.paren = b_[p - 1] == '(';
+      open_paren = b_[p - 1] == '(';
     }
   }
   size_t q = p;
@@ -267,9 +281,12 @@ size_t Scanner::ExamineToken(size_t p) {
     }
     q += k;
   }
+  // "(212) 555-0100": an area code is closed right after the first group and the number
+  // goes on. "(4111 1111 1111 1111)" and "(2234855458403749)" are a number in brackets.
+  t.paren = open_paren && t.n >= 2 && b_[t.g[0].end] == ')';
   size_t end = t.g[t.n - 1].end;
-  if (IsWordByte(At(end))) {
-    --t.n;  // the last group is glued to a word ("2025-06-06T…", "12ms")
+  if (IsWordByte(At(end)) || UuidHead(t.g[t.n - 1])) {
+    --t.n;  // the last group is glued to a word ("2025-06-06T…", "12ms") or opens a UUID
   }
   if (t.n > 0) {
     Classify(t);
@@ -297,6 +314,12 @@ bool Scanner::VersionBefore(size_t begin) const {
     return true;
   }
   size_t from = begin > 24 ? begin - 24 : 0;
+  for (size_t k = begin; k > from; --k) {
+    if (b_[k - 1] == '\0') {  // another JSON string: not this value's context
+      from = k;
+      break;
+    }
+  }
   char lower[24];
   size_t n = 0;
   for (size_t k = from; k < begin; ++k) {
@@ -311,10 +334,15 @@ bool Scanner::VersionBefore(size_t begin) const {
 void Scanner::TryRange(const Token& t, int i, int j, int digits) {
   // A sub-range joined to a neighbouring group by '.' is part of a decimal or a longer
   // dotted sequence ("0.0553131103515625", "1.2.3.4.5").
-  if (i > 0 && Sep(t, i - 1).find('.') != std::string_view::npos) {
+  // A full stop and a space end a sentence instead ("INV-2025-000123. 192.0.2.17").
+  auto dotted = [&](int k) {
+    std::string_view s = Sep(t, k);
+    return s.find('.') != std::string_view::npos && s.find(' ') == std::string_view::npos;
+  };
+  if (i > 0 && dotted(i - 1)) {
     return;
   }
-  if (j < t.n - 1 && Sep(t, j).find('.') != std::string_view::npos) {
+  if (j < t.n - 1 && dotted(j)) {
     return;
   }
   const bool whole_start = i == 0;

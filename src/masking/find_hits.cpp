@@ -101,16 +101,38 @@ class SegmentFinder {
   size_t last_ = 0;
 };
 
+bool IsWordGap(char c) { return c == ' ' || c == '_' || c == '-'; }
+
+// A camelCase boundary: "socialSecurity" reads as "social security".
+bool IsCaseBoundary(std::string_view s, size_t i) {
+  return i > 0 && i < s.size() && IsLower(s[i - 1]) && IsUpper(s[i]);
+}
+
+// Whether `word` (lower case) occurs in `hay` at the start of a word. A gap in the word
+// (' ' or '-') matches one ' ', '_' or '-' or a camelCase boundary, so "social security"
+// is found in "social_security_number", "social-security" and "socialSecurityNumber".
 bool ContainsWord(std::string_view hay, std::string_view word) {
-  if (word.empty() || hay.size() < word.size()) {
+  if (word.empty()) {
     return false;
   }
-  for (size_t i = 0; i + word.size() <= hay.size(); ++i) {
-    if (i > 0 && IsAlpha(hay[i - 1])) {
+  for (size_t i = 0; i < hay.size(); ++i) {
+    if (i > 0 && IsAlpha(hay[i - 1]) && !IsCaseBoundary(hay, i)) {
       continue;  // "tel" must not match inside "hotel"
     }
+    size_t h = i;
     size_t k = 0;
-    while (k < word.size() && ToLower(hay[i + k]) == word[k]) {
+    while (k < word.size()) {
+      if (IsWordGap(word[k])) {
+        if (h < hay.size() && IsWordGap(hay[h])) {
+          ++h;
+        } else if (!IsCaseBoundary(hay, h)) {
+          break;
+        }
+      } else if (h >= hay.size() || ToLower(hay[h]) != word[k]) {
+        break;
+      } else {
+        ++h;
+      }
       ++k;
     }
     if (k == word.size()) {
@@ -120,18 +142,21 @@ bool ContainsWord(std::string_view hay, std::string_view word) {
   return false;
 }
 
+// The raw key of the member holding the segment, or a text value's column name.
+std::string_view KeyOf(const ScanState& st, const Segment& seg) {
+  if (seg.key_len > 0) {
+    return {st.docs[seg.doc].text + seg.key_off, seg.key_len};
+  }
+  return seg.kind == SegKind::kText ? st.context_key : std::string_view();
+}
+
 bool HasContext(const ScanState& st, const Segment& seg, const DetectorDef& d, const Candidate& c) {
   std::string_view text = st.SegText(seg);
   size_t w = static_cast<size_t>(st.cp.profile.context_window);
   size_t from = c.begin > w ? c.begin - w : 0;
   std::string_view before = text.substr(from, c.begin - from);
   std::string_view after = text.substr(c.end, std::min(w / 2, text.size() - c.end));
-  std::string_view key;
-  if (seg.key_len > 0) {
-    key = std::string_view(st.docs[seg.doc].text + seg.key_off, seg.key_len);
-  } else if (seg.kind == SegKind::kText) {
-    key = st.context_key;
-  }
+  std::string_view key = KeyOf(st, seg);
   for (const std::string& word : d.context) {
     if (ContainsWord(before, word) || ContainsWord(after, word) || ContainsWord(key, word)) {
       return true;
@@ -155,6 +180,20 @@ absl::Status Detect(ScanState& st) {
     ScanClasses(buf, k, st.class_hits);
   }
   return absl::OkStatus();
+}
+
+// 40 bytes of base64 without padding: an AWS secret access key.
+bool IsAwsSecretShape(std::string_view v) {
+  return v.size() == 40 &&
+         std::all_of(v.begin(), v.end(), [](char c) { return IsAlnum(c) || c == '/' || c == '+'; });
+}
+
+// aws_secret_access_key, AWS_SECRET_KEY, amazon_secret_key; "secret access key" is AWS's
+// own term (STS returns `"SecretAccessKey"` next to `"AccessKeyId"`).
+bool NamesAwsSecret(std::string_view key) {
+  return ((ContainsWord(key, "aws") || ContainsWord(key, "amazon")) &&
+          ContainsWord(key, "secret")) ||
+         ContainsWord(key, "secret access key");
 }
 
 absl::Status LocateAll(ScanState& st) {
@@ -241,11 +280,18 @@ absl::Status LocateAll(ScanState& st) {
                         h.score, static_cast<uint16_t>(det)});
   }
   int generic = cp.DetectorOf(Builtin::kGenericSecret);
+  int aws_secret = cp.DetectorOf(Builtin::kAwsSecretKey);
   if (generic >= 0) {
     for (uint32_t si : st.shadow_segs) {
       const Segment& seg = st.segs[si];
-      if (seg.secret_value && SecretValuePlausible(st.SegText(seg))) {
-        st.cands.push_back({si, 0, seg.text_len, 1.0f, static_cast<uint16_t>(generic)});
+      std::string_view v = st.SegText(seg);
+      if (seg.secret_value && SecretValuePlausible(v)) {
+        // The AWS secret pattern needs its key in the same text; under a JSON key (or a
+        // column) of that name the value alone is the secret.
+        int det = aws_secret >= 0 && IsAwsSecretShape(v) && NamesAwsSecret(KeyOf(st, seg))
+                      ? aws_secret
+                      : generic;
+        st.cands.push_back({si, 0, seg.text_len, 1.0f, static_cast<uint16_t>(det)});
       }
     }
   }
@@ -296,6 +342,33 @@ void ResolveCluster(ScanState& st, std::vector<Candidate>& cl) {
             [](const Candidate& x, const Candidate& y) { return x.begin < y.begin; });
   for (size_t k = 0; k < n; ++k) {
     AddHit(st, chosen[k]);
+  }
+}
+
+bool IsVendorSecret(const DetectorDef& d) {
+  return d.builtin >= static_cast<int>(Builtin::kAwsAccessKey) &&
+         d.builtin <= static_cast<int>(Builtin::kPrivateKey);
+}
+
+// A value under a secret-named key is masked whole (the generic candidate, score 1.0, wins
+// every overlap), but when a vendor detector validated a key inside it, the value is that
+// key: it is labelled and counted as such ("OPENAI_API_KEY": "sk-proj-…" is OPENAI_KEY).
+void LabelWholeSecret(const CompiledProfile& cp, const Segment& seg, std::vector<Candidate>& ok) {
+  const int generic = cp.DetectorOf(Builtin::kGenericSecret);
+  Candidate* whole = nullptr;
+  const Candidate* best = nullptr;
+  for (Candidate& c : ok) {
+    if (c.detector == generic) {
+      if (c.begin == 0 && c.end == seg.text_len) {
+        whole = &c;
+      }
+    } else if (IsVendorSecret(cp.detectors[c.detector]) &&
+               (best == nullptr || c.end - c.begin > best->end - best->begin)) {
+      best = &c;
+    }
+  }
+  if (whole != nullptr && best != nullptr) {
+    whole->detector = best->detector;
   }
 }
 
@@ -352,6 +425,9 @@ void Resolve(ScanState& st) {
       if (c.score >= min_score) {
         ok.push_back(c);
       }
+    }
+    if (seg.secret_value) {
+      LabelWholeSecret(cp, seg, ok);
     }
     std::sort(ok.begin(), ok.end(), [](const Candidate& x, const Candidate& y) {
       return x.begin != y.begin ? x.begin < y.begin : x.end > y.end;

@@ -13,6 +13,10 @@ namespace tracegate::masking {
 namespace {
 
 using test_support::FakeAnthropicKey;
+using test_support::FakeAwsSecret;
+using test_support::FakeJwt;
+using test_support::FakeOpenaiKey;
+using test_support::FakePem;
 using test_support::ValidJson;
 using ::testing::HasSubstr;
 
@@ -43,6 +47,18 @@ struct Row {
 };
 
 void PrintTo(const Row& r, std::ostream* os) { *os << r.name; }
+
+std::string Escaped(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
 
 std::vector<Row> Rows() {
   const std::string key = FakeAnthropicKey();
@@ -80,6 +96,18 @@ std::vector<Row> Rows() {
       {"number_plain_id", R"({"n":4155552671})", R"({"n":4155552671})"},
       {"number_traps", R"({"x":0.0553131103515625,"t":1749650400123,"v":-1.5e10})",
        R"({"x":0.0553131103515625,"t":1749650400123,"v":-1.5e10})"},
+      {"ssn_snake_key_bare", R"({"social_security_number":"536228726"})",
+       R"({"social_security_number":"[REDACTED:SSN]"})"},
+      {"ssn_snake_key_spaced", R"({"social_security_number":"536 22 8726"})",
+       R"({"social_security_number":"[REDACTED:SSN]"})"},
+      {"ssn_short_key", R"({"ssn_number":"536228726"})", R"({"ssn_number":"[REDACTED:SSN]"})"},
+      {"ssn_camel_key", R"({"socialSecurityNumber":536228726})",
+       R"({"socialSecurityNumber":"[REDACTED:SSN]"})"},
+      {"ssn_neg_other_key", R"({"order_number":"536228726"})", R"({"order_number":"536228726"})"},
+      {"ipv4_version_word_in_other_string", R"({"a":"version 2","b":"10.1.2.3"})",
+       R"({"a":"version 2","b":"[REDACTED:IP_ADDRESS]"})"},
+      {"ipv4_neg_version_word_same_string", R"({"a":"version 10.1.2.3"})",
+       R"({"a":"version 10.1.2.3"})"},
       {"key_is_email", R"({"jane@example.com":{"v":1}})", R"({"[REDACTED:EMAIL]":{"v":1}})"},
       // secret-named fields
       {"secret_key_value", R"({"password":"Tr0ub4dor!3x","token_count":12})",
@@ -87,6 +115,21 @@ std::vector<Row> Rows() {
       {"secret_key_low_entropy", R"({"password":"aaaaaaa"})", R"({"password":"aaaaaaa"})"},
       {"secret_authorization", R"({"headers":{"Authorization":"Basic dXNlcjpwYXNz"}})",
        R"({"headers":{"Authorization":"[REDACTED:SECRET]"}})"},
+      // a vendor key under a secret-named field: masked whole, labelled as the key
+      {"secret_key_names_vendor", "{\"OPENAI_API_KEY\":\"" + FakeOpenaiKey() + "\"}",
+       R"({"OPENAI_API_KEY":"[REDACTED:OPENAI_KEY]"})"},
+      {"secret_key_jwt", "{\"id_token\":\"" + FakeJwt() + "\"}",
+       R"({"id_token":"[REDACTED:JWT]"})"},
+      {"secret_key_pem", "{\"private_key\":\"" + Escaped(FakePem()) + "\"}",
+       R"({"private_key":"[REDACTED:PRIVATE_KEY]"})"},
+      {"secret_key_aws_secret", "{\"aws_secret_access_key\":\"" + FakeAwsSecret() + "\"}",
+       R"({"aws_secret_access_key":"[REDACTED:AWS_SECRET_KEY]"})"},
+      {"secret_key_aws_sts", "{\"SecretAccessKey\":\"" + FakeAwsSecret() + "\"}",
+       R"({"SecretAccessKey":"[REDACTED:AWS_SECRET_KEY]"})"},
+      {"secret_key_key_inside_prose", "{\"token\":\"use " + FakeOpenaiKey() + " here\"}",
+       R"({"token":"[REDACTED:OPENAI_KEY]"})"},
+      {"secret_key_40_chars_not_aws", "{\"api_key\":\"" + FakeAwsSecret() + "\"}",
+       R"({"api_key":"[REDACTED:SECRET]"})"},
       {"secret_neg_max_tokens", R"({"max_tokens":"4096","tokenizer":"cl100k_base"})",
        R"({"max_tokens":"4096","tokenizer":"cl100k_base"})"},
       // default keep-list: opaque reasoning fields pass byte for byte

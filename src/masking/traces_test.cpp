@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "masking/json_lex.h"
 #include "masking/masker.h"
 #include "masking/test_support.h"
 #include "masking/validators.h"
@@ -287,36 +288,11 @@ bool AlignJson(const std::string& in, const std::string& masked, std::vector<Cha
   return true;
 }
 
+// `s` as the content of a JSON string (escaped, without the quotes).
 std::string JsonEscape(std::string_view s) {
   std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
+  AppendJsonString(out, s);
+  return out.substr(1, out.size() - 2);
 }
 
 // JSON escaping that also hides the characters detectors anchor on: '@' as \u0040, '/' as
@@ -823,20 +799,14 @@ TEST_F(TraceEvaluation, RecallPrecisionOpaqueAndValidity) {
     auto it = board.by_entity().find(entity);
     ASSERT_NE(it, board.by_entity().end()) << entity;
     EXPECT_GT(it->second.planted, 100) << entity;  // enough for a 0.99 target to mean something
+    // No planted value is masked under another entity's name.
+    EXPECT_EQ(it->second.mislabelled, 0) << entity << ": see the false positives printed above";
     if (!HasRecallTarget(entity)) {
       continue;
     }
-    const bool personal_data = entity == "EMAIL" || entity == "CARD" || entity == "IBAN" ||
-                               entity == "SSN" || entity == "PHONE";
-    if (personal_data) {
-      EXPECT_GE(Scoreboard::Recall(it->second), 0.99) << entity << ": see the misses printed above";
-    } else {
-      // Secrets: the value must not reach the client ("hidden"). Known gap: a secret under a
-      // secret-named key (`"OPENAI_API_KEY": "sk-…"`) is masked whole as SECRET rather than
-      // under its own entity, so its own-label recall (printed) is lower.
-      EXPECT_GE(Scoreboard::Floor3(Scoreboard::Ratio(it->second.hidden, it->second.planted)), 0.99)
-          << entity << ": see the misses printed above";
-    }
+    // Own-label recall for every entity (it bounds "hidden" from below): a key under a
+    // secret-named field is masked whole and labelled as the key found inside it.
+    EXPECT_GE(Scoreboard::Recall(it->second), 0.99) << entity << ": see the misses printed above";
   }
   EXPECT_GE(trap_precision, 0.95);
 }
