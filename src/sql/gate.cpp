@@ -98,6 +98,20 @@ constexpr std::string_view kArrayAndRowFunctions[] = {
     "coalesce",     "nullif",      "greatest",       "least",  "pg_typeof"};
 constexpr std::string_view kWindowFunctions[] = {"row_number", "rank",        "dense_rank", "lag",
                                                  "lead",       "first_value", "last_value"};
+// Time: inputs are timestamps, dates and intervals (to_char's only other input is a number;
+// there is no to_char(text)).
+constexpr std::string_view kTimeFunctions[] = {"now",
+                                               "clock_timestamp",
+                                               "statement_timestamp",
+                                               "transaction_timestamp",
+                                               "date_trunc",
+                                               "date_part",
+                                               "extract",
+                                               "to_char",
+                                               "age",
+                                               "make_interval",
+                                               "justify_interval",
+                                               "timezone"};
 constexpr std::string_view kNumberFunctions[] = {"abs",     "round", "trunc", "floor", "ceil",
                                                  "ceiling", "sign",  "mod",   "power", "sqrt"};
 
@@ -148,24 +162,11 @@ const std::vector<std::string>& DefaultAllowedFunctions() {
                                                "regexp_matches",
                                                "similar_to_escape",
                                                "md5"};
-  static constexpr std::string_view kTime[] = {"now",
-                                               "clock_timestamp",
-                                               "statement_timestamp",
-                                               "transaction_timestamp",
-                                               "date_trunc",
-                                               "date_part",
-                                               "extract",
-                                               "to_char",
-                                               "to_date",
-                                               "to_timestamp",
-                                               "to_number",
-                                               "age",
-                                               "make_interval",
-                                               "justify_interval",
-                                               "timezone"};
+  // Time functions that read text: they pick digits out of it (not masked-safe).
+  static constexpr std::string_view kTextToTime[] = {"to_date", "to_timestamp", "to_number"};
   static const auto* const kDefaults =
-      Join({kAggregates, kText, kNumberFunctions, kTime, kJsonFunctions, kArrayAndRowFunctions,
-            kWindowFunctions});
+      Join({kAggregates, kText, kNumberFunctions, kTimeFunctions, kTextToTime, kJsonFunctions,
+            kArrayAndRowFunctions, kWindowFunctions});
   return *kDefaults;
 }
 
@@ -188,29 +189,17 @@ const std::vector<std::string>& MaskedSafeFunctions() {
   // Measure a value: its length, nothing of its content.
   static constexpr std::string_view kLengths[] = {"length", "char_length", "character_length",
                                                   "octet_length", "bit_length"};
-  // Time: inputs are timestamps, dates and intervals (to_char's only other input is a
-  // number: the numeric gap again; there is no to_char(text)). to_char's format must be
-  // a literal or parameter: it is copied to the output (classify.cpp checks that).
-  static constexpr std::string_view kTime[] = {"now",
-                                               "clock_timestamp",
-                                               "statement_timestamp",
-                                               "transaction_timestamp",
-                                               "date_trunc",
-                                               "date_part",
-                                               "extract",
-                                               "to_char",
-                                               "age",
-                                               "make_interval",
-                                               "justify_interval",
-                                               "timezone"};
+  // Time (kTimeFunctions): to_char of a number is the numeric gap again; to_char's format
+  // must be a literal or parameter: it is copied to the output (classify.cpp checks that).
   // JSON: select, expand, measure or (re)build documents. A string inside JSON is only
   // escaped, and the masker decodes JSON strings (object keys too) before it scans them.
   // jsonpath can call .double() and .datetime(template) on a string: numbers and dates
   // only, the numeric gap. Arrays, rows and selectors: a value comes out whole, or an
   // index/size/type about it (array_position tells no more than `=`). Window functions:
   // positions, or another row's value whole.
-  static const auto* const kSafe = Join({kSelect, kNumeric, kNumberFunctions, kLengths, kTime,
-                                         kJsonFunctions, kArrayAndRowFunctions, kWindowFunctions});
+  static const auto* const kSafe =
+      Join({kSelect, kNumeric, kNumberFunctions, kLengths, kTimeFunctions, kJsonFunctions,
+            kArrayAndRowFunctions, kWindowFunctions});
   return *kSafe;
 }
 
