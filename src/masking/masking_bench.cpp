@@ -61,22 +61,12 @@ const std::vector<std::string>& DenseCorpus() {
   return docs;
 }
 
-// `json` with one planted value (cycling through the kinds below) after a space inside a
-// JSON string value about every `every` bytes: keys, numbers and strings without spaces
+// `json` with one planted value (cycling through test_support::DensePiiValues()) after a space
+// inside a JSON string value about every `every` bytes: keys, numbers and strings without spaces
 // (ids, base64 signatures) stay as they are. The values carry no quote or backslash, and a
 // literal space is never part of an escape, so the result is valid JSON whenever `json` is.
 std::string PlantPii(std::string_view json, size_t every) {
-  static const std::vector<std::string> kPii = {
-      "jane.doe@example.com",
-      "4111 1111 1111 1111",
-      "+1 415 555 2671",
-      "GB82 WEST 1234 5698 7654 32",
-      "536-22-8726",
-      "192.168.10.20",
-      test_support::FakeAwsKeyId(),
-      test_support::FakeGithubToken(),
-      test_support::FakeJwt(),
-  };
+  const std::vector<std::string>& pii = test_support::DensePiiValues();
   std::string out;
   out.reserve(json.size() + json.size() / 8);
   std::vector<char> containers;  // '{' or '['
@@ -93,7 +83,7 @@ std::string PlantPii(std::string_view json, size_t every) {
       } else if (c == '"') {
         in_string = false;
       } else if (c == ' ' && value_string && since >= every) {
-        out += "contact " + kPii[planted++ % kPii.size()] + " now ";
+        out += "contact " + pii[planted++ % pii.size()] + " now ";
         since = 0;
       }
       continue;

@@ -637,6 +637,23 @@ inline std::vector<std::pair<std::string, std::string>> LoadTraceFiles() {
   return out;
 }
 
+// One value of each common kind (email, card, phone, IBAN, SSN, IP, secrets), for planting
+// densely where the kind matters less than the volume (GeneratedTrace, masking_bench).
+inline const std::vector<std::string>& DensePiiValues() {
+  static const std::vector<std::string> values = {
+      "jane.doe@example.com",
+      "4111 1111 1111 1111",
+      "+1 415 555 2671",
+      "GB82 WEST 1234 5698 7654 32",
+      "536-22-8726",
+      "192.168.10.20",
+      FakeAwsKeyId(),
+      FakeGithubToken(),
+      FakeJwt(),
+  };
+  return values;
+}
+
 // A deterministic Langfuse-shaped trace of about `bytes` bytes: metadata as a JSON string,
 // observations with model parameters, chat messages, timestamps, usage numbers, hex ids
 // and an opaque reasoning signature. `pii_every` > 0 plants one PII/secret value in every
@@ -656,17 +673,7 @@ inline std::string GeneratedTrace(size_t bytes, int pii_every, uint32_t seed = 1
     }
     return s;
   };
-  const std::vector<std::string> pii = {
-      "jane.doe@example.com",
-      "4111 1111 1111 1111",
-      "+1 415 555 2671",
-      "GB82 WEST 1234 5698 7654 32",
-      "536-22-8726",
-      "192.168.10.20",
-      FakeAwsKeyId(),
-      FakeGithubToken(),
-      FakeJwt(),
-  };
+  const std::vector<std::string>& pii = DensePiiValues();
   const char* words[] = {"the",     "agent",   "calls",   "tool",      "search", "returns",
                          "result",  "weather", "in",      "Berlin",    "is",     "sunny",
                          "with",    "20",      "degrees", "user",      "asked",  "for",

@@ -208,12 +208,12 @@ absl::StatusOr<bool> RowMasker::MaskRow(const Plan& plan, pgwire::Bytes body, pg
   p += 2;
   masked_values_.resize(columns);
   changed_.assign(columns, 0);
-  std::vector<std::pair<const uint8_t*, int32_t>> values(columns);
+  values_.resize(columns);
   bool any = false;
   for (size_t i = 0; i < columns; ++i) {
     const int32_t length = ReadInt32(p);
     p += 4;
-    values[i] = {p, length};
+    values_[i] = {p, length};
     masked_values_[i].clear();
     if (length >= 0) {
       const std::string_view value(reinterpret_cast<const char*>(p), static_cast<size_t>(length));
@@ -235,7 +235,7 @@ absl::StatusOr<bool> RowMasker::MaskRow(const Plan& plan, pgwire::Bytes body, pg
   out.push_back(static_cast<char>(columns >> 8));
   out.push_back(static_cast<char>(columns));
   for (size_t i = 0; i < columns; ++i) {
-    const auto [data, length] = values[i];
+    const auto [data, length] = values_[i];
     if (length < 0) {
       PutInt32(out, static_cast<uint32_t>(-1));
     } else if (changed_[i] != 0) {

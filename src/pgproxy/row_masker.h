@@ -83,6 +83,7 @@ class RowMasker {
   // Per column of the row being rebuilt: its masked bytes, when it changed.
   std::vector<std::string> masked_values_;
   std::vector<uint8_t> changed_;
+  std::vector<std::pair<const uint8_t*, int32_t>> values_;  // where each value of the row is
 };
 
 }  // namespace tracegate::pgproxy
