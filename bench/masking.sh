@@ -281,31 +281,7 @@ fetch_args() {  # protocol -> pgbench args (simple: the value carries its quotes
   else echo "-f $ONE_SCRIPT -D tid=$ONE_TRACE_ID"; fi
 }
 
-# pgbench_client log port user password retries protocol seconds extra...: one pgbench with
-# one connection; a start whose login found the grant still in use by pgbench's own setup
-# connection is retried after 50 ms (see pg_overhead.sh).
-pgbench_client() {
-  local logf=$1 port=$2 user=$3 pw=$4 retries=$5 proto=$6 secs=$7; shift 7
-  local attempt rc
-  for ((attempt = 0; ; attempt++)); do
-    rc=0
-    PGPASSWORD=$pw PGSSLMODE=disable PGGSSENCMODE=disable PGAPPNAME=masking_bench \
-      timeout --foreground -k 5 $((secs + 60)) \
-      pgbench -n -h 127.0.0.1 -p "$port" -U "$user" -M "$proto" -c 1 -j 1 \
-        -T "$secs" -P "$secs" "$@" "$DB" >"$logf.try" 2>&1 || rc=$?
-    if ((rc != 0 && attempt < retries)) && grep -q 'is in use by another session' "$logf.try" &&
-       grep -q 'could not create connection' "$logf.try"; then
-      echo "masking: retry $((attempt + 1)) after login refused (grant in use)" >>"$logf.retries"
-      sleep 0.05
-      continue
-    fi
-    break
-  done
-  { [[ -f $logf.retries ]] && cat "$logf.retries"; cat "$logf.try"; } >"$logf"
-  rm -f "$logf.try" "$logf.retries"
-  return $rc
-}
-
+# pgbench_client: bench/lib/setup.sh
 # run_fetch log target protocol clients seconds: `clients` pgbench processes side by side,
 # logs merged by lib/pgbench_merge.py
 run_fetch() {

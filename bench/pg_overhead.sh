@@ -234,36 +234,7 @@ run_pgbench() {
   return $rc
 }
 
-# pgbench_client log port user password retries protocol seconds extra...: one pgbench
-# process with one connection. A grant carries one session at a time, and the gateway
-# releases it when it has processed the end of the previous session: pgbench's client login
-# right after its own setup connection closed can find the grant still "in use by another
-# session" (FATAL at connect, no transaction run). Such a start is retried up to `retries`
-# times after 50 ms; every retry is noted in the log ("pg_overhead: retry").
-pgbench_client() {
-  local logf=$1 port=$2 user=$3 pw=$4 retries=$5 proto=$6 secs=$7; shift 7
-  local attempt rc
-  for ((attempt = 0; ; attempt++)); do
-    rc=0
-    PGPASSWORD=$pw PGSSLMODE=disable PGGSSENCMODE=disable PGAPPNAME=pg_overhead \
-      timeout --foreground -k 5 $((secs + 60)) \
-      pgbench -n -h 127.0.0.1 -p "$port" -U "$user" -M "$proto" -c 1 -j 1 \
-        -T "$secs" -P "$secs" "$@" "$DB" >"$logf.try" 2>&1 || rc=$?
-    if ((rc != 0 && attempt < retries)) && grep -q 'is in use by another session' "$logf.try" &&
-       grep -q 'could not create connection' "$logf.try"; then
-      echo "pg_overhead: retry $((attempt + 1)) after login refused:" \
-        "$(grep -m1 -o 'tracegate: grant .* is in use by another session' "$logf.try")" \
-        >>"$logf.retries"
-      sleep 0.05
-      continue
-    fi
-    break
-  done
-  { [[ -f $logf.retries ]] && cat "$logf.retries"; cat "$logf.try"; } >"$logf"
-  rm -f "$logf.try" "$logf.retries"
-  return $rc
-}
-
+# pgbench_client: bench/lib/setup.sh
 # run_pgbench_per_client log target protocol clients seconds extra...: `clients` pgbench
 # processes with one connection each, started together; for tracegate+gate each logs in
 # with a grant of its own (all requested before the processes start). Their logs are merged

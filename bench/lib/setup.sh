@@ -21,6 +21,8 @@
 #                       MASKED_TOKEN_FILE with TG_MASKED_GROUP); the caller adds its own
 #                       targets when it returns 0
 #   request_grants      trace_id count -> "user password" lines of fresh grants on stdout
+#   pgbench_client      one pgbench process of one connection, retrying a grant login
+#                       that found the grant still in use
 #                       (token: GRANT_TOKEN_FILE if set, else TOKEN_FILE)
 
 # ---- logging and small helpers ------------------------------------------------------------
@@ -75,6 +77,36 @@ exec_as_run_user() {
 psql_admin() {
   PGOPTIONS='-c client_min_messages=warning' \
     psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PG_PORT" -U postgres "$@"
+}
+
+# pgbench_client log port user password retries protocol seconds extra...: one pgbench
+# process with one connection. A grant carries one session at a time, and the gateway
+# releases it when it has processed the end of the previous session: pgbench's client login
+# right after its own setup connection closed can find the grant still "in use by another
+# session" (FATAL at connect, no transaction run). Such a start is retried up to `retries`
+# times after 50 ms; every retry is noted in the log ("<BENCH_NAME>: retry", which lib/pgbench_merge.py counts).
+pgbench_client() {
+  local logf=$1 port=$2 user=$3 pw=$4 retries=$5 proto=$6 secs=$7; shift 7
+  local attempt rc
+  for ((attempt = 0; ; attempt++)); do
+    rc=0
+    PGPASSWORD=$pw PGSSLMODE=disable PGGSSENCMODE=disable PGAPPNAME=$BENCH_NAME \
+      timeout --foreground -k 5 $((secs + 60)) \
+      pgbench -n -h 127.0.0.1 -p "$port" -U "$user" -M "$proto" -c 1 -j 1 \
+        -T "$secs" -P "$secs" "$@" "$DB" >"$logf.try" 2>&1 || rc=$?
+    if ((rc != 0 && attempt < retries)) && grep -q 'is in use by another session' "$logf.try" &&
+       grep -q 'could not create connection' "$logf.try"; then
+      echo "$BENCH_NAME: retry $((attempt + 1)) after login refused:" \
+        "$(grep -m1 -o 'tracegate: grant .* is in use by another session' "$logf.try")" \
+        >>"$logf.retries"
+      sleep 0.05
+      continue
+    fi
+    break
+  done
+  { [[ -f $logf.retries ]] && cat "$logf.retries"; cat "$logf.try"; } >"$logf"
+  rm -f "$logf.try" "$logf.retries"
+  return $rc
 }
 
 # ---- state and cleanup -------------------------------------------------------------------
