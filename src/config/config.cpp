@@ -21,6 +21,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "config/access_keys.h"
+#include "config/audit_keys.h"
 #include "config/masking_keys.h"
 #include "config/scalars.h"
 #include "config/schema.h"
@@ -424,6 +425,10 @@ std::string FormatEndpoint(const Endpoint& e) {
 }
 
 void CheckConfig(const Item&, Config& config, NoExtra&, Context& ctx) {
+  if (config.audit.dir.empty()) {
+    config.audit.dir =
+        (std::filesystem::path(config.state.path).parent_path() / "audit").lexically_normal();
+  }
   std::map<std::string, std::string> name_owner;
   std::map<std::string, std::string> listen_owner;  // port 0 (pick a free one) never clashes
   if (config.admin.has_value() && config.admin->port != 0) {
@@ -501,6 +506,7 @@ const Table<Config>& ConfigKeys() {
                     }
                   }),
               K::Section("state", kOptional, &Config::state, internal::StateKeys),
+              K::Section("audit", kOptional, &Config::audit, internal::AuditKeys),
               K::Section("identity", kOptional, &Config::identity, internal::IdentityKeys),
               K::Section("policy", kOptional, &Config::policy, internal::PolicyKeys),
               K::Custom(

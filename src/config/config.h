@@ -195,6 +195,33 @@ struct State {
   std::string path = "tracegate.db";  // SQLite database file
 };
 
+// ---- recording -----------------------------------------------------------------------------
+
+enum class AuditDurability {
+  kStrict,   // a response reaches the client only once its record is on disk (group commit)
+  kBatched,  // records are synced every flush_interval; a crash may lose the last interval
+};
+
+// The session recorder and its log (src/audit). On by default: every session is recorded.
+struct Audit {
+  bool enabled = true;  // false: nothing is recorded (logged loudly at startup)
+  // Where the log's segment files go; empty = "audit" beside the state database.
+  std::string dir;
+  AuditDurability durability = AuditDurability::kStrict;
+  Duration flush_interval{10};          // batched mode
+  Duration checkpoint_interval{1000};   // a signed checkpoint of the chain head at most this often
+  uint64_t segment_bytes = 64u << 20;   // a new segment file past this size
+  uint32_t retention_days = 0;          // whole segments older than this are pruned; 0 = keep
+  uint64_t max_session_bytes = 256u << 20;  // per session; past it a truncation record, then
+                                            // only the session's end is recorded
+  // Ed25519 private key (PEM) that signs checkpoints, from signing_key_file / signing_key_env.
+  // Empty: a key is generated in `dir` on first start (fine for a demo; in production keep
+  // the key, or at least its public half for verify, away from the log).
+  std::string signing_key;
+  // Principals in any of these groups may read sessions and replays over the API.
+  std::vector<std::string> auditor_groups;
+};
+
 struct Config {
   std::string source;              // path it was loaded from, for messages
   uint32_t workers = 0;            // event-loop threads; 0 = number of cores
@@ -206,6 +233,7 @@ struct Config {
   std::vector<PostgresConnection> connections;
   std::optional<Api> api;  // control plane; absent = no grants API (static users only)
   State state;
+  Audit audit;
   Identity identity;
   Policy policy;
   // Masking profiles as written (unique names; reloadable), with their pseudonym keys loaded.
