@@ -654,6 +654,14 @@ class UnavailableStore final : public store::StateStore {
     return Down();
   }
   absl::Status CheckHealth() override { return Down(); }
+  absl::Status PutSession(const store::SessionSummary&) override { return Down(); }
+  absl::StatusOr<store::SessionSummary> GetSession(std::string_view) override { return Down(); }
+  absl::StatusOr<std::vector<store::SessionSummary>> ListSessions(
+      const store::SessionQuery&) override {
+    return Down();
+  }
+  absl::Status PutAuditHead(std::string_view) override { return Down(); }
+  absl::StatusOr<std::optional<std::string>> GetAuditHead() override { return Down(); }
 
  private:
   static absl::Status Down() { return absl::UnavailableError("state store: disk I/O error"); }

@@ -1,6 +1,8 @@
 #include "store/sqlite_store.h"
 
+#include <algorithm>
 #include <array>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -18,7 +20,7 @@ using internal::Transaction;
 
 // Migration step i takes the schema from version i to i + 1. Append only: never edit a step
 // that has shipped. Times are microseconds since the Unix epoch (UTC).
-constexpr std::array<std::string_view, 1> kMigrations = {
+constexpr std::array<std::string_view, 2> kMigrations = {
     // 1: grants and their transitions.
     R"sql(
 CREATE TABLE grants (
@@ -58,7 +60,46 @@ CREATE TABLE grant_events (
 ) STRICT;
 CREATE INDEX grant_events_by_grant ON grant_events (grant_id, seq);
 )sql",
+    // 2: the audit log's session index and its newest checkpoint. The counters and seqs are
+    // uint64 kept in INTEGER (int64) columns by a two's-complement cast. Kinds and outcomes
+    // are checked by ValidateSessionSummary, not here, so that a new one needs no migration.
+    R"sql(
+CREATE TABLE sessions (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  connection TEXT NOT NULL,
+  trace_id TEXT NOT NULL,
+  grant_id TEXT NOT NULL,
+  issuer TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  login_user TEXT NOT NULL,
+  client_address TEXT NOT NULL,
+  started_at_us INTEGER NOT NULL,
+  ended_at_us INTEGER,
+  outcome TEXT NOT NULL CHECK ((ended_at_us IS NULL) = (outcome = '')),
+  reason TEXT NOT NULL,
+  statements INTEGER NOT NULL,
+  blocked INTEGER NOT NULL,
+  row_count INTEGER NOT NULL,
+  bytes_to_client INTEGER NOT NULL,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sessions_by_start ON sessions (started_at_us);
+CREATE INDEX sessions_by_trace ON sessions (trace_id, started_at_us);
+CREATE INDEX sessions_by_subject ON sessions (subject, started_at_us);
+CREATE INDEX sessions_by_connection ON sessions (connection, started_at_us);
+CREATE INDEX sessions_open ON sessions (started_at_us) WHERE ended_at_us IS NULL;
+CREATE TABLE audit_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  checkpoint TEXT NOT NULL
+) STRICT;
+)sql",
 };
+
+// SessionQuery::outcome's word for "not ended yet".
+constexpr std::string_view kOpenOutcome = "open";
 
 constexpr char kLiveStates[] = "('pending', 'approved', 'active', 'in_use')";
 
@@ -67,6 +108,12 @@ constexpr char kGrantColumns[] =
     "id, state, connection, trace_id, issuer, subject, client_id, groups, reason, rule, "
     "client_address, masking_profile, created_at_us, expires_at_us, uses_allowed, uses_left, "
     "max_session_ms, max_rows, max_bytes, scram_verifier, bearer_hash";
+
+// The columns of a session row, in the order ReadSession expects them.
+constexpr char kSessionColumns[] =
+    "id, kind, connection, trace_id, grant_id, issuer, subject, client_id, login_user, "
+    "client_address, started_at_us, ended_at_us, outcome, reason, statements, blocked, "
+    "row_count, bytes_to_client, first_seq, last_seq";
 
 int64_t ToMicros(TimePoint t) {
   return std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
@@ -152,6 +199,66 @@ absl::StatusOr<GrantRecord> ReadGrant(const Statement& stmt) {
   r.scram_verifier = stmt.Text(19);
   r.bearer_hash = stmt.Text(20);
   return r;
+}
+
+// uint64 counters round-trip through SQLite's int64 by a two's-complement cast.
+int64_t FromUnsigned(uint64_t value) { return static_cast<int64_t>(value); }
+uint64_t ToUnsigned(int64_t value) { return static_cast<uint64_t>(value); }
+
+SessionSummary ReadSession(const Statement& stmt) {
+  SessionSummary s;
+  s.id = stmt.Text(0);
+  s.kind = stmt.Text(1);
+  s.connection = stmt.Text(2);
+  s.trace_id = stmt.Text(3);
+  s.grant_id = stmt.Text(4);
+  s.issuer = stmt.Text(5);
+  s.subject = stmt.Text(6);
+  s.client_id = stmt.Text(7);
+  s.user = stmt.Text(8);
+  s.client_address = stmt.Text(9);
+  s.started_at = FromMicros(stmt.Int(10));
+  if (!stmt.IsNull(11)) {
+    s.ended_at = FromMicros(stmt.Int(11));
+  }
+  s.outcome = stmt.Text(12);
+  s.reason = stmt.Text(13);
+  s.statements = ToUnsigned(stmt.Int(14));
+  s.blocked = ToUnsigned(stmt.Int(15));
+  s.rows = ToUnsigned(stmt.Int(16));
+  s.bytes_to_client = ToUnsigned(stmt.Int(17));
+  s.first_seq = ToUnsigned(stmt.Int(18));
+  s.last_seq = ToUnsigned(stmt.Int(19));
+  return s;
+}
+
+// The SELECT for `query`: the filters it sets, each with its own fixed parameter number
+// (?1..?6; ?7 is the limit), so one cached statement per distinct shape.
+std::string ListSessionsSql(const SessionQuery& query) {
+  std::string where;
+  auto add = [&where](std::string_view condition) {
+    where += Cat(where.empty() ? " WHERE " : " AND ", condition);
+  };
+  if (query.trace_id.has_value()) {
+    add("trace_id = ?1");
+  }
+  if (query.subject.has_value()) {
+    add("subject = ?2");
+  }
+  if (query.connection.has_value()) {
+    add("connection = ?3");
+  }
+  if (query.outcome.has_value()) {
+    add(*query.outcome == kOpenOutcome ? "ended_at_us IS NULL" : "outcome = ?4");
+  }
+  if (query.since.has_value()) {
+    add("started_at_us >= ?5");
+  }
+  if (query.until.has_value()) {
+    add("started_at_us < ?6");
+  }
+  return Cat("SELECT ", kSessionColumns, " FROM sessions", where,
+             " ORDER BY started_at_us DESC, id DESC LIMIT ?7");
 }
 
 absl::Status InsertEvent(Db& db, std::string_view grant_id, std::optional<GrantState> from,
@@ -376,10 +483,130 @@ absl::StatusOr<std::vector<GrantEvent>> SqliteStore::ListEvents(std::string_view
   return events;
 }
 
+absl::Status SqliteStore::PutSession(const SessionSummary& session) {
+  TG_RETURN_IF_ERROR(ValidateSessionSummary(session));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  // One statement: its own (autocommit) write transaction, taken when the statement starts.
+  TG_ASSIGN_OR_RETURN(
+      Statement stmt,
+      impl_->db->Prepare(
+          Cat("INSERT INTO sessions (", kSessionColumns,
+              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
+              "?17, ?18, ?19, ?20) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+              "connection = excluded.connection, trace_id = excluded.trace_id, "
+              "grant_id = excluded.grant_id, issuer = excluded.issuer, subject = excluded.subject, "
+              "client_id = excluded.client_id, login_user = excluded.login_user, "
+              "client_address = excluded.client_address, started_at_us = excluded.started_at_us, "
+              "ended_at_us = excluded.ended_at_us, outcome = excluded.outcome, "
+              "reason = excluded.reason, statements = excluded.statements, "
+              "blocked = excluded.blocked, row_count = excluded.row_count, "
+              "bytes_to_client = excluded.bytes_to_client, first_seq = excluded.first_seq, "
+              "last_seq = excluded.last_seq")));
+  stmt.Bind(1, session.id)
+      .Bind(2, session.kind)
+      .Bind(3, session.connection)
+      .Bind(4, session.trace_id)
+      .Bind(5, session.grant_id)
+      .Bind(6, session.issuer)
+      .Bind(7, session.subject)
+      .Bind(8, session.client_id)
+      .Bind(9, session.user)
+      .Bind(10, session.client_address)
+      .Bind(11, ToMicros(session.started_at));
+  if (session.ended_at.has_value()) {
+    stmt.Bind(12, ToMicros(*session.ended_at));
+  } else {
+    stmt.BindNull(12);
+  }
+  stmt.Bind(13, session.outcome)
+      .Bind(14, session.reason)
+      .Bind(15, FromUnsigned(session.statements))
+      .Bind(16, FromUnsigned(session.blocked))
+      .Bind(17, FromUnsigned(session.rows))
+      .Bind(18, FromUnsigned(session.bytes_to_client))
+      .Bind(19, FromUnsigned(session.first_seq))
+      .Bind(20, FromUnsigned(session.last_seq));
+  return stmt.Run();
+}
+
+absl::StatusOr<SessionSummary> SqliteStore::GetSession(std::string_view id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TG_ASSIGN_OR_RETURN(Statement stmt, impl_->db->Prepare(Cat("SELECT ", kSessionColumns,
+                                                             " FROM sessions WHERE id = ?1")));
+  stmt.Bind(1, id);
+  TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) {
+    return absl::NotFoundError(Cat("no session ", id));
+  }
+  return ReadSession(stmt);
+}
+
+absl::StatusOr<std::vector<SessionSummary>> SqliteStore::ListSessions(const SessionQuery& query) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TG_ASSIGN_OR_RETURN(Statement stmt, impl_->db->Prepare(ListSessionsSql(query)));
+  if (query.trace_id.has_value()) {
+    stmt.Bind(1, *query.trace_id);
+  }
+  if (query.subject.has_value()) {
+    stmt.Bind(2, *query.subject);
+  }
+  if (query.connection.has_value()) {
+    stmt.Bind(3, *query.connection);
+  }
+  if (query.outcome.has_value() && *query.outcome != kOpenOutcome) {
+    stmt.Bind(4, *query.outcome);
+  }
+  if (query.since.has_value()) {
+    stmt.Bind(5, ToMicros(*query.since));
+  }
+  if (query.until.has_value()) {
+    stmt.Bind(6, ToMicros(*query.until));
+  }
+  // LIMIT takes an int64; anything larger means "all" anyway.
+  stmt.Bind(7, static_cast<int64_t>(
+                   std::min<uint64_t>(query.limit, std::numeric_limits<int64_t>::max())));
+  std::vector<SessionSummary> sessions;
+  while (true) {
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      break;
+    }
+    sessions.push_back(ReadSession(stmt));
+  }
+  return sessions;
+}
+
+absl::Status SqliteStore::PutAuditHead(std::string_view checkpoint) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TG_ASSIGN_OR_RETURN(Statement stmt,
+                      impl_->db->Prepare("INSERT INTO audit_head (id, checkpoint) VALUES (1, ?1) "
+                                         "ON CONFLICT (id) DO UPDATE SET "
+                                         "checkpoint = excluded.checkpoint"));
+  stmt.Bind(1, checkpoint);
+  return stmt.Run();
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetAuditHead() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TG_ASSIGN_OR_RETURN(Statement stmt,
+                      impl_->db->Prepare("SELECT checkpoint FROM audit_head WHERE id = 1"));
+  TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) {
+    return std::optional<std::string>();
+  }
+  return std::optional<std::string>(stmt.Text(0));
+}
+
 absl::Status SqliteStore::CheckHealth() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   TG_ASSIGN_OR_RETURN(Statement stmt, impl_->db->Prepare("SELECT count(*) FROM grants WHERE 0"));
   return stmt.Run();
 }
+
+namespace internal {
+
+std::span<const std::string_view> SqliteMigrationSteps() { return kMigrations; }
+
+}  // namespace internal
 
 }  // namespace tracegate::store

@@ -17,8 +17,11 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "store/state_store.h"
@@ -51,6 +54,12 @@ class SqliteStore final : public StateStore {
   [[nodiscard]] absl::StatusOr<std::vector<ExpiredGrant>> ExpireDue(TimePoint now) override;
   [[nodiscard]] absl::StatusOr<std::vector<GrantEvent>> ListEvents(
       std::string_view grant_id) override;
+  [[nodiscard]] absl::Status PutSession(const SessionSummary& session) override;
+  [[nodiscard]] absl::StatusOr<SessionSummary> GetSession(std::string_view id) override;
+  [[nodiscard]] absl::StatusOr<std::vector<SessionSummary>> ListSessions(
+      const SessionQuery& query) override;
+  [[nodiscard]] absl::Status PutAuditHead(std::string_view checkpoint) override;
+  [[nodiscard]] absl::StatusOr<std::optional<std::string>> GetAuditHead() override;
   [[nodiscard]] absl::Status CheckHealth() override;
 
  private:
@@ -58,5 +67,13 @@ class SqliteStore final : public StateStore {
   explicit SqliteStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+namespace internal {
+
+// The migration steps Open applies (step i takes the schema from version i to i + 1), for
+// tests that build a file as an older tracegate left it.
+[[nodiscard]] std::span<const std::string_view> SqliteMigrationSteps();
+
+}  // namespace internal
 
 }  // namespace tracegate::store

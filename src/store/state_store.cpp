@@ -1,5 +1,6 @@
 #include "store/state_store.h"
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <utility>
@@ -23,6 +24,11 @@ constexpr std::array<std::pair<GrantState, std::string_view>, 8> kNames = {{
 
 // Where a refused transition keeps the grant's state (absl::Status payload type URL).
 constexpr char kRefusedStateUrl[] = "tracegate/store.RefusedState";
+
+constexpr std::array<std::string_view, 2> kSessionKinds = {"postgres", "http"};
+// The outcomes of an ended session ("" is the open session's).
+constexpr std::array<std::string_view, 5> kSessionOutcomes = {"completed", "refused", "violation",
+                                                              "error", "interrupted"};
 
 }  // namespace
 
@@ -77,6 +83,28 @@ std::optional<GrantState> RefusedState(const absl::Status& status) {
     return std::nullopt;
   }
   return ParseGrantState(std::string(*payload));
+}
+
+absl::Status ValidateSessionSummary(const SessionSummary& session) {
+  auto refuse = [&](std::string_view why) {
+    return absl::InvalidArgumentError(Cat("state store: session ", session.id, ": ", why));
+  };
+  if (session.id.empty()) {
+    return refuse("no id");
+  }
+  if (std::ranges::find(kSessionKinds, session.kind) == kSessionKinds.end()) {
+    return refuse(Cat("unknown kind '", session.kind, "'"));
+  }
+  if (!session.ended_at.has_value()) {
+    if (!session.outcome.empty()) {
+      return refuse(Cat("outcome '", session.outcome, "' but no end time"));
+    }
+    return absl::OkStatus();
+  }
+  if (std::ranges::find(kSessionOutcomes, session.outcome) == kSessionOutcomes.end()) {
+    return refuse(Cat("ended with unknown outcome '", session.outcome, "'"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tracegate::store

@@ -1,5 +1,6 @@
 #pragma once
-// The state store: where grants and their audit trail of transitions live.
+// The state store: where grants and their audit trail of transitions live, and the audit
+// log's index of recorded sessions and its newest checkpoint.
 //
 // `StateStore` is the interface; `SqliteStore` (sqlite_store.h) is the embedded default and
 // a PostgreSQL store shared by several gateway replicas comes later. So that both can honour
@@ -13,6 +14,8 @@
 //   FailedPrecondition  a conditional transition was refused; RefusedState() reads the
 //                       grant's state at the time of the refusal from the status
 //   AlreadyExists       CreateGrant with an id that is taken
+//   InvalidArgument     a record the store refuses to keep (a bad creation event, a session
+//                       summary ValidateSessionSummary refuses)
 //   Unavailable         the database itself failed (I/O, locked too long, corrupt,
 //                       unreachable): callers fail closed
 //
@@ -116,6 +119,43 @@ struct ExpiredGrant {
   bool operator==(const ExpiredGrant&) const = default;
 };
 
+// One recorded session, as the audit index keeps it (the log itself is the evidence; this
+// is how it is found). Written by the recorder at session start and end.
+struct SessionSummary {
+  std::string id;
+  std::string kind = "postgres";  // "postgres" | "http"
+  std::string connection;
+  std::string trace_id;  // empty: a static user's session (no grant)
+  std::string grant_id;
+  std::string issuer;  // the principal (empty for static users)
+  std::string subject;
+  std::string client_id;
+  std::string user;  // the login name
+  std::string client_address;
+  TimePoint started_at;
+  std::optional<TimePoint> ended_at;  // nullopt while open
+  // "" while open; "completed" | "refused" | "violation" | "error" | "interrupted"
+  std::string outcome;
+  std::string reason;  // why it ended, human text
+  uint64_t statements = 0;
+  uint64_t blocked = 0;
+  uint64_t rows = 0;
+  uint64_t bytes_to_client = 0;
+  uint64_t first_seq = 0;  // its first audit log record
+  uint64_t last_seq = 0;   // its last audit log record so far
+
+  bool operator==(const SessionSummary&) const = default;
+};
+
+// Which sessions ListSessions returns. Unset fields match everything.
+struct SessionQuery {
+  // Exact match; outcome "open" matches the sessions that have not ended.
+  std::optional<std::string> trace_id, subject, connection, outcome;
+  std::optional<TimePoint> since;  // started_at >= since
+  std::optional<TimePoint> until;  // started_at < until
+  size_t limit = 100;              // newest first
+};
+
 class StateStore {
  public:
   virtual ~StateStore() = default;
@@ -141,6 +181,22 @@ class StateStore {
   [[nodiscard]] virtual absl::StatusOr<std::vector<GrantEvent>> ListEvents(
       std::string_view grant_id) = 0;
 
+  // Inserts or replaces the session's summary (by id), in one short transaction: the
+  // recorder calls it at every session start and end. Durable when it returns.
+  // InvalidArgument for a summary ValidateSessionSummary refuses.
+  [[nodiscard]] virtual absl::Status PutSession(const SessionSummary& session) = 0;
+  // NotFound if there is no such session.
+  [[nodiscard]] virtual absl::StatusOr<SessionSummary> GetSession(std::string_view id) = 0;
+  // Matching sessions, newest started first (ties: greater id first), at most query.limit.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<SessionSummary>> ListSessions(
+      const SessionQuery& query) = 0;
+
+  // The audit log's newest signed checkpoint, as the recorder hands it over (opaque text,
+  // JSON); verify compares the log with it to detect a cut tail. Replaces the previous one.
+  [[nodiscard]] virtual absl::Status PutAuditHead(std::string_view checkpoint) = 0;
+  // nullopt before the first PutAuditHead.
+  [[nodiscard]] virtual absl::StatusOr<std::optional<std::string>> GetAuditHead() = 0;
+
   // OK when the store can serve requests (for /readyz); Unavailable otherwise.
   [[nodiscard]] virtual absl::Status CheckHealth() = 0;
 };
@@ -150,5 +206,9 @@ class StateStore {
 [[nodiscard]] absl::Status TransitionRefused(std::string_view grant_id, GrantState current);
 // The grant state a refused transition carried; nullopt for any other status.
 [[nodiscard]] std::optional<GrantState> RefusedState(const absl::Status& status);
+
+// For implementations of PutSession: InvalidArgument unless the summary has an id, a known
+// kind and outcome, and is either open (no ended_at, outcome "") or ended (both set).
+[[nodiscard]] absl::Status ValidateSessionSummary(const SessionSummary& session);
 
 }  // namespace tracegate::store
