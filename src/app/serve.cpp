@@ -11,7 +11,9 @@
 #include <thread>
 
 #include "admin/admin_server.h"
+#include "audit/recorder.h"
 #include "common/status.h"
+#include "common/strings.h"
 #include "grants/grants.h"
 #include "httpapi/api.h"
 #include "httpapi/api_server.h"
@@ -51,26 +53,55 @@ class AccessPlane {
   explicit AccessPlane(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {}
   ~AccessPlane() { Stop(); }
 
-  // Opens the state store; the grant service is usable after this.
+  // Opens the state store when grants or recording need it; the grant service (with the
+  // API) and the recorder (unless disabled) are usable after this.
   absl::Status Open() {
+    if (!config_->api.has_value() && !config_->audit.enabled) {
+      return absl::OkStatus();
+    }
     absl::StatusOr<std::unique_ptr<store::SqliteStore>> opened =
         store::SqliteStore::Open(config_->state.path);
     if (!opened.ok()) {
-      return opened.status();
+      return absl::Status(opened.status().code(), Cat("state store ", config_->state.path, ": ",
+                                                      MessageOf(opened.status())));
     }
     store_ = *std::move(opened);
-    grants_ = std::make_unique<grants::GrantService>(
-        *store_, [] { return std::chrono::system_clock::now(); }, pgwire::SystemRandom());
+    if (config_->api.has_value()) {
+      grants_ = std::make_unique<grants::GrantService>(
+          *store_, [] { return std::chrono::system_clock::now(); }, pgwire::SystemRandom());
+    }
+    if (config_->audit.enabled) {
+      absl::StatusOr<std::unique_ptr<audit::Recorder>> recorder =
+          audit::Recorder::Open(config_->audit, *store_);
+      if (!recorder.ok()) {
+        return absl::Status(recorder.status().code(), Cat("audit log ", config_->audit.dir, ": ",
+                                                          MessageOf(recorder.status())));
+      }
+      recorder_ = *std::move(recorder);
+      spdlog::info(
+          "audit: recording every session to {} ({} durability)", config_->audit.dir,
+          config_->audit.durability == config::AuditDurability::kStrict ? "strict" : "batched");
+    } else {
+      spdlog::warn("audit: recording is DISABLED (audit.enabled: false): sessions leave no record");
+    }
+    sweeper_ = std::thread([this] { Sweep(); });
     return absl::OkStatus();
   }
 
   grants::GrantService* grants() { return grants_.get(); }
+  audit::Recorder* recorder() { return recorder_.get(); }
 
   // For /readyz: without the API there is nothing to check; with it, the state store answers
   // and every issuer's keys are loaded and not stale (otherwise every grant request fails).
   bool Ready() const {
     if (!store_) {
       return true;
+    }
+    if (recorder_ && !recorder_->health().ok()) {
+      return false;  // sessions would be refused
+    }
+    if (!grants_) {
+      return store_->CheckHealth().ok();
     }
     return store_->CheckHealth().ok() && validator_ && validator_->KeysUsable().ok();
   }
@@ -112,12 +143,12 @@ class AccessPlane {
         [validator = validator_.get()](std::string_view token) {
           return validator->Validate(token);
         },
-        *grants_, listener_address, [] { return std::chrono::system_clock::now(); });
+        *grants_, listener_address, [] { return std::chrono::system_clock::now(); },
+        recorder_ ? store_.get() : nullptr);
     server_ = std::make_unique<httpapi::ApiServer>(config_, *service_);
     TG_RETURN_IF_ERROR(server_->Start());
     spdlog::info("api: listening on {}://{}:{}", config_->api->tls ? "https" : "http",
                  server_->endpoint().address().to_string(), server_->endpoint().port());
-    sweeper_ = std::thread([this] { Sweep(); });
     return absl::OkStatus();
   }
 
@@ -138,16 +169,31 @@ class AccessPlane {
     }
   }
 
+  // After the gateway's sessions are gone: the log's final checkpoint.
+  void CloseRecorder() { recorder_.reset(); }
+
  private:
+  // Once a second: grants past their expiry; once a minute: audit segments past retention.
   void Sweep() {
     std::unique_lock lock(mu_);
-    while (!wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+    for (uint64_t tick = 0;
+         !wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; }); ++tick) {
       lock.unlock();
-      absl::StatusOr<size_t> expired = grants_->ExpireDue();
-      if (!expired.ok()) {
-        spdlog::error("grants: expiry sweep failed: {}", MessageOf(expired.status()));
-      } else if (*expired > 0) {
-        spdlog::info("grants: {} grant(s) expired", *expired);
+      if (grants_) {
+        absl::StatusOr<size_t> expired = grants_->ExpireDue();
+        if (!expired.ok()) {
+          spdlog::error("grants: expiry sweep failed: {}", MessageOf(expired.status()));
+        } else if (*expired > 0) {
+          spdlog::info("grants: {} grant(s) expired", *expired);
+        }
+      }
+      if (recorder_ && tick % 60 == 0) {
+        absl::StatusOr<size_t> pruned = recorder_->Prune();
+        if (!pruned.ok()) {
+          spdlog::error("audit: retention pruning failed: {}", MessageOf(pruned.status()));
+        } else if (*pruned > 0) {
+          spdlog::info("audit: retention removed {} segment(s)", *pruned);
+        }
       }
       lock.lock();
     }
@@ -156,6 +202,7 @@ class AccessPlane {
   std::shared_ptr<const config::Config> config_;
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<grants::GrantService> grants_;
+  std::unique_ptr<audit::Recorder> recorder_;
   std::unique_ptr<identity::TokenValidator> validator_;
   std::unique_ptr<httpapi::ApiService> service_;
   std::unique_ptr<httpapi::ApiServer> server_;
@@ -172,13 +219,11 @@ int Serve(std::shared_ptr<const config::Config> config) {
   ShutdownSignal shutdown_signal;
   auto registry = std::make_shared<prometheus::Registry>();
   AccessPlane access(config);
-  if (config->api.has_value()) {
-    if (absl::Status opened = access.Open(); !opened.ok()) {
-      spdlog::error("cannot start: state store {}: {}", config->state.path, MessageOf(opened));
-      return 1;
-    }
+  if (absl::Status opened = access.Open(); !opened.ok()) {
+    spdlog::error("cannot start: {}", MessageOf(opened));
+    return 1;
   }
-  pgproxy::Gateway gateway(config, *registry, access.grants());
+  pgproxy::Gateway gateway(config, *registry, access.grants(), access.recorder());
   if (absl::Status started = gateway.Start(); !started.ok()) {
     spdlog::error("cannot start: {}", MessageOf(started));
     return 1;
@@ -229,6 +274,7 @@ int Serve(std::shared_ptr<const config::Config> config) {
   }
   access.Stop();
   gateway.Shutdown();
+  access.CloseRecorder();
   spdlog::info("stopped");
   return 0;
 }

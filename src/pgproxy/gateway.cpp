@@ -97,10 +97,11 @@ awaitable<void> RefuseOverLimit(tcp::socket socket, const ConnectionRuntime& run
 }  // namespace
 
 Gateway::Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
-                 grants::GrantService* grants)
+                 grants::GrantService* grants, audit::Recorder* recorder)
     : config_(std::move(config)),
       registry_(registry),
       grants_(grants),
+      recorder_(recorder),
       state_(std::make_unique<State>()) {}
 
 Gateway::~Gateway() {
@@ -133,6 +134,7 @@ absl::Status Gateway::Start() {
     runtime.client_tls = st.client_tls.get();
     runtime.limits = limits;
     runtime.grants = grants_;
+    runtime.recorder = recorder_;
     absl::StatusOr<std::shared_ptr<const sql::Gate>> gate = sql::Gate::Create(conn.gate);
     if (!gate.ok()) {
       return absl::InvalidArgumentError(

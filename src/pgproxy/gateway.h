@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
 #include "pgproxy/asio.h"
@@ -20,9 +21,10 @@ namespace tracegate::pgproxy {
 class Gateway {
  public:
   // `grants` (may be null: static users only) must outlive the gateway; with it, the user
-  // "g_<grant id>" logs in with the grant's one-time credential.
+  // "g_<grant id>" logs in with the grant's one-time credential. `recorder` (may be null:
+  // recording disabled) records every authenticated session; it must outlive the gateway.
   Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
-          grants::GrantService* grants = nullptr);
+          grants::GrantService* grants = nullptr, audit::Recorder* recorder = nullptr);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -56,6 +58,7 @@ class Gateway {
   std::shared_ptr<const config::Config> config_;
   prometheus::Registry& registry_;
   grants::GrantService* grants_;
+  audit::Recorder* recorder_;
   struct State;
   std::unique_ptr<State> state_;
   std::atomic<size_t> active_sessions_{0};

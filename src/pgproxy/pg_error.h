@@ -26,6 +26,7 @@ inline constexpr std::string_view kInternalError = "XX000";
 inline constexpr std::string_view kInsufficientPrivilege = "42501";
 inline constexpr std::string_view kProgramLimitExceeded = "54000";
 inline constexpr std::string_view kInvalidStatementName = "26000";
+inline constexpr std::string_view kIoError = "58030";
 }  // namespace sqlstate
 
 // A status whose SQLSTATE is `state`. The message is what the client will read: it must

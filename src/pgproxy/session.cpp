@@ -119,6 +119,16 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
       status = absl::CancelledError("client left during startup");
     } else {
       status = co_await CheckStartup(**startup);
+      if (status.ok() && runtime_.recorder != nullptr) {
+        // Checked before a grant's use is taken: a session that cannot be recorded is
+        // refused without spending the credential.
+        if (absl::Status health = runtime_.recorder->health(); !health.ok()) {
+          spdlog::error("session={} peer={}: refused: {}", id_, peer_, MessageOf(health));
+          status = PgError(absl::StatusCode::kUnavailable, sqlstate::kIoError,
+                           "tracegate: sessions cannot be recorded right now (audit log "
+                           "unavailable), so none are admitted");
+        }
+      }
       if (status.ok()) {
         status = co_await Authenticate();
       }
@@ -129,6 +139,9 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
   }
   if (status.ok()) {
     status = co_await AttachBackend();
+  }
+  if (status.ok()) {
+    status = BeginRecording();
   }
 
   if (status.ok()) {
@@ -179,6 +192,139 @@ void Session::Stop(absl::Status reason, bool tell_client) {
   }
   watchdog_timer_.cancel();
   cancel_done_.cancel();
+}
+
+namespace {
+
+// Resumes the calling coroutine, on its own executor, once the log has synced record `seq`.
+awaitable<absl::Status> AwaitDurable(audit::LogWriter& log, uint64_t seq) {
+  auto executor = co_await asio::this_coro::executor;
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(absl::Status)>(
+      [&log, seq, executor](auto handler) {
+        log.WhenDurable(seq, [executor, handler = std::move(handler)](absl::Status done) mutable {
+          asio::post(executor, [handler = std::move(handler), done = std::move(done)]() mutable {
+            std::move(handler)(std::move(done));
+          });
+        });
+      },
+      asio::use_awaitable);
+}
+
+absl::Status RecordingFailed(std::string_view session, const absl::Status& why) {
+  spdlog::error("session={}: recording failed, ending the session: {}", session, MessageOf(why));
+  return PgError(absl::StatusCode::kUnavailable, sqlstate::kIoError,
+                 "tracegate: the session could not be recorded (audit log unavailable); "
+                 "nothing more is released");
+}
+
+std::string_view AsText(pgwire::Bytes bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+}  // namespace
+
+absl::Status Session::BeginRecording() {
+  if (runtime_.recorder == nullptr) {
+    return absl::OkStatus();
+  }
+  audit::SessionInfo info;
+  info.id = id_;
+  info.connection = runtime_.config->name;
+  info.user = user_;
+  info.database = database_;
+  info.client_address = peer_;
+  info.tls_version = client_.TlsVersion();
+  info.tls_cipher = client_.TlsCipher();
+  info.started_at =
+      std::chrono::system_clock::now() -
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - started_);
+  if (grant_) {
+    info.grant_id = grant_->id;
+    info.trace_id = grant_->trace_id;
+    info.issuer = grant_->issuer;
+    info.subject = grant_->subject;
+    info.client_id = grant_->client_id;
+    info.groups = grant_->groups;
+    info.rule = grant_->rule;
+    info.masking_profile = grant_->masking_profile;
+  }
+  absl::StatusOr<std::unique_ptr<audit::Recorder::Session>> began = runtime_.recorder->Begin(info);
+  if (!began.ok()) {
+    return RecordingFailed(id_, began.status());
+  }
+  recording_ = *std::move(began);
+  if (grant_) {
+    absl::StatusOr<uint64_t> event = recording_->GrantEvent(
+        "active", "in_use", Cat("session ", id_, " from ", peer_), "redeemed by this session");
+    if (!event.ok()) {
+      return RecordingFailed(id_, event.status());
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Session::RecordClientFrames(pgwire::Bytes frames) {
+  if (!recording_) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint64_t> seq = recording_->ClientFrames(AsText(frames));
+  return seq.ok() ? absl::OkStatus() : RecordingFailed(id_, seq.status());
+}
+
+awaitable<absl::Status> Session::RecordServerFrames(pgwire::Bytes frames) {
+  if (!recording_) {
+    co_return absl::OkStatus();
+  }
+  absl::StatusOr<uint64_t> seq = recording_->ServerFrames(AsText(frames));
+  if (!seq.ok()) {
+    co_return RecordingFailed(id_, seq.status());
+  }
+  if (runtime_.recorder->durability() == audit::Durability::kStrict) {
+    absl::Status durable = co_await AwaitDurable(runtime_.recorder->log(), *seq);
+    if (!durable.ok()) {
+      co_return RecordingFailed(id_, durable);
+    }
+  }
+  co_return absl::OkStatus();
+}
+
+void Session::EndRecording() {
+  if (!recording_) {
+    return;
+  }
+  audit::SessionOutcome outcome;
+  if (end_reason_.ok() || absl::IsCancelled(end_reason_)) {
+    outcome.outcome = "completed";
+    outcome.reason =
+        end_reason_.ok() ? "client sent Terminate" : std::string(MessageOf(end_reason_));
+  } else {
+    outcome.outcome =
+        SqlStateOf(end_reason_) == sqlstate::kInsufficientPrivilege ? "violation" : "error";
+    outcome.reason = Cat("[", SqlStateOf(end_reason_), "] ", MessageOf(end_reason_));
+  }
+  outcome.statements = statements_;
+  outcome.bytes_to_client = bytes_to_client_;
+  outcome.bytes_from_client = bytes_from_client_;
+  if (gate_) {
+    const GateStats& stats = gate_->stats();
+    outcome.blocked = stats.blocked;
+    outcome.rows = stats.rows;
+    outcome.masking_errors = stats.masking_errors;
+    if (const masking::Counts* masked = gate_->masked(); masked != nullptr) {
+      outcome.masked.insert(masked->by_entity.begin(), masked->by_entity.end());
+    }
+  }
+  if (grant_) {
+    absl::StatusOr<store::GrantRecord> now = runtime_.grants->Get(grant_->id);
+    const std::string state =
+        now.ok() ? std::string(store::GrantStateName(now->state)) : std::string("unknown");
+    (void)recording_->GrantEvent("in_use", state, "tracegate",
+                                 Cat("session ", id_, " ended (", outcome.outcome, ")"));
+  }
+  if (absl::Status ended = recording_->End(outcome); !ended.ok()) {
+    spdlog::error("session={}: recording the session's end failed: {}", id_, MessageOf(ended));
+  }
+  recording_.reset();
 }
 
 awaitable<absl::StatusOr<std::optional<pgwire::Frame>>> Session::ReadClientFrame(bool startup) {
@@ -737,9 +883,13 @@ awaitable<void> Session::RelayClientToBackend() {
                      : pgwire::frontend::kParse;
         }
       }
+      if (frame.type == pgwire::frontend::kExecute) {
+        ++statements_;
+      }
       switch (sent) {
         case pgwire::frontend::kQuery:
         case pgwire::frontend::kFunctionCall:
+          ++statements_;
           ++outstanding_syncs_;
           statement_starts_.push_back(Clock::now());
           break;
@@ -770,6 +920,10 @@ awaitable<void> Session::RelayClientToBackend() {
       co_return;
     }
     if (client_buffer_.HasDecoded()) {
+      if (absl::Status recorded = RecordClientFrames(client_buffer_.Decoded()); !recorded.ok()) {
+        Stop(recorded, true);
+        co_return;
+      }
       error_code ec;
       pgwire::Bytes out =
           gate_ ? pgwire::Bytes(reinterpret_cast<const uint8_t*>(gate_to_backend_.data()),
@@ -926,6 +1080,11 @@ awaitable<void> Session::RelayBackendToClient() {
           gate_ ? pgwire::Bytes(reinterpret_cast<const uint8_t*>(gate_to_client_.data()),
                                 gate_to_client_.size())
                 : buffer.Decoded();
+      if (absl::Status recorded = co_await RecordServerFrames(out); !recorded.ok()) {
+        backend_->broken = true;  // answers may be in flight: never pool it
+        end = recorded;
+        break;
+      }
       error_code ec;
       if (!out.empty()) {
         co_await client_.WriteAll(asio::buffer(out.data(), out.size()), ec);
@@ -1023,8 +1182,13 @@ awaitable<void> Session::Finish() {
   if (!end_reason_.ok() && tell_client_ && !client_write_torn_) {
     pgwire::Buffer out;
     pgwire::EncodeError("FATAL", SqlStateOf(end_reason_), MessageOf(end_reason_), out);
+    // Recorded like every answer; if it cannot be, the client still learns why the session
+    // ends (the FATAL carries no trace data).
+    (void)co_await RecordServerFrames(
+        pgwire::Bytes(reinterpret_cast<const uint8_t*>(out.data()), out.size()));
     co_await WriteClient(out);
   }
+  EndRecording();
   const std::chrono::duration<double> lasted = Clock::now() - started_;
   if (end_reason_.ok() || absl::IsCancelled(end_reason_)) {
     spdlog::info(

@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
 #include "masking/masker.h"
@@ -49,6 +50,8 @@ struct ConnectionRuntime {
   std::shared_ptr<const sql::Gate> gate;     // what a grant's session may run
   // Compiled masking profiles by name; a grant names the one its session's answers pass.
   std::map<std::string, std::shared_ptr<const masking::Masker>, std::less<>> maskers;
+  // Records every authenticated session (null: recording is disabled in the config).
+  audit::Recorder* recorder = nullptr;
   BackendTarget backend;
   pgwire::Limits limits;
   // Sessions open on this listener, handshakes included (all workers); see max_sessions.
@@ -84,6 +87,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // Grant sessions: learns the trace-id columns from the backend's catalog (once per
   // backend connection) and puts the statement gate in the data path.
   awaitable<absl::Status> StartGate();
+  // Recording (when the runtime has a recorder). Begin after the backend is attached; a
+  // failure refuses the session. Frames to the client are released only once recorded (and,
+  // in strict mode, durable): the caller must not send them on an error.
+  absl::Status BeginRecording();
+  absl::Status RecordClientFrames(pgwire::Bytes frames);
+  awaitable<absl::Status> RecordServerFrames(pgwire::Bytes frames);
+  void EndRecording();
   awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
   enum class CancelOutcome {
     kNotSent,      // no connection, or the request could not be written
@@ -147,6 +157,8 @@ class Session : public std::enable_shared_from_this<Session> {
   pgwire::Buffer gate_to_backend_;
   pgwire::Buffer gate_to_client_;
   std::unique_ptr<grants::GrantService::Watch> grant_watch_;
+  std::unique_ptr<audit::Recorder::Session> recording_;
+  uint64_t statements_ = 0;  // Query / Sync messages the client sent (for the record)
   Clock::time_point grant_deadline_ = Clock::time_point::max();
   bool stopping_ = false;
   bool tell_client_ = false;

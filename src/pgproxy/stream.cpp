@@ -58,4 +58,12 @@ void Stream::Close() {
   socket_.close(ignored);
 }
 
+std::string Stream::TlsVersion() const {
+  return tls_ ? std::string(SSL_get_version(tls_->native_handle())) : std::string();
+}
+
+std::string Stream::TlsCipher() const {
+  return tls_ ? std::string(SSL_get_cipher_name(tls_->native_handle())) : std::string();
+}
+
 }  // namespace tracegate::pgproxy

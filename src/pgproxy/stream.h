@@ -20,6 +20,10 @@ class Stream {
   explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
 
   [[nodiscard]] bool tls() const { return tls_ != nullptr; }
+  // The negotiated protocol version and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384"); empty
+  // without TLS.
+  [[nodiscard]] std::string TlsVersion() const;
+  [[nodiscard]] std::string TlsCipher() const;
   tcp::socket& socket() { return socket_; }
 
   // TLS handshake as `type` (server for clients, client for backends). On success every

@@ -1,0 +1,331 @@
+#include "audit/recorder.h"
+
+#include <fcntl.h>
+#include <fmt/chrono.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <utility>
+
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace tracegate::audit {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr const char* kGeneratedKeyFile = "checkpoint.key";
+constexpr const char* kPublicKeyFile = "checkpoint.pub";
+
+// Writes `content` to a new file of mode 0600 (never over an existing one).
+absl::Status WriteNewFile(const std::filesystem::path& path, std::string_view content, int mode) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    return absl::UnavailableError(Cat("cannot create ", path.string(), ": ", std::strerror(errno)));
+  }
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd);
+      return absl::UnavailableError(
+          Cat("cannot write ", path.string(), ": ", std::strerror(error)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) {
+    return absl::UnavailableError(Cat("cannot sync ", path.string()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::UnavailableError(Cat("cannot read ", path.string()));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The configured key, or the one generated in the log directory on first start.
+absl::StatusOr<CheckpointKey> LoadKey(const config::Audit& config) {
+  const std::filesystem::path dir(config.dir);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::UnavailableError(
+        Cat("cannot create the directory ", dir.string(), ": ", std::strerror(errno)));
+  }
+  std::string pem = config.signing_key;
+  if (pem.empty()) {
+    const std::filesystem::path key_path = dir / kGeneratedKeyFile;
+    std::error_code ec;
+    if (!std::filesystem::exists(key_path, ec)) {
+      absl::StatusOr<std::string> generated = CheckpointKey::GeneratePrivatePem();
+      if (!generated.ok()) {
+        return generated.status();
+      }
+      TG_RETURN_IF_ERROR(WriteNewFile(key_path, *generated, 0600));
+      spdlog::warn(
+          "audit: generated a checkpoint signing key in {}; set audit.signing_key_file to keep "
+          "the key apart from the log it protects",
+          key_path.string());
+    }
+    absl::StatusOr<std::string> stored = ReadFile(key_path);
+    if (!stored.ok()) {
+      return stored.status();
+    }
+    pem = *std::move(stored);
+  }
+  absl::StatusOr<CheckpointKey> key = CheckpointKey::FromPrivatePem(pem);
+  if (!key.ok()) {
+    return absl::InvalidArgumentError(
+        Cat("audit signing key: ", MessageOf(key.status())));  // never the key itself
+  }
+  // The public half beside the log, for `tracegate audit verify --public-key`.
+  const std::filesystem::path pub = dir / kPublicKeyFile;
+  std::error_code ec;
+  if (!std::filesystem::exists(pub, ec)) {
+    TG_RETURN_IF_ERROR(WriteNewFile(pub, key->PublicPem(), 0644));
+  }
+  return key;
+}
+
+Json GroupsJson(const std::vector<std::string>& groups) {
+  Json out = Json::array();
+  for (const std::string& g : groups) {
+    out.push_back(g);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string FormatTime(std::chrono::system_clock::time_point at) {
+  const auto micros =
+      std::chrono::time_point_cast<std::chrono::microseconds>(at).time_since_epoch().count();
+  const std::time_t seconds = static_cast<std::time_t>(micros / 1000000);
+  std::tm tm{};
+  ::gmtime_r(&seconds, &tm);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:06d}Z", tm, micros % 1000000);
+}
+
+absl::StatusOr<std::unique_ptr<Recorder>> Recorder::Open(const config::Audit& config,
+                                                         store::StateStore& store) {
+  absl::StatusOr<CheckpointKey> key = LoadKey(config);
+  if (!key.ok()) {
+    return key.status();
+  }
+  LogOptions options;
+  options.dir = config.dir;
+  options.durability = config.durability == config::AuditDurability::kStrict ? Durability::kStrict
+                                                                             : Durability::kBatched;
+  options.flush_interval = config.flush_interval;
+  options.checkpoint_interval = config.checkpoint_interval;
+  options.segment_bytes = config.segment_bytes;
+  options.on_checkpoint = [&store](const Checkpoint& checkpoint) {
+    return store.PutAuditHead(CheckpointToJson(checkpoint));
+  };
+  absl::StatusOr<std::unique_ptr<LogWriter>> log = LogWriter::Open(options, *std::move(key));
+  if (!log.ok()) {
+    return log.status();
+  }
+  std::unique_ptr<Recorder> recorder(new Recorder(config, store, *std::move(log)));
+  TG_RETURN_IF_ERROR(recorder->CloseInterruptedSessions());
+  return recorder;
+}
+
+Recorder::Recorder(const config::Audit& config, store::StateStore& store,
+                   std::unique_ptr<LogWriter> log)
+    : max_session_bytes_(config.max_session_bytes),
+      retention_days_(config.retention_days),
+      store_(store),
+      log_(std::move(log)) {}
+
+Recorder::~Recorder() = default;
+
+absl::Status Recorder::CloseInterruptedSessions() {
+  store::SessionQuery query;
+  query.outcome = "open";
+  query.limit = 100000;
+  absl::StatusOr<std::vector<store::SessionSummary>> open = store_.ListSessions(query);
+  if (!open.ok()) {
+    return open.status();
+  }
+  for (store::SessionSummary& summary : *open) {
+    Session session(*this, summary);
+    SessionOutcome outcome;
+    outcome.outcome = "interrupted";
+    outcome.reason = "the gateway stopped before the session ended";
+    outcome.statements = summary.statements;
+    outcome.rows = summary.rows;
+    outcome.bytes_to_client = summary.bytes_to_client;
+    TG_RETURN_IF_ERROR(session.End(outcome));
+  }
+  if (!open->empty()) {
+    spdlog::warn("audit: {} session(s) left open by an earlier run marked interrupted",
+                 open->size());
+  }
+  return log_->Flush();
+}
+
+absl::StatusOr<size_t> Recorder::Prune() {
+  if (retention_days_ == 0) {
+    return 0;
+  }
+  return log_->Prune(std::chrono::system_clock::now() - std::chrono::hours(24) * retention_days_);
+}
+
+absl::StatusOr<std::unique_ptr<Recorder::Session>> Recorder::Begin(const SessionInfo& info) {
+  Json start = {
+      {"session", info.id},
+      {"kind", info.kind},
+      {"connection", info.connection},
+      {"user", info.user},
+      {"database", info.database},
+      {"grant_id", info.grant_id},
+      {"trace_id", info.trace_id},
+      {"principal",
+       {{"issuer", info.issuer},
+        {"subject", info.subject},
+        {"client_id", info.client_id},
+        {"groups", GroupsJson(info.groups)}}},
+      {"rule", info.rule},
+      {"masking_profile", info.masking_profile},
+      {"client_address", info.client_address},
+      {"tls", info.tls_version.empty()
+                  ? Json(nullptr)
+                  : Json{{"version", info.tls_version}, {"cipher", info.tls_cipher}}},
+      {"started_at", FormatTime(info.started_at)},
+  };
+  absl::StatusOr<uint64_t> seq =
+      log_->Append(RecordType::kSessionStart, info.id,
+                   start.dump(-1, ' ', false, Json::error_handler_t::replace));
+  if (!seq.ok()) {
+    return seq.status();
+  }
+  store::SessionSummary summary;
+  summary.id = info.id;
+  summary.kind = info.kind;
+  summary.connection = info.connection;
+  summary.trace_id = info.trace_id;
+  summary.grant_id = info.grant_id;
+  summary.issuer = info.issuer;
+  summary.subject = info.subject;
+  summary.client_id = info.client_id;
+  summary.user = info.user;
+  summary.client_address = info.client_address;
+  summary.started_at = info.started_at;
+  summary.first_seq = *seq;
+  summary.last_seq = *seq;
+  if (absl::Status indexed = store_.PutSession(summary); !indexed.ok()) {
+    return absl::UnavailableError(Cat("audit index: ", MessageOf(indexed)));
+  }
+  std::unique_ptr<Session> session(new Session(*this, std::move(summary)));
+  session->last_seq_ = *seq;
+  return session;
+}
+
+Recorder::Session::Session(Recorder& recorder, store::SessionSummary summary)
+    : recorder_(recorder), summary_(std::move(summary)), last_seq_(summary_.last_seq) {}
+
+absl::StatusOr<uint64_t> Recorder::Session::Frames(RecordType type, std::string_view frames) {
+  if (truncated_ || frames.empty()) {
+    return last_seq_;
+  }
+  if (recorded_bytes_ + frames.size() > recorder_.max_session_bytes_) {
+    truncated_ = true;
+    const Json note = {{"session", summary_.id},
+                       {"limit_bytes", recorder_.max_session_bytes_},
+                       {"recorded_bytes", recorded_bytes_}};
+    absl::StatusOr<uint64_t> seq =
+        recorder_.log_->Append(RecordType::kTruncated, summary_.id, note.dump());
+    if (seq.ok()) {
+      last_seq_ = *seq;
+    }
+    return seq;
+  }
+  absl::StatusOr<uint64_t> seq = recorder_.log_->Append(type, summary_.id, std::string(frames));
+  if (seq.ok()) {
+    recorded_bytes_ += frames.size();
+    last_seq_ = *seq;
+  }
+  return seq;
+}
+
+absl::StatusOr<uint64_t> Recorder::Session::ClientFrames(std::string_view frames) {
+  return Frames(RecordType::kClientFrames, frames);
+}
+
+absl::StatusOr<uint64_t> Recorder::Session::ServerFrames(std::string_view frames) {
+  return Frames(RecordType::kServerFrames, frames);
+}
+
+absl::StatusOr<uint64_t> Recorder::Session::GrantEvent(std::string_view from, std::string_view to,
+                                                       std::string_view actor,
+                                                       std::string_view detail) {
+  const Json event = {{"grant_id", summary_.grant_id},
+                      {"from", from},
+                      {"to", to},
+                      {"actor", actor},
+                      {"detail", detail}};
+  absl::StatusOr<uint64_t> seq =
+      recorder_.log_->Append(RecordType::kGrantEvent, summary_.id,
+                             event.dump(-1, ' ', false, Json::error_handler_t::replace));
+  if (seq.ok()) {
+    last_seq_ = *seq;
+  }
+  return seq;
+}
+
+absl::Status Recorder::Session::End(const SessionOutcome& outcome) {
+  const auto now = std::chrono::system_clock::now();
+  Json masked = Json::object();
+  for (const auto& [entity, count] : outcome.masked) {
+    masked[entity] = count;
+  }
+  const Json end = {{"session", summary_.id},
+                    {"outcome", outcome.outcome},
+                    {"reason", outcome.reason},
+                    {"statements", outcome.statements},
+                    {"blocked", outcome.blocked},
+                    {"rows", outcome.rows},
+                    {"bytes_to_client", outcome.bytes_to_client},
+                    {"bytes_from_client", outcome.bytes_from_client},
+                    {"masked", masked},
+                    {"masking_errors", outcome.masking_errors},
+                    {"ended_at", FormatTime(now)}};
+  absl::StatusOr<uint64_t> seq =
+      recorder_.log_->Append(RecordType::kSessionEnd, summary_.id,
+                             end.dump(-1, ' ', false, Json::error_handler_t::replace));
+  if (!seq.ok()) {
+    return seq.status();
+  }
+  last_seq_ = *seq;
+  summary_.ended_at = now;
+  summary_.outcome = outcome.outcome;
+  summary_.reason = outcome.reason;
+  summary_.statements = outcome.statements;
+  summary_.blocked = outcome.blocked;
+  summary_.rows = outcome.rows;
+  summary_.bytes_to_client = outcome.bytes_to_client;
+  summary_.last_seq = last_seq_;
+  return recorder_.store_.PutSession(summary_);
+}
+
+}  // namespace tracegate::audit

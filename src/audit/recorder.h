@@ -1,0 +1,125 @@
+#pragma once
+// The session recorder: what the data path calls to put a session into the audit log
+// (log.h) and the session index (the state store), and to learn when a record is durable.
+//
+// One Recorder per gateway; one Recorder::Session per recorded client session, used from
+// that session's thread only. Records of a session:
+//   kSessionStart  who (principal, grant, trace), where from, over what (TLS), when
+//   kClientFrames  the client's protocol messages, verbatim, as the gateway accepted them
+//   kServerFrames  the messages sent to the client, byte for byte (masked, refusals included)
+//   kGrantEvent    the grant transitions the session caused
+//   kTruncated     the session reached max_session_bytes: no more frames are recorded
+//   kSessionEnd    outcome, reason, counters
+// Nothing secret is ever passed in: the client's frames after authentication carry no
+// credential (password messages are refused before they would be recorded), and the
+// backend's credential never travels on the client side.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "audit/log.h"
+#include "config/config.h"
+#include "store/state_store.h"
+
+namespace tracegate::audit {
+
+struct SessionInfo {
+  std::string id;
+  std::string kind = "postgres";
+  std::string connection;
+  std::string user;
+  std::string database;
+  std::string grant_id;  // empty: a static user
+  std::string trace_id;
+  std::string issuer;
+  std::string subject;
+  std::string client_id;
+  std::vector<std::string> groups;
+  std::string rule;
+  std::string masking_profile;
+  std::string client_address;
+  std::string tls_version;  // empty: plaintext
+  std::string tls_cipher;
+  std::chrono::system_clock::time_point started_at;
+};
+
+struct SessionOutcome {
+  std::string outcome;  // "completed" | "refused" | "violation" | "error" | "interrupted"
+  std::string reason;
+  uint64_t statements = 0;
+  uint64_t blocked = 0;
+  uint64_t rows = 0;
+  uint64_t bytes_to_client = 0;
+  uint64_t bytes_from_client = 0;
+  std::map<std::string, uint64_t> masked;  // values masked, by entity
+  uint64_t masking_errors = 0;
+};
+
+class Recorder {
+ public:
+  // Opens the log in config.dir (key: config.signing_key, else the generated key file in the
+  // directory, created on first start), and closes sessions an earlier run left open in the
+  // index (crash): each gets a kSessionEnd "interrupted".
+  static absl::StatusOr<std::unique_ptr<Recorder>> Open(const config::Audit& config,
+                                                        store::StateStore& store);
+  ~Recorder();
+
+  [[nodiscard]] Durability durability() const { return log_->durability(); }
+  // OK, or why nothing can be recorded (new sessions are then refused).
+  [[nodiscard]] absl::Status health() const { return log_->health(); }
+  [[nodiscard]] LogWriter& log() { return *log_; }
+  // Retention: prunes what is older than retention_days (no-op when 0).
+  absl::StatusOr<size_t> Prune();
+
+  class Session {
+   public:
+    // Each returns the seq of the record that holds the bytes (or of the last one recorded
+    // when the session is past its cap), for LogWriter::WhenDurable. An error means the
+    // bytes are not recorded: the caller must not release them.
+    absl::StatusOr<uint64_t> ClientFrames(std::string_view frames);
+    absl::StatusOr<uint64_t> ServerFrames(std::string_view frames);
+    absl::StatusOr<uint64_t> GrantEvent(std::string_view from, std::string_view to,
+                                        std::string_view actor, std::string_view detail);
+    // Appends kSessionEnd and updates the index. Call once.
+    absl::Status End(const SessionOutcome& outcome);
+
+    [[nodiscard]] uint64_t last_seq() const { return last_seq_; }
+    [[nodiscard]] const std::string& id() const { return summary_.id; }
+
+   private:
+    friend class Recorder;
+    Session(Recorder& recorder, store::SessionSummary summary);
+    absl::StatusOr<uint64_t> Frames(RecordType type, std::string_view frames);
+
+    Recorder& recorder_;
+    store::SessionSummary summary_;
+    uint64_t last_seq_ = 0;
+    uint64_t recorded_bytes_ = 0;
+    bool truncated_ = false;
+  };
+
+  // Appends kSessionStart and indexes the session. Errors: the recorder is broken, or the
+  // index could not be written (the session must be refused).
+  absl::StatusOr<std::unique_ptr<Session>> Begin(const SessionInfo& info);
+
+ private:
+  Recorder(const config::Audit& config, store::StateStore& store, std::unique_ptr<LogWriter> log);
+  absl::Status CloseInterruptedSessions();
+
+  const uint64_t max_session_bytes_;
+  const uint32_t retention_days_;
+  store::StateStore& store_;
+  std::unique_ptr<LogWriter> log_;
+};
+
+// "2026-11-30T23:59:01.123456Z"
+std::string FormatTime(std::chrono::system_clock::time_point at);
+
+}  // namespace tracegate::audit
