@@ -15,5 +15,7 @@ void AddDevCommands(CLI::App& app, int& exit_code);
 void AddPolicyCommands(CLI::App& app, int& exit_code);
 // `tracegate gate check`: the statement gate's verdict on statements.
 void AddGateCommands(CLI::App& app, int& exit_code);
+// `tracegate audit sessions|replay|verify|export`: the recorded sessions.
+void AddAuditCommands(CLI::App& app, int& exit_code);
 
 }  // namespace tracegate::app

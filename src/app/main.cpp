@@ -111,10 +111,11 @@ int main(int argc, char** argv) {
   tracegate::app::AddDevCommands(app, exit_code);
   tracegate::app::AddPolicyCommands(app, exit_code);
   tracegate::app::AddGateCommands(app, exit_code);
+  tracegate::app::AddAuditCommands(app, exit_code);
 
   CLI11_PARSE(app, argc, argv);
 
-  for (const char* name : {"grant", "dev", "policy", "gate"}) {
+  for (const char* name : {"grant", "dev", "policy", "gate", "audit"}) {
     if (app.got_subcommand(name)) {
       return exit_code;
     }

@@ -324,6 +324,9 @@ void LoadOptionalSecret(const Item& map, absl::string_view name, const SecretSou
   }
   if (!sources.file.empty()) {
     absl::StatusOr<std::string> content = ReadSmallFile(sources.file, kMaxSecretFileBytes);
+    if (!content.ok() && !ctx.secrets_required()) {
+      return;
+    }
     if (!content.ok()) {
       ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
       return;
@@ -340,6 +343,9 @@ void LoadOptionalSecret(const Item& map, absl::string_view name, const SecretSou
     out = std::move(value);
   } else if (!sources.env.empty()) {
     const char* value = std::getenv(sources.env.c_str());
+    if ((value == nullptr || *value == '\0') && !ctx.secrets_required()) {
+      return;
+    }
     if (value == nullptr || *value == '\0') {
       ctx.Error(ctx.MarkOf(env_key), env_key,
                 absl::StrCat("environment variable ", sources.env,

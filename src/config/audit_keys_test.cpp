@@ -50,7 +50,8 @@ TEST(AuditConfig, FullSectionLoads) {
       (std::filesystem::temp_directory_path() / "audit_keys_test.pem").string();
   {
     std::ofstream out(key_file);
-    out << "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+1Qh1bXyPKs3SKCXn8hE9qxu9wGa4tR5pQD2sDw4cq\n"
+    out << "-----BEGIN PRIVATE "
+           "KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+1Qh1bXyPKs3SKCXn8hE9qxu9wGa4tR5pQD2sDw4cq\n"
            "-----END PRIVATE KEY-----\n";
   }
   auto config = Load(absl::StrCat(R"(audit:
@@ -91,6 +92,32 @@ TEST(AuditConfig, Errors) {
   const std::string not_pem = ErrorOf("audit: {signing_key_env: TG_AUDIT_TEST_KEY}\n");
   EXPECT_THAT(not_pem, HasSubstr("expected a PEM private key"));
   EXPECT_THAT(not_pem, Not(HasSubstr("not a key at all")));  // a secret is never quoted
+}
+
+// `tracegate audit` reads the config without the gateway's secrets: an auditor does not hold
+// the backend password or the signing key.
+TEST(AuditConfig, ToolsMayLoadWithoutSecrets) {
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / "audit_keys_test_no_secrets.yaml";
+  {
+    std::ofstream out(path);
+    out << R"(connections:
+  - name: traces-pg
+    listen: 127.0.0.1:6432
+    backend: {host: db, database: traces, user: tg, password_env: TG_AUDIT_TEST_UNSET}
+audit: {signing_key_file: /nonexistent/signing.pem}
+)";
+  }
+  ::unsetenv("TG_AUDIT_TEST_UNSET");
+  auto strict = LoadFile(path.string());
+  ASSERT_FALSE(strict.ok());
+  EXPECT_THAT(strict.status().message(), HasSubstr("TG_AUDIT_TEST_UNSET is not set"));
+  EXPECT_THAT(strict.status().message(), HasSubstr("audit.signing_key_file"));
+  auto lenient = LoadFile(path.string(), {.secrets_required = false});
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  EXPECT_TRUE((*lenient)->connections[0].backend.password.empty());
+  EXPECT_TRUE((*lenient)->audit.signing_key.empty());
+  std::filesystem::remove(path);
 }
 
 }  // namespace

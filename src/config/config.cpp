@@ -169,6 +169,9 @@ void LoadPassword(const Item& map, Backend& backend, const PasswordSources& sour
   if (!sources.file.empty()) {
     absl::StatusOr<std::string> content =
         internal::ReadSmallFile(sources.file, kMaxPasswordFileBytes);
+    if (!content.ok() && !ctx.secrets_required()) {
+      return;
+    }
     if (!content.ok()) {
       ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
       return;
@@ -188,6 +191,9 @@ void LoadPassword(const Item& map, Backend& backend, const PasswordSources& sour
     backend.password = std::move(password);
   } else if (!sources.env.empty()) {
     const char* value = std::getenv(sources.env.c_str());
+    if ((value == nullptr || *value == '\0') && !ctx.secrets_required()) {
+      return;
+    }
     if (value == nullptr || *value == '\0') {
       ctx.Error(ctx.MarkOf(env_key), env_key,
                 absl::StrCat("environment variable ", sources.env,
@@ -555,8 +561,9 @@ std::optional<YAML::Mark> SecondDocumentStart(const std::string& yaml) {
 
 absl::StatusOr<std::shared_ptr<const Config>> Load(const std::string& yaml,
                                                    const std::string& source,
-                                                   std::filesystem::path base_dir) {
-  Context ctx(source, std::move(base_dir));
+                                                   std::filesystem::path base_dir,
+                                                   bool secrets_required = true) {
+  Context ctx(source, std::move(base_dir), secrets_required);
   auto config = std::make_shared<Config>();
   config->source = source;
   // yaml-cpp reports errors by throwing; this is the only place they are caught.
@@ -589,14 +596,16 @@ absl::StatusOr<std::shared_ptr<const Config>> Load(const std::string& yaml,
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Config>> LoadFile(const std::string& path) {
+absl::StatusOr<std::shared_ptr<const Config>> LoadFile(const std::string& path,
+                                                       LoadOptions options) {
   absl::StatusOr<std::string> yaml = internal::ReadSmallFile(path, kMaxConfigFileBytes);
   if (!yaml.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("config: ", yaml.status().message()));
   }
   std::error_code ec;
   std::filesystem::path absolute = std::filesystem::absolute(path, ec);
-  return Load(*yaml, path, ec ? std::filesystem::path(path).parent_path() : absolute.parent_path());
+  return Load(*yaml, path, ec ? std::filesystem::path(path).parent_path() : absolute.parent_path(),
+              options.secrets_required);
 }
 
 absl::StatusOr<std::shared_ptr<const Config>> LoadString(const std::string& yaml,

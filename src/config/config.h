@@ -208,10 +208,10 @@ struct Audit {
   // Where the log's segment files go; empty = "audit" beside the state database.
   std::string dir;
   AuditDurability durability = AuditDurability::kStrict;
-  Duration flush_interval{10};          // batched mode
-  Duration checkpoint_interval{1000};   // a signed checkpoint of the chain head at most this often
-  uint64_t segment_bytes = 64u << 20;   // a new segment file past this size
-  uint32_t retention_days = 0;          // whole segments older than this are pruned; 0 = keep
+  Duration flush_interval{10};         // batched mode
+  Duration checkpoint_interval{1000};  // a signed checkpoint of the chain head at most this often
+  uint64_t segment_bytes = 64u << 20;  // a new segment file past this size
+  uint32_t retention_days = 0;         // whole segments older than this are pruned; 0 = keep
   uint64_t max_session_bytes = 256u << 20;  // per session; past it a truncation record, then
                                             // only the session's end is recorded
   // Ed25519 private key (PEM) that signs checkpoints, from signing_key_file / signing_key_env.
@@ -242,8 +242,16 @@ struct Config {
   std::map<std::string, std::shared_ptr<const masking::Masker>, std::less<>> maskers;
 };
 
+struct LoadOptions {
+  // False: secrets (backend passwords, key files, ...) that cannot be read are left empty
+  // instead of failing the load. For tools that never use them, such as `tracegate audit`,
+  // run by people who should not hold the gateway's credentials.
+  bool secrets_required = true;
+};
+
 // Loads and validates. On failure the status message lists every error, one per line.
-[[nodiscard]] absl::StatusOr<std::shared_ptr<const Config>> LoadFile(const std::string& path);
+[[nodiscard]] absl::StatusOr<std::shared_ptr<const Config>> LoadFile(const std::string& path,
+                                                                     LoadOptions options = {});
 // Same, from text (tests, fuzzing); `source` names it in messages.
 [[nodiscard]] absl::StatusOr<std::shared_ptr<const Config>> LoadString(const std::string& yaml,
                                                                        const std::string& source);

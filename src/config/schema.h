@@ -35,8 +35,14 @@ inline constexpr Reload kRestart = Reload::kRestart;
 // Collects errors as "<source>:<line>:<column>: <key path>: <reason>".
 class Context {
  public:
-  Context(std::string source, std::filesystem::path base_dir)
-      : source_(std::move(source)), base_dir_(std::move(base_dir)) {}
+  Context(std::string source, std::filesystem::path base_dir, bool secrets_required = true)
+      : source_(std::move(source)),
+        base_dir_(std::move(base_dir)),
+        secrets_required_(secrets_required) {}
+
+  // False for tools that read the config but never use its secrets (`tracegate audit`): a
+  // secret file or variable that cannot be read is then left empty instead of an error.
+  bool secrets_required() const { return secrets_required_; }
 
   // `reason` must never contain secret material; callers quote only non-secret values.
   void Error(const YAML::Mark& mark, absl::string_view path, absl::string_view reason);
@@ -67,6 +73,7 @@ class Context {
   };
   std::string source_;
   std::filesystem::path base_dir_;
+  bool secrets_required_ = true;
   std::vector<Diagnostic> errors_;
   static constexpr size_t kMaxKeys = 200000;
   size_t dropped_ = 0;  // beyond kMaxStoredErrors

@@ -16,6 +16,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::string_view kGrantsPath = "/v1/grants";
+constexpr std::string_view kSessionsPath = "/v1/sessions";
 constexpr size_t kMaxReasonBytes = 1024;
 
 std::string Rfc3339(std::chrono::system_clock::time_point t) {
@@ -27,7 +28,7 @@ std::string Rfc3339(std::chrono::system_clock::time_point t) {
 
 ApiResponse Error(unsigned status, std::string_view code, std::string_view message,
                   const ApiRequest& request) {
-  return ApiResponse{.status = status, .body = ErrorBody(code, message, request.request_id)};
+  return ErrorResponse(status, code, message, request);
 }
 
 // Percent-encodes everything but unreserved characters (RFC 3986), for the credential URI.
@@ -74,6 +75,11 @@ ApiResponse StoreError(const absl::Status& status, const ApiRequest& request) {
 
 }  // namespace
 
+ApiResponse ErrorResponse(unsigned status, std::string_view code, std::string_view message,
+                          const ApiRequest& request) {
+  return ApiResponse{.status = status, .body = ErrorBody(code, message, request.request_id)};
+}
+
 std::string ErrorBody(std::string_view code, std::string_view message,
                       std::string_view request_id) {
   return json{{"error", code}, {"message", message}, {"request_id", request_id}}.dump(
@@ -82,12 +88,13 @@ std::string ErrorBody(std::string_view code, std::string_view message,
 
 ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
                        grants::GrantService& grants, ListenerAddress listener_address,
-                       grants::Clock clock)
+                       grants::Clock clock, store::StateStore* sessions)
     : config_(std::move(config)),
       authenticate_(std::move(authenticate)),
       grants_(grants),
       listener_address_(std::move(listener_address)),
       clock_(std::move(clock)),
+      sessions_(sessions),
       policy_(config_),
       limiter_(config_->api ? config_->api->auth_failures_per_minute : 30) {}
 
@@ -98,14 +105,17 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
   const bool item = path.starts_with(Cat(kGrantsPath, "/")) &&
                     path.size() > kGrantsPath.size() + 1 &&
                     path.find('/', kGrantsPath.size() + 1) == std::string_view::npos;
-  if (!collection && !item) {
+  const bool sessions = path == kSessionsPath || path.starts_with(Cat(kSessionsPath, "/"));
+  if (!collection && !item && !sessions) {
     return Error(404, "not_found", Cat("no such endpoint: ", path.substr(0, 128)), request);
   }
   if ((collection && request.method != "POST") ||
-      (item && request.method != "GET" && request.method != "DELETE")) {
+      (item && request.method != "GET" && request.method != "DELETE") ||
+      (sessions && request.method != "GET")) {
     ApiResponse response =
-        Error(405, "method_not_allowed", Cat(request.method, " is not allowed on ", path), request);
-    response.headers.emplace_back("Allow", collection ? "POST" : "GET, DELETE");
+        Error(405, "method_not_allowed",
+              Cat(request.method, " is not allowed on ", path.substr(0, 128)), request);
+    response.headers.emplace_back("Allow", collection ? "POST" : sessions ? "GET" : "GET, DELETE");
     return response;
   }
 
@@ -143,6 +153,9 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
     ApiResponse response = Error(401, "invalid_token", MessageOf(principal.status()), request);
     response.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
     return response;
+  }
+  if (sessions) {
+    return Sessions(request, *principal, path.substr(kSessionsPath.size()));
   }
   if (collection) {
     return CreateGrant(request, *principal);

@@ -4,6 +4,10 @@
 //   POST   /v1/grants        {"connection","trace_id","reason"} → 201 grant + one-time credential
 //   GET    /v1/grants/{id}   → 200 the grant (never the credential); only its requester
 //   DELETE /v1/grants/{id}   → 200 the revoked grant; only its requester
+//   GET    /v1/sessions?trace=&subject=&connection=&outcome=&since=&until=&limit=
+//                            → 200 recorded sessions, newest first; auditors only
+//   GET    /v1/sessions/{id}        → 200 the session's index entry; auditors only
+//   GET    /v1/sessions/{id}/events → 200 its replay (statements, rows as sent); auditors only
 //
 // Every request carries `Authorization: Bearer <OIDC access token>`. Errors are JSON:
 // {"error": "<code>", "message": "<why>", "request_id": "<id>"}, with the HTTP status that fits
@@ -51,8 +55,11 @@ using ListenerAddress = std::function<std::pair<std::string, uint16_t>(const std
 
 class ApiService {
  public:
+  // `sessions` (may be null: recording disabled) is the state store holding the session
+  // index; the log is read from config->audit.dir.
   ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
-             grants::GrantService& grants, ListenerAddress listener_address, grants::Clock clock);
+             grants::GrantService& grants, ListenerAddress listener_address, grants::Clock clock,
+             store::StateStore* sessions = nullptr);
 
   ApiResponse Handle(const ApiRequest& request);
 
@@ -62,6 +69,9 @@ class ApiService {
                        std::string_view id);
   ApiResponse RevokeGrant(const ApiRequest& request, const identity::Principal& principal,
                           std::string_view id);
+  // /v1/sessions[/{id}[/events]] (api_sessions.cpp): `rest` is what follows /v1/sessions.
+  ApiResponse Sessions(const ApiRequest& request, const identity::Principal& principal,
+                       std::string_view rest);
   // The grant if `principal` requested it; a 404 response otherwise (existence is not leaked).
   absl::StatusOr<store::GrantRecord> OwnGrant(const identity::Principal& principal,
                                               std::string_view id);
@@ -71,11 +81,14 @@ class ApiService {
   grants::GrantService& grants_;
   ListenerAddress listener_address_;
   grants::Clock clock_;
+  store::StateStore* sessions_;
   policy::PolicyEngine policy_;
   AuthLimiter limiter_;
 };
 
 // The JSON error body, also used by the transport for errors it produces itself.
 std::string ErrorBody(std::string_view code, std::string_view message, std::string_view request_id);
+ApiResponse ErrorResponse(unsigned status, std::string_view code, std::string_view message,
+                          const ApiRequest& request);
 
 }  // namespace tracegate::httpapi
