@@ -8,6 +8,7 @@
 #      certificate made here), the embedded development issuer as the IdP, a policy that
 #      lets group ai-agents read one trace at a time, the Postgres listener on :6432,
 #   4. one just-in-time grant walked through (token → grant → psql once → refused again),
+#   5. the recording of that session: found by trace, replayed, the log verified,
 #      and the commands to do it yourself.
 #
 # Ctrl-C (or SIGTERM) stops everything it started and removes the temp dir.
@@ -89,6 +90,9 @@ chmod 600 "$tmp/gateway.key"
 # The development issuer: a local key pair standing in for Okta / Entra ID / Keycloak.
 export TRACEGATE_DEV_DIR="$tmp/dev"
 "$tracegate" dev issuer >/dev/null
+# The audit log's checkpoint signing key (keep a copy of its public half to verify with).
+openssl genpkey -algorithm ed25519 -out "$tmp/audit-signing.pem" 2>/dev/null
+openssl pkey -in "$tmp/audit-signing.pem" -pubout -out "$tmp/audit-signing.pub" 2>/dev/null
 cat > "$tmp/tracegate.yaml" <<YAML
 # Written by scripts/demo.sh; see tracegate.example.yaml for every key.
 workers: 2
@@ -102,6 +106,14 @@ api:
   listen: 127.0.0.1:$api_port
 state:
   path: $tmp/state.db
+# Every session is recorded: who, which grant and trace, each statement, the masked rows as
+# sent. strict: an answer reaches the client only once its record is on disk. Checkpoints
+# of the hash chain are signed with an Ed25519 key made for the demo.
+audit:
+  dir: $tmp/audit
+  durability: strict
+  signing_key_file: $tmp/audit-signing.pem
+  auditor_groups: [auditors]
 identity:
   issuers:
     - name: dev
@@ -190,6 +202,17 @@ echo "demo: 5. a contractor is refused by policy:"
 "$tracegate" dev token --sub contractor-7 --groups contractors > "$tmp/contractor.token"
 "$tracegate" grant request --connection traces-pg --trace "$trace_id" \
   --token-file "$tmp/contractor.token" 2>&1 | sed 's/^/        /' || true
+echo "demo: 6. an auditor asks who read the trace, and sees exactly what the agent saw:"
+echo "        tracegate audit sessions -c tracegate.yaml --trace $trace_id"
+"$tracegate" audit sessions -c "$tmp/tracegate.yaml" --trace "$trace_id" | sed 's/^/        /'
+session_id=$("$tracegate" audit sessions -c "$tmp/tracegate.yaml" --trace "$trace_id" \
+  --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+echo "        tracegate audit replay -c tracegate.yaml $session_id   (the first statements)"
+"$tracegate" audit replay -c "$tmp/tracegate.yaml" "$session_id" | head -n 24 |
+  sed 's/^/        /'
+echo "demo: 7. the log is hash-chained and its checkpoints signed; verify checks every byte:"
+"$tracegate" audit verify -c "$tmp/tracegate.yaml" --live \
+  --public-key "$tmp/audit-signing.pub" | sed 's/^/        /'
 
 cat <<MSG
 
@@ -210,6 +233,12 @@ cat <<MSG
     curl -s --cacert $tmp/gateway.crt -H "Authorization: Bearer \$(cat /tmp/token)" \\
       https://127.0.0.1:$api_port/v1/grants \\
       -d '{"connection":"traces-pg","trace_id":"$trace_id","reason":"debug"}'
+
+  Who read what, and what they saw (the recording, replayed; verify the log's integrity):
+    $tracegate audit sessions -c $tmp/tracegate.yaml --trace $trace_id
+    $tracegate audit replay -c $tmp/tracegate.yaml <session id> [--format json|csv]
+    $tracegate audit verify -c $tmp/tracegate.yaml --live --public-key $tmp/audit-signing.pub
+    $tracegate audit export -c $tmp/tracegate.yaml --since 1h     # JSON lines for a SIEM
 
   Why a rule decides:  $tracegate policy explain -c $tmp/tracegate.yaml --token /tmp/token \\
                          --connection traces-pg --trace $trace_id

@@ -4,6 +4,8 @@
 //
 //   libpq_client <conninfo> <extended|prepared|binary|cancel|pipeline|copy-out>
 //   libpq_client <conninfo> <gate-params|gate-pipeline> <trace> <other-trace>
+//   libpq_client <conninfo> binary-query <sql>
+//   libpq_client <conninfo> answer-loop <trace> <marker-prefix> <count>
 //
 // Output is deterministic for a given database (ORDER BY everywhere, no timings, no pids).
 // Exit status 0 on success; otherwise 1 with the reason on stderr (libpq's message and the
@@ -581,6 +583,32 @@ void BinaryQuery(PGconn* conn, const std::vector<std::string>& args) {
   }
 }
 
+// answer-loop <trace> <prefix> <count>: fetches the trace `count` times (0: until the
+// connection ends), each time with a new marker "<prefix>-<n>" as a bound parameter that comes
+// back as a column, and prints "answered <marker>" (flushed) for every answer it received in
+// full; then "ended: <reason>" on an error. The crash test counts these lines against the log.
+void AnswerLoop(PGconn* conn, const std::vector<std::string>& args) {
+  const int count = std::stoi(args.at(2));
+  for (int n = 0; count == 0 || n < count; ++n) {
+    const std::string marker = args.at(1) + "-" + std::to_string(n);
+    const char* params[] = {marker.c_str(), args.at(0).c_str()};
+    Result r(PQexecParams(conn, "SELECT id, $1::text AS marker FROM traces WHERE id = $2", 2,
+                          nullptr, params, nullptr, nullptr, 0));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1 ||
+        marker != PQgetvalue(r.get(), 0, 1)) {
+      std::string why = PQerrorMessage(conn);
+      while (!why.empty() && why.back() == '\n') {
+        why.pop_back();
+      }
+      std::printf("ended: %s | %s\n", ErrorLine(r.get()).c_str(), why.c_str());
+      std::fflush(stdout);
+      return;
+    }
+    std::printf("answered %s\n", marker.c_str());
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -595,6 +623,7 @@ int main(int argc, char** argv) {
           {"gate-params", {GateParams, 2}},
           {"gate-pipeline", {GatePipeline, 2}},
           {"binary-query", {BinaryQuery, 1}},
+          {"answer-loop", {AnswerLoop, 3}},
       };
   const bool plain = argc == 3 && commands.count(argv[2]) != 0;
   const bool has_args =
@@ -603,8 +632,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: %s <conninfo> <extended|prepared|binary|cancel|pipeline|copy-out>\n"
                  "       %s <conninfo> <gate-params|gate-pipeline> <trace> <other-trace>\n"
-                 "       %s <conninfo> binary-query <sql>\n",
-                 argv[0], argv[0], argv[0]);
+                 "       %s <conninfo> binary-query <sql>\n"
+                 "       %s <conninfo> answer-loop <trace> <marker-prefix> <count>\n",
+                 argv[0], argv[0], argv[0], argv[0]);
     return 2;
   }
   PGconn* conn = PQconnectdb(argv[1]);
