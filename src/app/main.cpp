@@ -67,6 +67,17 @@ int ConfigCheck(const std::string& path) {
     std::cout << "  policy: " << cfg.policy.rules.size() << " rule(s), max ttl "
               << cfg.policy.max_ttl.count() / 1000 << " s\n";
   }
+  if (cfg.audit.enabled) {
+    std::cout << "  audit: "
+              << (cfg.audit.durability == tracegate::config::AuditDurability::kStrict
+                      ? "strict"
+                      : "batched")
+              << " recording to " << cfg.audit.dir << ", checkpoints signed with "
+              << (cfg.audit.signing_key.empty() ? "a key generated there" : "the configured key")
+              << "\n";
+  } else {
+    std::cout << "  audit: DISABLED (sessions are not recorded)\n";
+  }
   return 0;
 }
 

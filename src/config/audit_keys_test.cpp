@@ -45,6 +45,23 @@ TEST(AuditConfig, DefaultsRecordEverySessionBesideTheStateStore) {
   EXPECT_TRUE(a.signing_key.empty());
 }
 
+// Without a state section both default beside the config file, never in the working
+// directory of whoever starts the gateway.
+TEST(AuditConfig, DefaultPathsAreBesideTheConfigFile) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "audit_keys_test_d";
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path path = dir / "tracegate.yaml";
+  {
+    std::ofstream out(path);
+    out << kConnection;
+  }
+  auto config = LoadFile(path.string());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ((*config)->state.path, (dir / "tracegate.db").string());
+  EXPECT_EQ((*config)->audit.dir, (dir / "audit").string());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(AuditConfig, FullSectionLoads) {
   const std::string key_file =
       (std::filesystem::temp_directory_path() / "audit_keys_test.pem").string();

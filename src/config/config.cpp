@@ -431,6 +431,11 @@ std::string FormatEndpoint(const Endpoint& e) {
 }
 
 void CheckConfig(const Item&, Config& config, NoExtra&, Context& ctx) {
+  // A default path is not passed through FilePath: resolve it against the config's
+  // directory like any path written in the file.
+  if (std::filesystem::path(config.state.path).is_relative()) {
+    config.state.path = (ctx.base_dir() / config.state.path).lexically_normal().string();
+  }
   if (config.audit.dir.empty()) {
     config.audit.dir =
         (std::filesystem::path(config.state.path).parent_path() / "audit").lexically_normal();
