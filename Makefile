@@ -21,7 +21,7 @@ CMAKE_FLAGS += -DTRACEGATE_SANITIZE=ON
 endif
 
 .PHONY: all deps build run test test-asan format format-check bench bench-jit bench-gate bench-mask \
-	fuzz clean
+	bench-record fuzz clean
 
 all: build
 
@@ -79,6 +79,15 @@ bench-mask: deps
 	cmake --build $(BUILD) -j $(JOBS) --target tracegate masking_bench
 	TRACEGATE_BIN=$(BUILD)/tracegate MASKING_BENCH=$(BUILD)/src/masking/masking_bench \
 	  ./bench/masking.sh
+
+# Session recording: an 8 KB trace fetch through a grant with the audit log off, batched and
+# strict vs direct PostgreSQL (pgbench, 8 and 32 clients), p50/p99, bytes the log grows by per
+# transaction and per session, one fdatasync; JSON to bench/results/recording.json. Builds
+# only tracegate. Knobs as variables: make bench-record DURATION=3 REPS=1 CLIENTS=8 (quick).
+bench-record: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target tracegate
+	TRACEGATE_BIN=$(BUILD)/tracegate ./bench/recording.sh
 
 # Runs every libFuzzer target for FUZZ_SECONDS each (clang), from its committed corpus.
 fuzz: deps

@@ -12,7 +12,7 @@ pgbench_report.py reads, computed over all processes, followed by every process'
     latency stddev      pooled over all transactions
     initial connection  mean over the processes
     transactions        sums (processed, failed)
-    login retries       lines "pg_overhead: retry ..." / "masking: retry ..." (a process
+    login retries       lines "<pg_overhead|masking|recording>: retry ..." (a process
                         restarted because its grant was still in use at login, see
                         pg_overhead.sh pgbench_client)
 
@@ -55,7 +55,7 @@ def main(paths: list[str]) -> int:
     def have(k: str) -> bool:
         return bool(runs) and all(r[k] is not None for r in runs)
 
-    retries = sum(len(re.findall(r"^(?:pg_overhead|masking): retry", t, re.MULTILINE))
+    retries = sum(len(re.findall(r"^(?:pg_overhead|masking|recording): retry", t, re.MULTILINE))
                   for t in logs)
     out = [f"merged from {len(runs)} pgbench processes run side by side (-c 1 each)",
            f"number of clients: {len(runs)}",

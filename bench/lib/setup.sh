@@ -1,11 +1,13 @@
 # shellcheck shell=bash disable=SC2034,SC2153  # variables shared with the sourcing script
 # Shared setup for the benchmark scripts (bench/pg_overhead.sh, bench/jit_cycle.sh,
-# bench/masking.sh): a throwaway PostgreSQL 15 with the trace data, pgbouncer, and tracegate
-# with its grants API and the development issuer, all on TCP 127.0.0.1 with SCRAM-SHA-256 on
-# every hop, in a temporary directory removed on exit. Sourced, not run; see bench/README.md.
+# bench/masking.sh, bench/recording.sh): a throwaway PostgreSQL 15 with the trace data,
+# pgbouncer, and tracegate with its grants API and the development issuer, all on TCP
+# 127.0.0.1 with SCRAM-SHA-256 on every hop, in a temporary directory removed on exit.
+# Sourced, not run; see bench/README.md.
 #
 # The sourcing script sets, before `source`:
-#   BENCH_NAME  log prefix and temporary directory name (pg_overhead, jit_cycle, masking)
+#   BENCH_NAME  log prefix and temporary directory name (pg_overhead, jit_cycle, masking,
+#               recording)
 #   BENCH_DIR, REPO_DIR, and its knobs (READY_TIMEOUT, RUN_USER, PG_BIN, PGBOUNCER_BIN,
 #   GEN_TRACES, TARGETS, TRACEGATE_BIN, TRACEGATE_WORKERS, TRACEGATE_POOL, PGBOUNCER_POOL,
 #   NTRACES, PAYLOAD_BYTES, KEEP_WORK)
@@ -19,7 +21,7 @@
 #   start_pgbouncer     [smoke command...]  -> PGBOUNCER_PID, ACTIVE_TARGETS += pgbouncer
 #   start_tracegate     [smoke command...]  -> TRACEGATE_PID, TG_CERT, TOKEN_FILE (and
 #                       MASKED_TOKEN_FILE with TG_MASKED_GROUP); the caller adds its own
-#                       targets when it returns 0
+#                       targets when it returns 0 (TG_AUDIT: the recorder's settings)
 #   request_grants      trace_id count -> "user password" lines of fresh grants on stdout
 #   pgbench_client      one pgbench process of one connection, retrying a grant login
 #                       that found the grant still in use
@@ -370,6 +372,10 @@ EOF
 #   and `masking_profile: default`, and a second token (groups=[<group>]) in
 #   $MASKED_TOKEN_FILE: grants requested with it (GRANT_TOKEN_FILE=$MASKED_TOKEN_FILE
 #   request_grants ...) have every result row masked.
+#   TG_AUDIT: an `audit:` block placed verbatim (top level, unindented key) in the config,
+#   e.g. "audit:\n  durability: batched\n  dir: ..." or "audit:\n  enabled: false". Empty
+#   (the default): no audit section, so the gateway's default applies: every session is
+#   recorded, strict durability, the log in "audit" beside the state database.
 # `tracegate config check` first. Ready: /readyz 200 and pg_isready on the listener, then the
 # smoke command. Returns 0 when it serves; otherwise stops it, prints its log, warns and
 # sets SKIP_REASON[tracegate].
@@ -466,6 +472,7 @@ api:
   tls: true
 state:
   path: $WORK/tracegate/state.db
+${TG_AUDIT:-}
 identity:
   issuers:
     - name: dev
