@@ -69,9 +69,8 @@ int ConfigCheck(const std::string& path) {
   }
   if (cfg.audit.enabled) {
     std::cout << "  audit: "
-              << (cfg.audit.durability == tracegate::config::AuditDurability::kStrict
-                      ? "strict"
-                      : "batched")
+              << (cfg.audit.durability == tracegate::config::AuditDurability::kStrict ? "strict"
+                                                                                      : "batched")
               << " recording to " << cfg.audit.dir << ", checkpoints signed with "
               << (cfg.audit.signing_key.empty() ? "a key generated there" : "the configured key")
               << "\n";

@@ -144,8 +144,7 @@ class LogWriter {
   ~LogWriter();
 
   // Queues a record (time = clock now) and returns its seq. Unavailable once broken.
-  absl::StatusOr<uint64_t> Append(RecordType type, std::string_view session,
-                                  std::string payload);
+  absl::StatusOr<uint64_t> Append(RecordType type, std::string_view session, std::string payload);
   // Runs `done` (on the writer thread, or inline if already durable or broken) once every
   // record up to `seq` is on disk and synced: OK, or the error that broke the writer.
   // `done` must not block on this log (Flush, Prune): the writer thread would wait on itself.
@@ -194,8 +193,8 @@ class LogReader {
 
 struct VerifyOptions {
   std::filesystem::path dir;
-  const CheckpointKey* key = nullptr;        // public half is enough; required
-  std::optional<Checkpoint> expected_head;   // the state store's newest checkpoint, if any
+  const CheckpointKey* key = nullptr;       // public half is enough; required
+  std::optional<Checkpoint> expected_head;  // the state store's newest checkpoint, if any
   // A log still being written: records after the last checkpoint are reported as unsigned,
   // not as a failure.
   bool live = false;
