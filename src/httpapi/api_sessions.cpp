@@ -25,19 +25,6 @@ using json = nlohmann::json;
 
 constexpr size_t kMaxSessionsPerPage = 1000;
 
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
 // Decodes one query-string component (%XX, '+' for space). nullopt when malformed. Written
 // here because Boost 1.74 has no Boost.URL and the API needs nothing else of one.
 std::optional<std::string> QueryDecode(std::string_view text) {
@@ -49,8 +36,8 @@ std::optional<std::string> QueryDecode(std::string_view text) {
       if (i + 2 >= text.size()) {
         return std::nullopt;
       }
-      const int hi = HexDigit(text[i + 1]);
-      const int lo = HexDigit(text[i + 2]);
+      const int hi = HexDigitValue(text[i + 1]);
+      const int lo = HexDigitValue(text[i + 2]);
       if (hi < 0 || lo < 0) {
         return std::nullopt;
       }
