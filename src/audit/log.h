@@ -23,8 +23,9 @@
 //
 // Writers: `Append` is called by sessions on any thread; one writer thread encodes, hashes,
 // compresses and writes what has queued, then fdatasyncs: one write and one sync per batch
-// (group commit). Strict durability: callers wait on `WhenDurable` before releasing a
-// response. Batched: the writer syncs every `flush_interval` and nobody waits.
+// (group commit). The writer syncs as soon as someone waits for a queued record
+// (`WhenDurable`), else every `flush_interval`. Strict durability: callers wait on
+// `WhenDurable` before releasing a response. Batched: nobody waits.
 // Fail closed: after any write or sync error the writer is broken for good; Append and
 // WhenDurable return / deliver Unavailable naming the error.
 

@@ -185,7 +185,9 @@ absl::StatusOr<uint64_t> LogWriter::State::Enqueue(RecordType type, std::string_
     queued_bytes += payload.size() + session.size() + internal::kRecordOverhead;
     queue.push_back(Pending{seq, NowUs(), type, std::string(session), std::move(payload)});
     ++unsigned_records;
-    notify = notify || options.durability == Durability::kStrict || queued_bytes >= kWakeBytes;
+    // Strict mode syncs when someone waits (WhenDurable), not for every record: a session's
+    // client frames ride along with the answer it waits for.
+    notify = notify || queued_bytes >= kWakeBytes;
   }
   if (notify) {
     wake.notify_one();
@@ -263,9 +265,8 @@ void LogWriter::State::Run() {
     const bool has_records = !queue.empty();
     const bool checkpoint_due =
         unsigned_records > 0 && (stopping || now >= last_checkpoint + options.checkpoint_interval);
-    const bool write_due =
-        has_records && (stopping || flush_requested || options.durability == Durability::kStrict ||
-                        queued_bytes >= kWakeBytes || now >= next_flush);
+    const bool write_due = has_records && (stopping || flush_requested ||
+                                           queued_bytes >= kWakeBytes || now >= next_flush);
     if (!write_due && !checkpoint_due) {
       if (stopping) {
         break;
@@ -600,7 +601,7 @@ void LogWriter::WhenDurable(uint64_t seq, absl::AnyInvocable<void(absl::Status)>
   State& s = *state_;
   absl::Status now;
   {
-    std::lock_guard lock(s.mu);
+    std::unique_lock lock(s.mu);
     if (!s.broken.ok()) {
       now = s.broken;
     } else if (seq <= s.durable_seq) {
@@ -609,6 +610,16 @@ void LogWriter::WhenDurable(uint64_t seq, absl::AnyInvocable<void(absl::Status)>
       now = absl::UnavailableError("audit log: closed");
     } else {
       s.waiters.emplace(seq, std::move(done));
+      // The record is still queued (not in the batch being written): a waiter makes the
+      // writer sync now. Records nobody waits for are synced every flush_interval.
+      const bool queued = !s.queue.empty() && seq >= s.queue.front().seq;
+      if (queued) {
+        s.flush_requested = true;
+      }
+      lock.unlock();
+      if (queued) {
+        s.wake.notify_one();
+      }
       return;
     }
   }
