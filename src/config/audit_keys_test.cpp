@@ -123,6 +123,10 @@ TEST(AuditConfig, ToolsMayLoadWithoutSecrets) {
     listen: 127.0.0.1:6432
     backend: {host: db, database: traces, user: tg, password_env: TG_AUDIT_TEST_UNSET}
 audit: {signing_key_file: /nonexistent/signing.pem}
+masking_profiles:
+  - name: joinable
+    default_strategy: {kind: pseudonymize}
+    pseudonym_key_file: /nonexistent/pseudonym.key
 )";
   }
   ::unsetenv("TG_AUDIT_TEST_UNSET");
@@ -134,6 +138,8 @@ audit: {signing_key_file: /nonexistent/signing.pem}
   ASSERT_TRUE(lenient.ok()) << lenient.status();
   EXPECT_TRUE((*lenient)->connections[0].backend.password.empty());
   EXPECT_TRUE((*lenient)->audit.signing_key.empty());
+  EXPECT_TRUE((*lenient)->maskers.empty());
+  ASSERT_EQ((*lenient)->masking_profiles.size(), 1u);
   std::filesystem::remove(path);
 }
 

@@ -244,8 +244,9 @@ struct Config {
 
 struct LoadOptions {
   // False: secrets (backend passwords, key files, ...) that cannot be read are left empty
-  // instead of failing the load. For tools that never use them, such as `tracegate audit`,
-  // run by people who should not hold the gateway's credentials.
+  // instead of failing the load, and masking profiles are not compiled (Config::maskers
+  // stays empty). For tools that never use them, such as `tracegate audit`, run by people
+  // who should not hold the gateway's credentials.
   bool secrets_required = true;
 };
 

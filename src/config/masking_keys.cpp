@@ -398,6 +398,9 @@ void ParseMaskingProfiles(const Item& item, Config& config, NoExtra&, Context& c
     if (ctx.error_count() != errors_before) {
       continue;  // compiling would only repeat what is already reported
     }
+    if (!ctx.secrets_required()) {
+      continue;  // a tool that reads the config without its secrets masks nothing
+    }
     // Hyperscan compiles here, once per profile and load. Masker::Create's reasons name
     // detectors, entities and paths, never the pseudonym key.
     absl::StatusOr<std::shared_ptr<const masking::Masker>> masker =
