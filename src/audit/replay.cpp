@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "pgwire/framing.h"
@@ -28,15 +29,7 @@ std::string_view View(Bytes b) { return {reinterpret_cast<const char*>(b.data())
 Bytes AsBytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
 
 std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (char c : bytes) {
-    auto b = static_cast<uint8_t>(c);
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 15]);
-  }
-  return out;
+  return absl::BytesToHexString(absl::string_view(bytes.data(), bytes.size()));
 }
 
 // ---- UTF-8 and display width ---------------------------------------------------------------

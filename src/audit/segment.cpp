@@ -13,6 +13,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "common/status.h"
 #include "common/strings.h"
 
@@ -21,8 +22,6 @@ namespace {
 
 std::atomic<WriteFn> g_write{nullptr};
 std::atomic<SyncFn> g_sync{nullptr};
-
-constexpr char kHexDigits[] = "0123456789abcdef";
 
 std::string ErrorText(int error) {
   return std::error_code(error, std::generic_category()).message();
@@ -108,14 +107,7 @@ uint64_t GetU64(const char* p) {
 }
 
 std::string HexOf(std::string_view bytes) {
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (char c : bytes) {
-    auto b = static_cast<uint8_t>(c);
-    out.push_back(kHexDigits[b >> 4]);
-    out.push_back(kHexDigits[b & 0xf]);
-  }
-  return out;
+  return absl::BytesToHexString(absl::string_view(bytes.data(), bytes.size()));
 }
 
 bool HashFromHex(std::string_view hex, Hash& out) {
