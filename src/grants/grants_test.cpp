@@ -662,6 +662,25 @@ class UnavailableStore final : public store::StateStore {
   }
   absl::Status PutAuditHead(std::string_view) override { return Down(); }
   absl::StatusOr<std::optional<std::string>> GetAuditHead() override { return Down(); }
+  absl::Status CreateApproval(const store::ApprovalRequest&) override { return Down(); }
+  absl::StatusOr<store::ApprovalRequest> GetApproval(std::string_view) override { return Down(); }
+  absl::StatusOr<std::vector<store::ApprovalRequest>> ListApprovals(
+      const store::ApprovalQuery&) override {
+    return Down();
+  }
+  absl::StatusOr<std::vector<store::ApprovalDecision>> ListDecisions(std::string_view) override {
+    return Down();
+  }
+  absl::StatusOr<store::DecideResult> Decide(const store::DecideRequest&) override {
+    return Down();
+  }
+  absl::StatusOr<store::ApprovalRequest> CloseApproval(std::string_view, store::ApprovalState,
+                                                       TimePoint) override {
+    return Down();
+  }
+  absl::StatusOr<std::vector<store::ApprovalRequest>> ExpireApprovals(TimePoint) override {
+    return Down();
+  }
 
  private:
   static absl::Status Down() { return absl::UnavailableError("state store: disk I/O error"); }

@@ -20,7 +20,7 @@ using internal::Transaction;
 
 // Migration step i takes the schema from version i to i + 1. Append only: never edit a step
 // that has shipped. Times are microseconds since the Unix epoch (UTC).
-constexpr std::array<std::string_view, 2> kMigrations = {
+constexpr std::array<std::string_view, 3> kMigrations = {
     // 1: grants and their transitions.
     R"sql(
 CREATE TABLE grants (
@@ -96,6 +96,46 @@ CREATE TABLE audit_head (
   checkpoint TEXT NOT NULL
 ) STRICT;
 )sql",
+    // 3: approval requests and their votes. A request leaves pending exactly when it gets
+    // its decided_at; one vote per approver (issuer, subject) and request.
+    R"sql(
+CREATE TABLE approvals (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('grant', 'response')),
+  state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired',
+                                       'cancelled')),
+  grant_id TEXT NOT NULL REFERENCES grants (id),
+  session_id TEXT NOT NULL,
+  connection TEXT NOT NULL,
+  trace_id TEXT NOT NULL,
+  requester_issuer TEXT NOT NULL,
+  requester_subject TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  approver_groups BLOB NOT NULL,
+  force_groups BLOB NOT NULL,
+  required INTEGER NOT NULL CHECK (required >= 1),
+  created_at_us INTEGER NOT NULL,
+  expires_at_us INTEGER NOT NULL CHECK (expires_at_us > created_at_us),
+  decided_at_us INTEGER CHECK ((decided_at_us IS NULL) = (state = 'pending'))
+) STRICT;
+CREATE INDEX approvals_by_state ON approvals (state, created_at_us, id);
+CREATE INDEX approvals_by_grant ON approvals (grant_id, created_at_us, id);
+CREATE INDEX approvals_by_created ON approvals (created_at_us, id);
+CREATE TABLE approval_decisions (
+  seq INTEGER PRIMARY KEY,
+  request_id TEXT NOT NULL REFERENCES approvals (id),
+  approve INTEGER NOT NULL CHECK (approve IN (0, 1)),
+  issuer TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  approver TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  forced INTEGER NOT NULL CHECK (forced IN (0, 1)),
+  at_us INTEGER NOT NULL,
+  UNIQUE (request_id, issuer, subject)
+) STRICT;
+)sql",
 };
 
 // SessionQuery::outcome's word for "not ended yet".
@@ -114,6 +154,16 @@ constexpr char kSessionColumns[] =
     "id, kind, connection, trace_id, grant_id, issuer, subject, client_id, login_user, "
     "client_address, started_at_us, ended_at_us, outcome, reason, statements, blocked, "
     "row_count, bytes_to_client, first_seq, last_seq";
+
+// The columns of an approval row, in the order ReadApproval expects them.
+constexpr char kApprovalColumns[] =
+    "id, kind, state, grant_id, session_id, connection, trace_id, requester_issuer, "
+    "requester_subject, requester, reason, detail, approver_groups, force_groups, required, "
+    "created_at_us, expires_at_us, decided_at_us";
+
+// The columns of a vote, in the order ReadDecision expects them.
+constexpr char kDecisionColumns[] =
+    "request_id, approve, issuer, subject, approver, comment, forced, at_us";
 
 int64_t ToMicros(TimePoint t) {
   return std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
@@ -288,6 +338,202 @@ std::string TransitionSql(const TransitionRequest& request) {
       "UPDATE grants SET state = ?1, uses_left = uses_left - ?2 WHERE id = ?3 AND state IN (",
       states, ")", request.unexpired_at.has_value() ? " AND expires_at_us > ?4" : "",
       request.take_use ? " AND uses_left > 0" : "", " RETURNING ", kGrantColumns);
+}
+
+absl::Status CorruptApproval(std::string_view id, std::string_view what) {
+  return absl::UnavailableError(
+      Cat("state store: approval ", id, " has a corrupt row (", what, ")"));
+}
+
+absl::Status NoApproval(std::string_view id) {
+  return absl::NotFoundError(Cat("no approval ", id));
+}
+
+// The FailedPrecondition for a vote or close on a request that has left pending.
+absl::Status NotPending(const ApprovalRequest& request) {
+  return absl::FailedPreconditionError(
+      Cat("approval ", request.id, " is ", ApprovalStateName(request.state)));
+}
+
+absl::StatusOr<ApprovalRequest> ReadApproval(const Statement& stmt) {
+  ApprovalRequest r;
+  r.id = stmt.Text(0);
+  std::optional<ApprovalKind> kind = ParseApprovalKind(stmt.Text(1));
+  std::optional<ApprovalState> state = ParseApprovalState(stmt.Text(2));
+  if (!kind.has_value() || !state.has_value()) {
+    return CorruptApproval(r.id, "kind or state");
+  }
+  r.kind = *kind;
+  r.state = *state;
+  r.grant_id = stmt.Text(3);
+  r.session_id = stmt.Text(4);
+  r.connection = stmt.Text(5);
+  r.trace_id = stmt.Text(6);
+  r.requester_issuer = stmt.Text(7);
+  r.requester_subject = stmt.Text(8);
+  r.requester = stmt.Text(9);
+  r.reason = stmt.Text(10);
+  r.detail = stmt.Text(11);
+  std::optional<std::vector<std::string>> approver_groups = DecodeGroups(stmt.Text(12));
+  std::optional<std::vector<std::string>> force_groups = DecodeGroups(stmt.Text(13));
+  if (!approver_groups.has_value() || !force_groups.has_value()) {
+    return CorruptApproval(r.id, "groups");
+  }
+  r.approver_groups = std::move(*approver_groups);
+  r.force_groups = std::move(*force_groups);
+  r.required = static_cast<uint32_t>(stmt.Int(14));
+  r.created_at = FromMicros(stmt.Int(15));
+  r.expires_at = FromMicros(stmt.Int(16));
+  if (!stmt.IsNull(17)) {
+    r.decided_at = FromMicros(stmt.Int(17));
+  }
+  return r;
+}
+
+ApprovalDecision ReadDecision(const Statement& stmt) {
+  ApprovalDecision d;
+  d.request_id = stmt.Text(0);
+  d.approve = stmt.Int(1) != 0;
+  d.issuer = stmt.Text(2);
+  d.subject = stmt.Text(3);
+  d.approver = stmt.Text(4);
+  d.comment = stmt.Text(5);
+  d.forced = stmt.Int(6) != 0;
+  d.at = FromMicros(stmt.Int(7));
+  return d;
+}
+
+absl::StatusOr<ApprovalRequest> LoadApproval(Db& db, std::string_view id) {
+  TG_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(Cat("SELECT ", kApprovalColumns,
+                                                     " FROM approvals WHERE id = ?1")));
+  stmt.Bind(1, id);
+  TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) {
+    return NoApproval(id);
+  }
+  return ReadApproval(stmt);
+}
+
+// The request's votes, oldest first (without checking that the request exists).
+absl::StatusOr<std::vector<ApprovalDecision>> LoadDecisions(Db& db, std::string_view request_id) {
+  TG_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(Cat("SELECT ", kDecisionColumns,
+                                                     " FROM approval_decisions "
+                                                     "WHERE request_id = ?1 ORDER BY seq")));
+  stmt.Bind(1, request_id);
+  std::vector<ApprovalDecision> decisions;
+  while (true) {
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      break;
+    }
+    decisions.push_back(ReadDecision(stmt));
+  }
+  return decisions;
+}
+
+// The grant's state, NotFound if there is none.
+absl::StatusOr<GrantState> LoadGrantState(Db& db, std::string_view grant_id) {
+  TG_ASSIGN_OR_RETURN(Statement stmt, db.Prepare("SELECT state FROM grants WHERE id = ?1"));
+  stmt.Bind(1, grant_id);
+  TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) {
+    return absl::NotFoundError(Cat("no grant ", grant_id));
+  }
+  std::optional<GrantState> state = ParseGrantState(stmt.Text(0));
+  if (!state.has_value()) {
+    return Corrupt(grant_id, "state");
+  }
+  return *state;
+}
+
+absl::Status ValidateApproval(const ApprovalRequest& request) {
+  auto refuse = [&](std::string_view why) {
+    return absl::InvalidArgumentError(Cat("state store: approval ", request.id, ": ", why));
+  };
+  if (request.id.empty()) {
+    return refuse("no id");
+  }
+  if (request.grant_id.empty()) {
+    return refuse("no grant id");
+  }
+  if (request.required < 1) {
+    return refuse("needs at least one approval");
+  }
+  if (ToMicros(request.expires_at) <= ToMicros(request.created_at)) {
+    return refuse("expires before it is created");
+  }
+  if (request.state != ApprovalState::kPending || request.decided_at.has_value()) {
+    return refuse("a new request must be pending and undecided");
+  }
+  return absl::OkStatus();
+}
+
+// The state one more vote leaves `request` in, given the approvals it has now (this vote
+// included).
+ApprovalState Settle(const ApprovalRequest& request, const ApprovalDecision& vote,
+                     int64_t approvals) {
+  if (!vote.approve) {
+    return ApprovalState::kDenied;
+  }
+  if (vote.forced || approvals >= static_cast<int64_t>(request.required)) {
+    return ApprovalState::kApproved;
+  }
+  return ApprovalState::kPending;
+}
+
+// Moves the grant of a settled kGrant request out of pending, with its event; inside the
+// caller's transaction.
+absl::StatusOr<GrantRecord> SettleGrant(Db& db, std::string_view grant_id, ApprovalState settled,
+                                        const DecideRequest& request) {
+  const ApprovalDecision& vote = request.decision;
+  TG_ASSIGN_OR_RETURN(GrantState before, LoadGrantState(db, grant_id));
+  if (before != GrantState::kPending) {
+    return TransitionRefused(grant_id, before);
+  }
+  GrantState to = settled == ApprovalState::kApproved ? GrantState::kApproved : GrantState::kDenied;
+  GrantRecord updated;
+  {
+    // A denied grant keeps its expiry; an approved one lives grant_ttl from consent.
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare(Cat("UPDATE grants SET state = ?1, expires_at_us = "
+                                       "coalesce(?2, expires_at_us) WHERE id = ?3 AND state = "
+                                       "'pending' RETURNING ",
+                                       kGrantColumns)));
+    stmt.Bind(1, GrantStateName(to)).Bind(3, grant_id);
+    if (to == GrantState::kApproved) {
+      stmt.Bind(2, ToMicros(vote.at + request.grant_ttl));
+    } else {
+      stmt.BindNull(2);
+    }
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      return TransitionRefused(grant_id, before);
+    }
+    TG_ASSIGN_OR_RETURN(updated, ReadGrant(stmt));
+    TG_RETURN_IF_ERROR(stmt.Run());  // finish the UPDATE before the next statement
+  }
+  std::string_view verdict = GrantStateName(to);
+  std::string detail =
+      vote.comment.empty() ? std::string(verdict) : Cat(verdict, ": ", vote.comment);
+  TG_RETURN_IF_ERROR(
+      InsertEvent(db, grant_id, GrantState::kPending, to, vote.at, vote.approver, detail));
+  return updated;
+}
+
+// The SELECT for `query`: ?1 the state, ?2 the grant id, ?3 the limit.
+std::string ListApprovalsSql(const ApprovalQuery& query) {
+  std::string where;
+  auto add = [&where](std::string_view condition) {
+    where += Cat(where.empty() ? " WHERE " : " AND ", condition);
+  };
+  if (query.state.has_value()) {
+    add("state = ?1");
+  }
+  if (query.grant_id.has_value()) {
+    add("grant_id = ?2");
+  }
+  return Cat("SELECT ", kApprovalColumns, " FROM approvals", where,
+             " ORDER BY created_at_us DESC, id DESC LIMIT ?3");
 }
 
 }  // namespace
@@ -595,6 +841,224 @@ absl::StatusOr<std::optional<std::string>> SqliteStore::GetAuditHead() {
     return std::optional<std::string>();
   }
   return std::optional<std::string>(stmt.Text(0));
+}
+
+absl::Status SqliteStore::CreateApproval(const ApprovalRequest& request) {
+  TG_RETURN_IF_ERROR(ValidateApproval(request));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Db& db = *impl_->db;
+  TG_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
+  {
+    // A taken id first: a retried create reads AlreadyExists even once the grant has moved on.
+    TG_ASSIGN_OR_RETURN(Statement stmt, db.Prepare("SELECT 1 FROM approvals WHERE id = ?1"));
+    stmt.Bind(1, request.id);
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) {
+      return absl::AlreadyExistsError(Cat("state store: approval ", request.id, " exists"));
+    }
+  }
+  TG_ASSIGN_OR_RETURN(GrantState grant_state, LoadGrantState(db, request.grant_id));
+  if (request.kind == ApprovalKind::kGrant && grant_state != GrantState::kPending) {
+    return TransitionRefused(request.grant_id, grant_state);
+  }
+  {
+    TG_ASSIGN_OR_RETURN(
+        Statement stmt,
+        db.Prepare(Cat("INSERT INTO approvals (", kApprovalColumns,
+                       ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                       "?15, ?16, ?17, NULL)")));
+    stmt.Bind(1, request.id)
+        .Bind(2, ApprovalKindName(request.kind))
+        .Bind(3, ApprovalStateName(request.state))
+        .Bind(4, request.grant_id)
+        .Bind(5, request.session_id)
+        .Bind(6, request.connection)
+        .Bind(7, request.trace_id)
+        .Bind(8, request.requester_issuer)
+        .Bind(9, request.requester_subject)
+        .Bind(10, request.requester)
+        .Bind(11, request.reason)
+        .Bind(12, request.detail)
+        .BindBlob(13, EncodeGroups(request.approver_groups))
+        .BindBlob(14, EncodeGroups(request.force_groups))
+        .Bind(15, static_cast<int64_t>(request.required))
+        .Bind(16, ToMicros(request.created_at))
+        .Bind(17, ToMicros(request.expires_at));
+    TG_RETURN_IF_ERROR(stmt.Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<ApprovalRequest> SqliteStore::GetApproval(std::string_view id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return LoadApproval(*impl_->db, id);
+}
+
+absl::StatusOr<std::vector<ApprovalRequest>> SqliteStore::ListApprovals(
+    const ApprovalQuery& query) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TG_ASSIGN_OR_RETURN(Statement stmt, impl_->db->Prepare(ListApprovalsSql(query)));
+  if (query.state.has_value()) {
+    stmt.Bind(1, ApprovalStateName(*query.state));
+  }
+  if (query.grant_id.has_value()) {
+    stmt.Bind(2, *query.grant_id);
+  }
+  stmt.Bind(3, static_cast<int64_t>(
+                   std::min<uint64_t>(query.limit, std::numeric_limits<int64_t>::max())));
+  std::vector<ApprovalRequest> requests;
+  while (true) {
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      break;
+    }
+    TG_ASSIGN_OR_RETURN(ApprovalRequest request, ReadApproval(stmt));
+    requests.push_back(std::move(request));
+  }
+  return requests;
+}
+
+absl::StatusOr<std::vector<ApprovalDecision>> SqliteStore::ListDecisions(
+    std::string_view request_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Db& db = *impl_->db;
+  {
+    // Requests are never deleted, so one that exists now existed for the votes read next.
+    TG_ASSIGN_OR_RETURN(Statement stmt, db.Prepare("SELECT 1 FROM approvals WHERE id = ?1"));
+    stmt.Bind(1, request_id);
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      return NoApproval(request_id);
+    }
+  }
+  return LoadDecisions(db, request_id);
+}
+
+absl::StatusOr<DecideResult> SqliteStore::Decide(const DecideRequest& request) {
+  const ApprovalDecision& vote = request.decision;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Db& db = *impl_->db;
+  // The write lock first: the state and votes read here are the ones the writes build on.
+  TG_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
+  TG_ASSIGN_OR_RETURN(ApprovalRequest approval, LoadApproval(db, vote.request_id));
+  if (approval.state != ApprovalState::kPending) {
+    return NotPending(approval);
+  }
+  if (ToMicros(approval.expires_at) <= ToMicros(vote.at)) {
+    // Left pending: ExpireApprovals moves it, with the time it ran.
+    return absl::FailedPreconditionError(Cat("approval ", approval.id, " has expired"));
+  }
+  {
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare("SELECT 1 FROM approval_decisions WHERE request_id = ?1 AND "
+                                   "issuer = ?2 AND subject = ?3"));
+    stmt.Bind(1, approval.id).Bind(2, vote.issuer).Bind(3, vote.subject);
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) {
+      return absl::AlreadyExistsError(
+          Cat(vote.approver, " already decided approval ", approval.id));
+    }
+  }
+  {
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare(Cat("INSERT INTO approval_decisions (", kDecisionColumns,
+                                       ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")));
+    stmt.Bind(1, approval.id)
+        .Bind(2, int64_t{vote.approve ? 1 : 0})
+        .Bind(3, vote.issuer)
+        .Bind(4, vote.subject)
+        .Bind(5, vote.approver)
+        .Bind(6, vote.comment)
+        .Bind(7, int64_t{vote.forced ? 1 : 0})
+        .Bind(8, ToMicros(vote.at));
+    TG_RETURN_IF_ERROR(stmt.Run());
+  }
+  DecideResult result;
+  TG_ASSIGN_OR_RETURN(result.decisions, LoadDecisions(db, approval.id));
+  int64_t approvals =
+      std::ranges::count_if(result.decisions, [](const ApprovalDecision& d) { return d.approve; });
+  ApprovalState settled = Settle(approval, vote, approvals);
+  if (settled != ApprovalState::kPending) {
+    {
+      TG_ASSIGN_OR_RETURN(Statement stmt,
+                          db.Prepare("UPDATE approvals SET state = ?1, decided_at_us = ?2 "
+                                     "WHERE id = ?3 AND state = 'pending'"));
+      stmt.Bind(1, ApprovalStateName(settled)).Bind(2, ToMicros(vote.at)).Bind(3, approval.id);
+      TG_RETURN_IF_ERROR(stmt.Run());
+    }
+    approval.state = settled;
+    approval.decided_at = FromMicros(ToMicros(vote.at));
+    if (approval.kind == ApprovalKind::kGrant) {
+      TG_ASSIGN_OR_RETURN(result.grant, SettleGrant(db, approval.grant_id, settled, request));
+    }
+  }
+  TG_RETURN_IF_ERROR(txn.Commit());
+  result.request = std::move(approval);
+  return result;
+}
+
+absl::StatusOr<ApprovalRequest> SqliteStore::CloseApproval(std::string_view id, ApprovalState to,
+                                                           TimePoint at) {
+  if (to != ApprovalState::kExpired && to != ApprovalState::kCancelled) {
+    return absl::InvalidArgumentError(Cat("state store: approval ", id,
+                                          " can be closed as expired or cancelled, not ",
+                                          ApprovalStateName(to)));
+  }
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Db& db = *impl_->db;
+  TG_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
+  TG_ASSIGN_OR_RETURN(ApprovalRequest approval, LoadApproval(db, id));
+  if (approval.state != ApprovalState::kPending) {
+    return NotPending(approval);
+  }
+  {
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare("UPDATE approvals SET state = ?1, decided_at_us = ?2 "
+                                   "WHERE id = ?3 AND state = 'pending'"));
+    stmt.Bind(1, ApprovalStateName(to)).Bind(2, ToMicros(at)).Bind(3, approval.id);
+    TG_RETURN_IF_ERROR(stmt.Run());
+  }
+  TG_RETURN_IF_ERROR(txn.Commit());
+  approval.state = to;
+  approval.decided_at = FromMicros(ToMicros(at));
+  return approval;
+}
+
+absl::StatusOr<std::vector<ApprovalRequest>> SqliteStore::ExpireApprovals(TimePoint now) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Db& db = *impl_->db;
+  TG_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
+  std::vector<ApprovalRequest> expired;
+  {
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare(Cat("SELECT ", kApprovalColumns,
+                                       " FROM approvals WHERE state = 'pending' AND "
+                                       "expires_at_us <= ?1 ORDER BY expires_at_us, id")));
+    stmt.Bind(1, ToMicros(now));
+    while (true) {
+      TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) {
+        break;
+      }
+      TG_ASSIGN_OR_RETURN(ApprovalRequest request, ReadApproval(stmt));
+      request.state = ApprovalState::kExpired;
+      request.decided_at = FromMicros(ToMicros(now));
+      expired.push_back(std::move(request));
+    }
+  }
+  if (expired.empty()) {
+    return expired;
+  }
+  {
+    // The same condition under the same write lock: exactly the rows read above.
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare("UPDATE approvals SET state = 'expired', decided_at_us = ?1 "
+                                   "WHERE state = 'pending' AND expires_at_us <= ?1"));
+    stmt.Bind(1, ToMicros(now));
+    TG_RETURN_IF_ERROR(stmt.Run());
+  }
+  TG_RETURN_IF_ERROR(txn.Commit());
+  return expired;
 }
 
 absl::Status SqliteStore::CheckHealth() {

@@ -60,6 +60,17 @@ class SqliteStore final : public StateStore {
       const SessionQuery& query) override;
   [[nodiscard]] absl::Status PutAuditHead(std::string_view checkpoint) override;
   [[nodiscard]] absl::StatusOr<std::optional<std::string>> GetAuditHead() override;
+  [[nodiscard]] absl::Status CreateApproval(const ApprovalRequest& request) override;
+  [[nodiscard]] absl::StatusOr<ApprovalRequest> GetApproval(std::string_view id) override;
+  [[nodiscard]] absl::StatusOr<std::vector<ApprovalRequest>> ListApprovals(
+      const ApprovalQuery& query) override;
+  [[nodiscard]] absl::StatusOr<std::vector<ApprovalDecision>> ListDecisions(
+      std::string_view request_id) override;
+  [[nodiscard]] absl::StatusOr<DecideResult> Decide(const DecideRequest& request) override;
+  [[nodiscard]] absl::StatusOr<ApprovalRequest> CloseApproval(std::string_view id, ApprovalState to,
+                                                              TimePoint at) override;
+  [[nodiscard]] absl::StatusOr<std::vector<ApprovalRequest>> ExpireApprovals(
+      TimePoint now) override;
   [[nodiscard]] absl::Status CheckHealth() override;
 
  private:

@@ -22,6 +22,19 @@ constexpr std::array<std::pair<GrantState, std::string_view>, 8> kNames = {{
     {GrantState::kExpired, "expired"},
 }};
 
+constexpr std::array<std::pair<ApprovalKind, std::string_view>, 2> kApprovalKinds = {{
+    {ApprovalKind::kGrant, "grant"},
+    {ApprovalKind::kResponse, "response"},
+}};
+
+constexpr std::array<std::pair<ApprovalState, std::string_view>, 5> kApprovalStates = {{
+    {ApprovalState::kPending, "pending"},
+    {ApprovalState::kApproved, "approved"},
+    {ApprovalState::kDenied, "denied"},
+    {ApprovalState::kExpired, "expired"},
+    {ApprovalState::kCancelled, "cancelled"},
+}};
+
 // Where a refused transition keeps the grant's state (absl::Status payload type URL).
 constexpr char kRefusedStateUrl[] = "tracegate/store.RefusedState";
 
@@ -64,6 +77,42 @@ bool IsFinal(GrantState state) {
       return false;
   }
   return true;
+}
+
+std::string_view ApprovalKindName(ApprovalKind kind) {
+  for (const auto& [k, name] : kApprovalKinds) {
+    if (k == kind) {
+      return name;
+    }
+  }
+  return "unknown";
+}
+
+std::string_view ApprovalStateName(ApprovalState state) {
+  for (const auto& [s, name] : kApprovalStates) {
+    if (s == state) {
+      return name;
+    }
+  }
+  return "unknown";
+}
+
+std::optional<ApprovalKind> ParseApprovalKind(std::string_view name) {
+  for (const auto& [k, n] : kApprovalKinds) {
+    if (n == name) {
+      return k;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<ApprovalState> ParseApprovalState(std::string_view name) {
+  for (const auto& [s, n] : kApprovalStates) {
+    if (n == name) {
+      return s;
+    }
+  }
+  return std::nullopt;
 }
 
 absl::Status TransitionRefused(std::string_view grant_id, GrantState current) {

@@ -156,6 +156,79 @@ struct SessionQuery {
   size_t limit = 100;              // newest first
 };
 
+// ---- approvals (src/approvals) -------------------------------------------------------------
+
+// What waits for approvers: a pending grant, or a session's result held because masking
+// found personal data in it.
+enum class ApprovalKind { kGrant, kResponse };
+// pending → approved | denied | expired | cancelled (the held session ended first).
+enum class ApprovalState { kPending, kApproved, kDenied, kExpired, kCancelled };
+
+// "grant", "response" / "pending", "approved", "denied", "expired", "cancelled".
+[[nodiscard]] std::string_view ApprovalKindName(ApprovalKind kind);
+[[nodiscard]] std::string_view ApprovalStateName(ApprovalState state);
+[[nodiscard]] std::optional<ApprovalKind> ParseApprovalKind(std::string_view name);
+[[nodiscard]] std::optional<ApprovalState> ParseApprovalState(std::string_view name);
+
+struct ApprovalRequest {
+  // For kind kGrant the grant's own id (one approval per grant); for kResponse
+  // "<grant id>.r<n>" (n from 1, one per held result).
+  std::string id;
+  ApprovalKind kind = ApprovalKind::kGrant;
+  ApprovalState state = ApprovalState::kPending;
+  std::string grant_id;
+  std::string session_id;  // kResponse: the held session; empty for kGrant
+  std::string connection;
+  std::string trace_id;
+  // The requester (the grant's principal): never one of its approvers.
+  std::string requester_issuer;
+  std::string requester_subject;
+  std::string requester;  // as Principal::Describe() shows it
+  std::string reason;     // the requester's reason for the grant
+  std::string detail;     // why approval is needed ("rule r requires approval", "result ...")
+  std::vector<std::string> approver_groups;
+  std::vector<std::string> force_groups;
+  uint32_t required = 1;  // distinct approvals needed
+  TimePoint created_at;
+  TimePoint expires_at;
+  std::optional<TimePoint> decided_at;  // set when it left pending
+
+  bool operator==(const ApprovalRequest&) const = default;
+};
+
+struct ApprovalDecision {
+  std::string request_id;
+  bool approve = false;
+  std::string issuer;  // the approver
+  std::string subject;
+  std::string approver;  // Principal::Describe()
+  std::string comment;
+  bool forced = false;  // made by a force group member: settles the request alone
+  TimePoint at;
+
+  bool operator==(const ApprovalDecision&) const = default;
+};
+
+// One approver's vote, applied by StateStore::Decide.
+struct DecideRequest {
+  ApprovalDecision decision;
+  // kGrant, on approval: the grant leaves `pending` for `approved` with
+  // expires_at = decision.at + grant_ttl (the credential's life starts at consent).
+  std::chrono::milliseconds grant_ttl{0};
+};
+
+struct DecideResult {
+  ApprovalRequest request;                  // after the vote
+  std::vector<ApprovalDecision> decisions;  // every vote so far, oldest first
+  std::optional<GrantRecord> grant;         // kGrant when the vote settled it: the grant after
+};
+
+struct ApprovalQuery {
+  std::optional<ApprovalState> state;
+  std::optional<std::string> grant_id;
+  size_t limit = 100;  // newest created first
+};
+
 class StateStore {
  public:
   virtual ~StateStore() = default;
@@ -196,6 +269,34 @@ class StateStore {
   [[nodiscard]] virtual absl::Status PutAuditHead(std::string_view checkpoint) = 0;
   // nullopt before the first PutAuditHead.
   [[nodiscard]] virtual absl::StatusOr<std::optional<std::string>> GetAuditHead() = 0;
+
+  // ---- approvals ----
+  // Inserts a pending request. AlreadyExists for a taken id; for kGrant the grant must exist
+  // (NotFound) and be pending (FailedPrecondition).
+  [[nodiscard]] virtual absl::Status CreateApproval(const ApprovalRequest& request) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ApprovalRequest> GetApproval(std::string_view id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ApprovalRequest>> ListApprovals(
+      const ApprovalQuery& query) = 0;
+  // The request's votes, oldest first. NotFound if there is no such request.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ApprovalDecision>> ListDecisions(
+      std::string_view request_id) = 0;
+  // Applies one vote atomically: the request must be pending and unexpired at decision.at
+  // (FailedPrecondition "approval <id> is <state>" / "... has expired"), and this approver
+  // (issuer, subject) must not have voted on it yet (AlreadyExists). The vote is stored; a
+  // deny, a forced vote, or the `required`-th approval settles the request (decided_at set),
+  // and for kGrant moves the grant in the same transaction: pending → approved (expires_at
+  // renewed, see DecideRequest) or pending → denied, with a grant event whose actor is the
+  // approver and whose detail carries the comment. Who may vote is the caller's check.
+  [[nodiscard]] virtual absl::StatusOr<DecideResult> Decide(const DecideRequest& request) = 0;
+  // pending → `to` (expired or cancelled) if still pending: returns the request after, or
+  // FailedPrecondition when it was already settled (nothing changes).
+  [[nodiscard]] virtual absl::StatusOr<ApprovalRequest> CloseApproval(std::string_view id,
+                                                                      ApprovalState to,
+                                                                      TimePoint at) = 0;
+  // Moves every pending request whose expires_at <= now to expired (decided_at = now), in one
+  // transaction, and returns them.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ApprovalRequest>> ExpireApprovals(
+      TimePoint now) = 0;
 
   // OK when the store can serve requests (for /readyz); Unavailable otherwise.
   [[nodiscard]] virtual absl::Status CheckHealth() = 0;
