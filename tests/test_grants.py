@@ -47,7 +47,8 @@ POLICY = {
         {"name": "short", "groups": ["short-lived"], "ttl": "2s", "max_session": "1h"},
         {"name": "multi", "groups": ["multi-use"], "uses": 3, "ttl": "60s"},
         {"name": "needs-reason", "groups": ["auditors"], "require_reason": True},
-        {"name": "approval", "groups": ["sensitive"], "require_approval": True},
+        {"name": "approval", "groups": ["sensitive"], "require_approval": True,
+         "approvers": ["trace-approvers"]},
     ],
 }
 
@@ -333,7 +334,6 @@ class ApiTest(GrantsCase):
             ("contractor", {"reason": "x"}, 403, "forbidden", "contractors-out"),
             ("nobody", {"reason": "x"}, 403, "forbidden", "no rule"),
             ("auditor", {"reason": None}, 403, "forbidden", "reason"),
-            ("sensitive", {"reason": "x"}, 403, "approval_required", "approval"),
             ("agent", {"reason": "x", "connection": "other-pg"}, 403, "forbidden", "no rule"),
         ]
         for client, kw, status, code, needle in cases:
@@ -346,6 +346,11 @@ class ApiTest(GrantsCase):
                 self.assertTrue(out["request_id"])
         got, out = self.api.grant(self.token("auditor"), self.trace, reason="audit #42")
         self.assertEqual(got, 201, out)
+        # An approval rule issues the grant pending (test_approvals.py covers the flow).
+        got, out = self.api.grant(self.token("sensitive"), self.trace, reason="x")
+        self.assertEqual(got, 202, out)
+        self.assertEqual(out["state"], "pending")
+        self.assertEqual(out["approvers"], ["trace-approvers"])
 
     def test_bad_requests(self):
         tok = self.token()

@@ -9,6 +9,8 @@ namespace tracegate::app {
 
 // `tracegate grant request|show|revoke`: the control-plane API from the shell.
 void AddGrantCommands(CLI::App& app, int& exit_code);
+// `tracegate approvals list|show|approve|deny`: approvers decide over the API.
+void AddApprovalCommands(CLI::App& app, int& exit_code);
 // `tracegate dev token`: tokens from the embedded development issuer.
 void AddDevCommands(CLI::App& app, int& exit_code);
 // `tracegate policy explain`: which rule decides, and why.

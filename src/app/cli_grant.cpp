@@ -1,5 +1,8 @@
-// `tracegate grant request|show|revoke`. The caller's OIDC access token is read from a file
-// (or $TRACEGATE_TOKEN), never from the command line, where `ps` would show it.
+// `tracegate grant request|show|revoke` and `tracegate approvals list|show|approve|deny`. The
+// caller's OIDC access token is read from a file (or $TRACEGATE_TOKEN), never from the command
+// line, where `ps` would show it.
+
+#include <fmt/format.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -142,9 +145,17 @@ void AddGrantCommands(CLI::App& app, int& exit_code) {
       std::cout << out.dump(2) << "\n";
     } else {
       std::cout << out["postgres"]["uri"].get<std::string>() << "\n";
-      std::cerr << "grant " << out["grant_id"].get<std::string>() << " expires at "
-                << out["expires_at"].get<std::string>() << "; the credential works "
-                << out["uses_allowed"].get<int>() << " time(s)\n";
+      if (out.value("state", "") == "pending") {
+        std::cerr << "grant " << out["grant_id"].get<std::string>() << " waits for "
+                  << out.value("approvals_required", 1) << " approval(s) from "
+                  << out.value("approvers", json::array()).dump() << " until "
+                  << out["expires_at"].get<std::string>()
+                  << "; a session opened with it is held until they decide\n";
+      } else {
+        std::cerr << "grant " << out["grant_id"].get<std::string>() << " expires at "
+                  << out["expires_at"].get<std::string>() << "; the credential works "
+                  << out["uses_allowed"].get<int>() << " time(s)\n";
+      }
     }
   });
 
@@ -166,6 +177,92 @@ void AddGrantCommands(CLI::App& app, int& exit_code) {
       if (exit_code == 0) {
         std::cout << out.dump(2) << "\n";
       }
+    });
+  }
+}
+
+void AddApprovalCommands(CLI::App& app, int& exit_code) {
+  auto* approvals = app.add_subcommand(
+      "approvals", "Decide requests that wait for approval (you authenticate as the approver)");
+  approvals->require_subcommand(1);
+
+  struct ListOptions {
+    ApiOptions api;
+    std::string state = "pending";
+    bool json = false;
+  };
+  auto list_options = std::make_shared<ListOptions>();
+  auto* list = approvals->add_subcommand("list", "Requests you may decide (or have made)");
+  AddApiOptions(*list, list_options->api);
+  list->add_option("--state", list_options->state,
+                   "pending, approved, denied, expired, cancelled or all")
+      ->capture_default_str();
+  list->add_flag("--json", list_options->json, "Print the API's JSON");
+  list->callback([list_options, &exit_code] {
+    json out;
+    exit_code =
+        Call(list_options->api, "GET", "/v1/approvals?state=" + list_options->state, "", out);
+    if (exit_code != 0) {
+      return;
+    }
+    if (list_options->json) {
+      std::cout << out.dump(2) << "\n";
+      return;
+    }
+    std::cout << "id                              kind      state     votes  trace               "
+                 "requester / reason\n";
+    for (const json& a : out["approvals"]) {
+      std::cout << fmt::format("{:<31} {:<9} {:<9} {}/{}    {:<19} {} / {}\n", a.value("id", ""),
+                               a.value("kind", ""), a.value("state", ""), a.value("approvals", 0),
+                               a.value("required", 1), a.value("trace_id", "").substr(0, 19),
+                               a.value("requester", ""), a.value("reason", ""));
+    }
+  });
+
+  struct IdOptions {
+    ApiOptions api;
+    std::string id;
+    std::string comment;
+  };
+  auto show_options = std::make_shared<IdOptions>();
+  auto* show = approvals->add_subcommand("show", "A request with its votes and comments");
+  AddApiOptions(*show, show_options->api);
+  show->add_option("id", show_options->id, "Request id (a grant id, or <grant>.r<n>)")->required();
+  show->callback([show_options, &exit_code] {
+    json out;
+    exit_code = Call(show_options->api, "GET", "/v1/approvals/" + show_options->id, "", out);
+    if (exit_code == 0) {
+      std::cout << out.dump(2) << "\n";
+    }
+  });
+
+  for (const char* verb : {"approve", "deny"}) {
+    const bool approve = std::string_view(verb) == "approve";
+    auto options = std::make_shared<IdOptions>();
+    auto* cmd = approvals->add_subcommand(
+        verb, approve ? "Approve a request (a grant, or a held result)"
+                      : "Deny a request; the requester is told your comment");
+    AddApiOptions(*cmd, options->api);
+    cmd->add_option("id", options->id, "Request id (a grant id, or <grant>.r<n>)")->required();
+    auto* comment = cmd->add_option("--comment", options->comment, "Why (shown to the requester)");
+    if (!approve) {
+      comment->required();
+    }
+    cmd->callback([options, approve, &exit_code] {
+      json body = json::object();
+      if (!options->comment.empty()) {
+        body["comment"] = options->comment;
+      }
+      json out;
+      exit_code = Call(options->api, "POST",
+                       Cat("/v1/approvals/", options->id, approve ? "/approve" : "/deny"),
+                       body.dump(), out);
+      if (exit_code != 0) {
+        return;
+      }
+      std::cout << "approval " << out.value("id", "") << ": " << out.value("state", "") << " ("
+                << out.value("approvals", 0) << " of " << out.value("required", 1)
+                << " approval(s))\n";
     });
   }
 }

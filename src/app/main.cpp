@@ -118,6 +118,7 @@ int main(int argc, char** argv) {
 
   int exit_code = 0;
   tracegate::app::AddGrantCommands(app, exit_code);
+  tracegate::app::AddApprovalCommands(app, exit_code);
   tracegate::app::AddDevCommands(app, exit_code);
   tracegate::app::AddPolicyCommands(app, exit_code);
   tracegate::app::AddGateCommands(app, exit_code);
@@ -125,7 +126,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  for (const char* name : {"grant", "dev", "policy", "gate", "audit"}) {
+  for (const char* name : {"grant", "approvals", "dev", "policy", "gate", "audit"}) {
     if (app.got_subcommand(name)) {
       return exit_code;
     }

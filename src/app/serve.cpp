@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "admin/admin_server.h"
+#include "approvals/approvals.h"
 #include "audit/recorder.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -19,6 +20,7 @@
 #include "httpapi/api_server.h"
 #include "identity/http_fetch.h"
 #include "identity/token_validator.h"
+#include "notify/webhooks.h"
 #include "pgproxy/gateway.h"
 #include "store/sqlite_store.h"
 
@@ -84,11 +86,20 @@ class AccessPlane {
     } else {
       spdlog::warn("audit: recording is DISABLED (audit.enabled: false): sessions leave no record");
     }
+    if (grants_) {
+      if (!config_->approvals.webhooks.empty()) {
+        webhooks_ = std::make_unique<notify::Webhooks>(config_->approvals.webhooks);
+      }
+      approvals_ = std::make_unique<approvals::ApprovalService>(
+          config_, *store_, *grants_, recorder_.get(), webhooks_.get(),
+          [] { return std::chrono::system_clock::now(); });
+    }
     sweeper_ = std::thread([this] { Sweep(); });
     return absl::OkStatus();
   }
 
   grants::GrantService* grants() { return grants_.get(); }
+  approvals::ApprovalService* approvals() { return approvals_.get(); }
   audit::Recorder* recorder() { return recorder_.get(); }
 
   // For /readyz: without the API there is nothing to check; with it, the state store answers
@@ -144,7 +155,7 @@ class AccessPlane {
           return validator->Validate(token);
         },
         *grants_, listener_address, [] { return std::chrono::system_clock::now(); },
-        recorder_ ? store_.get() : nullptr);
+        recorder_ ? store_.get() : nullptr, approvals_.get());
     server_ = std::make_unique<httpapi::ApiServer>(config_, *service_);
     TG_RETURN_IF_ERROR(server_->Start());
     spdlog::info("api: listening on {}://{}:{}", config_->api->tls ? "https" : "http",
@@ -169,8 +180,13 @@ class AccessPlane {
     }
   }
 
-  // After the gateway's sessions are gone: the log's final checkpoint.
-  void CloseRecorder() { recorder_.reset(); }
+  // After the gateway's sessions are gone: pending notifications get their last chance,
+  // then the log's final checkpoint.
+  void CloseRecorder() {
+    approvals_.reset();
+    webhooks_.reset();
+    recorder_.reset();
+  }
 
  private:
   // Once a second: grants past their expiry; once a minute: audit segments past retention.
@@ -179,6 +195,14 @@ class AccessPlane {
     for (uint64_t tick = 0;
          !wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; }); ++tick) {
       lock.unlock();
+      if (approvals_) {
+        absl::StatusOr<size_t> expired = approvals_->ExpireDue();
+        if (!expired.ok()) {
+          spdlog::error("approvals: expiry sweep failed: {}", MessageOf(expired.status()));
+        } else if (*expired > 0) {
+          spdlog::info("approvals: {} request(s) expired undecided", *expired);
+        }
+      }
       if (grants_) {
         absl::StatusOr<size_t> expired = grants_->ExpireDue();
         if (!expired.ok()) {
@@ -203,6 +227,8 @@ class AccessPlane {
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<grants::GrantService> grants_;
   std::unique_ptr<audit::Recorder> recorder_;
+  std::unique_ptr<notify::Webhooks> webhooks_;
+  std::unique_ptr<approvals::ApprovalService> approvals_;
   std::unique_ptr<identity::TokenValidator> validator_;
   std::unique_ptr<httpapi::ApiService> service_;
   std::unique_ptr<httpapi::ApiServer> server_;
@@ -223,7 +249,8 @@ int Serve(std::shared_ptr<const config::Config> config) {
     spdlog::error("cannot start: {}", MessageOf(opened));
     return 1;
   }
-  pgproxy::Gateway gateway(config, *registry, access.grants(), access.recorder());
+  pgproxy::Gateway gateway(config, *registry, access.grants(), access.recorder(),
+                           access.approvals());
   if (absl::Status started = gateway.Start(); !started.ok()) {
     spdlog::error("cannot start: {}", MessageOf(started));
     return 1;

@@ -31,6 +31,8 @@ std::string_view RecordTypeName(RecordType type) {
       return "recovery";
     case RecordType::kPruned:
       return "pruned";
+    case RecordType::kApproval:
+      return "approval";
   }
   return "unknown";
 }

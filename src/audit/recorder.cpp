@@ -293,6 +293,19 @@ absl::StatusOr<uint64_t> Recorder::Session::GrantEvent(std::string_view from, st
   return seq;
 }
 
+absl::StatusOr<uint64_t> Recorder::Session::Approval(std::string payload) {
+  absl::StatusOr<uint64_t> seq =
+      recorder_.log_->Append(RecordType::kApproval, summary_.id, std::move(payload));
+  if (seq.ok()) {
+    last_seq_ = *seq;
+  }
+  return seq;
+}
+
+absl::StatusOr<uint64_t> Recorder::Approval(std::string_view session, std::string payload) {
+  return log_->Append(RecordType::kApproval, session, std::move(payload));
+}
+
 absl::Status Recorder::Session::End(const SessionOutcome& outcome) {
   const auto now = std::chrono::system_clock::now();
   Json masked = Json::object();

@@ -87,6 +87,9 @@ class Recorder {
     absl::StatusOr<uint64_t> ServerFrames(std::string_view frames);
     absl::StatusOr<uint64_t> GrantEvent(std::string_view from, std::string_view to,
                                         std::string_view actor, std::string_view detail);
+    // An approval that concerns this session (a held result, or the decision its grant
+    // waited for): `payload` is a JSON object (src/approvals writes it).
+    absl::StatusOr<uint64_t> Approval(std::string payload);
     // Appends kSessionEnd and updates the index. Call once.
     absl::Status End(const SessionOutcome& outcome);
 
@@ -104,6 +107,11 @@ class Recorder {
     uint64_t recorded_bytes_ = 0;
     bool truncated_ = false;
   };
+
+  // An approval record (a request opened, a vote, a settlement), from any thread: `session`
+  // is the held session it concerns, or empty (a pending grant has no session yet);
+  // `payload` is a JSON object. Returns its seq.
+  absl::StatusOr<uint64_t> Approval(std::string_view session, std::string payload);
 
   // Appends kSessionStart and indexes the session. Errors: the recorder is broken, or the
   // index could not be written (the session must be refused).

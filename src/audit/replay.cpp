@@ -256,8 +256,8 @@ struct MessageStep {  // ErrorResponse or NoticeResponse
   std::optional<std::string> detail;
   std::optional<std::string> hint;
 };
-struct EventStep {  // kTruncated or kGrantEvent: the record's JSON object
-  bool truncated = true;
+struct EventStep {  // kTruncated, kGrantEvent or kApproval: the record's JSON object
+  RecordType type = RecordType::kTruncated;
   json payload;
 };
 struct UndecodableStep {
@@ -299,6 +299,8 @@ std::string_view JsonRecordName(RecordType type) {
       return "session_end";
     case RecordType::kTruncated:
       return "truncated";
+    case RecordType::kApproval:
+      return "approval";
     default:
       return "grant_event";
   }
@@ -386,6 +388,7 @@ void SessionReplay::State::Add(const Record& record) {
     case RecordType::kSessionEnd:
     case RecordType::kTruncated:
     case RecordType::kGrantEvent:
+    case RecordType::kApproval:
       break;
     default:  // checkpoints, recovery, pruning: not part of a session
       return;
@@ -413,7 +416,7 @@ void SessionReplay::State::Add(const Record& record) {
       DropCarry(client_carry, "client", "the truncation");
       DropCarry(server_carry, "server", "the truncation");
     }
-    AddStep(EventStep{.truncated = truncated, .payload = std::move(*payload)});
+    AddStep(EventStep{.type = record.type, .payload = std::move(*payload)});
   }
 }
 
@@ -848,7 +851,7 @@ struct StepToJson {
         j[key] = value;
       }
     }
-    j["kind"] = s.truncated ? "truncated" : "grant_event";
+    j["kind"] = JsonRecordName(s.type);
   }
   void operator()(const UndecodableStep& s) const {
     j["kind"] = "undecodable";
@@ -1151,9 +1154,26 @@ struct StepToText {
     }
   }
   void operator()(const EventStep& s) const {
-    if (s.truncated) {
+    if (s.type == RecordType::kTruncated) {
       Head(Cat("recording truncated at ", Field(s.payload, "limit_bytes"), " bytes (",
                Field(s.payload, "recorded_bytes"), " recorded): nothing after this was recorded"));
+    } else if (s.type == RecordType::kApproval && s.payload.contains("decisions")) {
+      // The decision a session waited for: the approval as the API shows it.
+      std::string votes;
+      if (s.payload["decisions"].is_array()) {
+        for (const json& d : s.payload["decisions"]) {
+          const std::string comment = Field(d, "comment", "");
+          votes += Cat(votes.empty() ? "" : "; ", Field(d, "approver"), " ", Field(d, "decision"),
+                       comment.empty() ? "" : Cat(" \"", comment, "\""));
+        }
+      }
+      Head(Cat("approval ", Field(s.payload, "id"), ": ", Field(s.payload, "state"),
+               votes.empty() ? "" : Cat(" (", votes, ")")));
+    } else if (s.type == RecordType::kApproval) {
+      std::string comment = Field(s.payload, "comment", "");
+      Head(Cat("approval ", Field(s.payload, "request_id"), ": ", Field(s.payload, "event"), " ",
+               Field(s.payload, "state"), Cat(" by ", Field(s.payload, "actor")),
+               comment.empty() ? "" : Cat(" (", comment, ")")));
     } else {
       std::string detail = Field(s.payload, "detail", "");
       Head(Cat("grant ", Field(s.payload, "grant_id"), ": ", Field(s.payload, "from"), " -> ",

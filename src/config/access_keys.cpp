@@ -21,6 +21,8 @@ constexpr size_t kMaxIssuers = 64;
 constexpr size_t kMaxRules = 10000;
 constexpr size_t kMaxSelectors = 10000;
 
+}  // namespace
+
 ScalarType<std::string> Url() {
   return {"an http(s) URL",
           [](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
@@ -90,6 +92,8 @@ ScalarType<std::string> Selector() {
             return text;
           }};
 }
+
+namespace {
 
 ScalarType<std::string> ConnectionSelector() {
   return {"a connection name or *",
@@ -268,6 +272,12 @@ const Table<PolicyRule>& RuleKeys() {
                           Boolean()),
               K::Optional("require_approval", &PolicyRule::require_approval, false, kReloadable,
                           Boolean()),
+              K::Strings("approvers", &PolicyRule::approvers, {}, kReloadable, Selector(),
+                         kMaxSelectors),
+              K::Optional("approvals_required", &PolicyRule::approvals_required, 1, kReloadable,
+                          Count<uint32_t>(1, 16)),
+              K::Optional("hold_if_masked_at_least", &PolicyRule::hold_if_masked_at_least, 0,
+                          kReloadable, Count<uint32_t>(0, 1000000)),
           },
       .check = CheckRule,
   };

@@ -21,6 +21,11 @@ struct SecretSources {
 void LoadOptionalSecret(const Item& map, absl::string_view name, const SecretSources& sources,
                         std::string& out, Context& ctx);
 
+// An http:// or https:// URL without spaces or control characters.
+ScalarType<std::string> Url();
+// A subject, group or client id: 1 to 1024 printable characters.
+ScalarType<std::string> Selector();
+
 const Table<Identity>& IdentityKeys();
 const Table<Policy>& PolicyKeys();
 const Table<State>& StateKeys();

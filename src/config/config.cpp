@@ -21,6 +21,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "config/access_keys.h"
+#include "config/approval_keys.h"
 #include "config/audit_keys.h"
 #include "config/masking_keys.h"
 #include "config/scalars.h"
@@ -430,7 +431,7 @@ std::string FormatEndpoint(const Endpoint& e) {
                                                : absl::StrCat("[", e.host, "]:", e.port);
 }
 
-void CheckConfig(const Item&, Config& config, NoExtra&, Context& ctx) {
+void CheckConfig(const Item& item, Config& config, NoExtra&, Context& ctx) {
   // A default path is not passed through FilePath: resolve it against the config's
   // directory like any path written in the file.
   if (std::filesystem::path(config.state.path).is_relative()) {
@@ -440,6 +441,7 @@ void CheckConfig(const Item&, Config& config, NoExtra&, Context& ctx) {
     config.audit.dir =
         (std::filesystem::path(config.state.path).parent_path() / "audit").lexically_normal();
   }
+  internal::CheckApprovalRules(item, config, ctx);
   std::map<std::string, std::string> name_owner;
   std::map<std::string, std::string> listen_owner;  // port 0 (pick a free one) never clashes
   if (config.admin.has_value() && config.admin->port != 0) {
@@ -517,6 +519,7 @@ const Table<Config>& ConfigKeys() {
                     }
                   }),
               K::Section("state", kOptional, &Config::state, internal::StateKeys),
+              K::Section("approvals", kOptional, &Config::approvals, internal::ApprovalKeys),
               K::Section("audit", kOptional, &Config::audit, internal::AuditKeys),
               K::Section("identity", kOptional, &Config::identity, internal::IdentityKeys),
               K::Section("policy", kOptional, &Config::policy, internal::PolicyKeys),

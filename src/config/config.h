@@ -173,7 +173,14 @@ struct PolicyRule {
   uint64_t max_bytes = 64u << 20;
   std::string masking_profile;  // a masking_profiles[].name; empty = no masking
   bool require_reason = false;
+  // Approval (src/approvals): a grant under this rule starts `pending` until approvers agree.
   bool require_approval = false;
+  // Groups whose members may approve or deny; empty = approvals.approver_groups.
+  std::vector<std::string> approvers;
+  uint32_t approvals_required = 1;  // distinct approvers who must say yes (a deny settles it)
+  // Hold a result until approved when masking finds at least this many values in it (before
+  // masking; a held result is released masked). 0 = never hold.
+  uint32_t hold_if_masked_at_least = 0;
 };
 
 struct Policy {
@@ -193,6 +200,41 @@ struct Api {
 
 struct State {
   std::string path = "tracegate.db";  // SQLite database file
+};
+
+// ---- approvals -----------------------------------------------------------------------------
+
+enum class WebhookFormat {
+  kGeneric,  // {"event", "id", "sent_at", "data": the approval} signed (HMAC-SHA256)
+  kSlack,    // Slack incoming-webhook body: {"text": "..."}
+};
+
+// Where the approvals module posts notifications. Delivery runs on its own thread with
+// retries and backoff; it never blocks a request or a session.
+struct Webhook {
+  std::string name;  // label in logs and metrics
+  std::string url;   // http:// or https://
+  WebhookFormat format = WebhookFormat::kGeneric;
+  // HMAC-SHA256 key for the X-Tracegate-Signature header (secret_file / secret_env).
+  // Empty: deliveries are not signed (allowed for slack only).
+  std::string secret;
+  // Which events go here: "requested" (a request waits for approvers), "decided" (approved,
+  // denied or expired; also what tells the requester).
+  std::vector<std::string> events = {"requested", "decided"};
+  Duration timeout{5000};     // per attempt
+  uint32_t max_attempts = 5;  // then the delivery is dropped (logged, counted)
+  std::string ca_file;        // PEM bundle for https; empty = system default
+};
+
+struct Approvals {
+  Duration timeout{900000};  // a pending request expires after this (grants and held results)
+  // Default approver groups for rules that name none.
+  std::vector<std::string> approver_groups;
+  // A single approval or deny from a member of these settles any request.
+  std::vector<std::string> force_groups;
+  // A held result is buffered up to this size; past it the result is refused (53400).
+  uint64_t hold_max_bytes = 16u << 20;
+  std::vector<Webhook> webhooks;
 };
 
 // ---- recording -----------------------------------------------------------------------------
@@ -233,6 +275,7 @@ struct Config {
   std::vector<PostgresConnection> connections;
   std::optional<Api> api;  // control plane; absent = no grants API (static users only)
   State state;
+  Approvals approvals;
   Audit audit;
   Identity identity;
   Policy policy;

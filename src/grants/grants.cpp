@@ -24,7 +24,8 @@ std::string RefusalReason(const GrantRecord& grant, GrantState state, TimePoint 
   std::string_view id = grant.id;
   switch (state) {
     case GrantState::kActive:
-      // Still active but refused: past its expiry (not swept yet), or out of uses.
+    case GrantState::kApproved:
+      // Still active (or approved) but refused: past its expiry (not swept yet), or out of uses.
       return grant.expires_at <= now ? Cat("grant ", id, " has expired")
                                      : Cat("grant ", id, " was already used");
     case GrantState::kInUse:
@@ -38,8 +39,6 @@ std::string RefusalReason(const GrantRecord& grant, GrantState state, TimePoint 
       return Cat("grant ", id, " was revoked");
     case GrantState::kPending:
       return Cat("grant ", id, " is waiting for approval");
-    case GrantState::kApproved:
-      return Cat("grant ", id, " is approved but not active yet");
     case GrantState::kDenied:
       return Cat("grant ", id, " was denied");
   }
@@ -52,13 +51,10 @@ class WatchHandle final : public GrantService::Watch {
  public:
   WatchHandle(std::shared_ptr<internal::WatchRegistry> registry, std::string grant_id,
               std::shared_ptr<internal::WatchRegistry::Entry> entry)
-      : registry_(std::move(registry)), grant_id_(std::move(grant_id)), entry_(std::move(entry)) {}
-  ~WatchHandle() override { registry_->Remove(grant_id_, entry_); }
+      : handle_(std::move(registry), std::move(grant_id), std::move(entry)) {}
 
  private:
-  std::shared_ptr<internal::WatchRegistry> registry_;
-  std::string grant_id_;
-  std::shared_ptr<internal::WatchRegistry::Entry> entry_;
+  tracegate::WatchHandle<GrantState> handle_;
 };
 
 }  // namespace
@@ -86,7 +82,7 @@ absl::StatusOr<GrantRecord> GrantService::Impl::Redeem(const GrantRecord& grant,
   TimePoint now = Now();
   auto redeemed = store.Transition(store::TransitionRequest{
       .grant_id = grant.id,
-      .from = {GrantState::kActive},
+      .from = {GrantState::kActive, GrantState::kApproved},
       .to = GrantState::kInUse,
       .unexpired_at = now,
       .take_use = true,
@@ -142,7 +138,7 @@ absl::StatusOr<IssuedGrant> GrantService::Issue(const GrantRequest& request) {
   record.client_address = request.client_address;
   record.masking_profile = terms.masking_profile;
   record.created_at = now;
-  record.expires_at = now + terms.ttl;
+  record.expires_at = now + (terms.require_approval ? terms.approval_timeout : terms.ttl);
   record.uses_allowed = terms.uses;
   record.uses_left = terms.uses;
   record.max_session = terms.max_session;
@@ -158,7 +154,8 @@ absl::StatusOr<IssuedGrant> GrantService::Issue(const GrantRequest& request) {
       .to = record.state,
       .at = now,
       .actor = principal.Describe(),
-      .detail = Cat("issued for trace ", request.trace_id, " under rule ", terms.rule),
+      .detail = Cat("issued for trace ", request.trace_id, " under rule ", terms.rule,
+                    terms.require_approval ? ", waiting for approval" : ""),
   };
   TG_RETURN_IF_ERROR(impl_->store.CreateGrant(record, event));
 
@@ -214,7 +211,7 @@ absl::StatusOr<PostgresLogin> GrantService::LookupPostgresUser(std::string_view 
   if (!verifier.ok()) {
     return absl::InternalError(Cat("grant ", id, " has a malformed stored verifier"));
   }
-  return PostgresLogin{std::string(id), *std::move(verifier)};
+  return PostgresLogin{std::string(id), grant.state, *std::move(verifier)};
 }
 
 absl::StatusOr<store::GrantRecord> GrantService::RedeemPostgres(std::string_view grant_id,
@@ -298,6 +295,10 @@ std::unique_ptr<GrantService::Watch> GrantService::WatchGrant(
     std::string_view grant_id, std::function<void(store::GrantState)> on_end) {
   auto entry = impl_->watches->Add(grant_id, std::move(on_end));
   return std::make_unique<WatchHandle>(impl_->watches, std::string(grant_id), std::move(entry));
+}
+
+void GrantService::Announce(std::string_view grant_id, GrantState state) {
+  impl_->watches->Notify(grant_id, state);
 }
 
 }  // namespace tracegate::grants

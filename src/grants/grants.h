@@ -3,8 +3,8 @@
 // a bounded number of times. This is the only module that mints or checks credentials.
 //
 // States (DESIGN.md "Vocabulary"):
-//   pending → approved | denied | expired          (approval flow, a later issue)
-//   active → in_use → completed | revoked | expired
+//   pending → approved | denied | expired | revoked   (src/approvals decides)
+//   active | approved → in_use → completed | revoked | expired
 //   in_use → active   when a multi-use grant's session ends with uses left
 // Every transition is written to the state store with its time, actor and detail.
 //
@@ -41,7 +41,10 @@ struct GrantTerms {
   uint64_t max_rows = 0;
   uint64_t max_bytes = 0;
   std::string masking_profile;
-  bool require_approval = false;  // the grant starts `pending` (approval flow: later issue)
+  // The grant starts `pending` and expires after `approval_timeout` unless approved; once
+  // approved its `ttl` starts (src/approvals).
+  bool require_approval = false;
+  std::chrono::milliseconds approval_timeout{900000};
 };
 
 struct GrantRequest {
@@ -64,6 +67,7 @@ struct IssuedGrant {
 // A Postgres login attempt, before its password is checked.
 struct PostgresLogin {
   std::string grant_id;
+  store::GrantState state = store::GrantState::kActive;  // at lookup (a pending one is held)
   pgwire::ScramVerifier verifier;  // present whatever the grant's state, so that SCRAM runs
                                    // the same way and only a caller who proved the secret
                                    // learns why the grant cannot be used
@@ -89,8 +93,8 @@ class GrantService {
   [[nodiscard]] absl::StatusOr<PostgresLogin> LookupPostgresUser(std::string_view user) const;
 
   // Called after the caller proved the secret: atomically takes one use (of N racing
-  // redemptions exactly one wins) and moves the grant to in_use. Errors, each with a message
-  // naming the reason and never the secret:
+  // redemptions exactly one wins) and moves the grant from active or approved to in_use. Errors,
+  // each with a message naming the reason and never the secret:
   //   PermissionDenied  "grant <id> was already used" / "... has expired" / "... was revoked" /
   //                     "... is waiting for approval" / "... is for connection X" /
   //                     "... was denied" / "... is in use by another session" (multi-use)
@@ -130,6 +134,10 @@ class GrantService {
   };
   [[nodiscard]] std::unique_ptr<Watch> WatchGrant(std::string_view grant_id,
                                                   std::function<void(store::GrantState)> on_end);
+
+  // Tells the grant's watches that it is now in `state`: the approvals module calls it after
+  // a decision moved a pending grant to approved or denied.
+  void Announce(std::string_view grant_id, store::GrantState state);
 
  private:
   struct Impl;

@@ -3,11 +3,15 @@
 #include <fmt/chrono.h>
 #include <spdlog/spdlog.h>
 
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "httpapi/query_string.h"
 
 namespace tracegate::httpapi {
 
@@ -19,12 +23,8 @@ constexpr std::string_view kGrantsPath = "/v1/grants";
 constexpr std::string_view kSessionsPath = "/v1/sessions";
 constexpr size_t kMaxReasonBytes = 1024;
 
-std::string Rfc3339(std::chrono::system_clock::time_point t) {
-  const auto millis =
-      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
-  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z",
-                     fmt::gmtime(std::chrono::system_clock::to_time_t(t)), millis);
-}
+constexpr std::string_view kApprovalsPath = "/v1/approvals";
+constexpr auto kMaxWait = std::chrono::seconds(60);
 
 ApiResponse Error(unsigned status, std::string_view code, std::string_view message,
                   const ApiRequest& request) {
@@ -73,7 +73,51 @@ ApiResponse StoreError(const absl::Status& status, const ApiRequest& request) {
   return Error(503, "unavailable", "the state store is unavailable; nothing was changed", request);
 }
 
+// "30s", "1500ms", "2m" → a duration; nullopt for anything else.
+std::optional<std::chrono::milliseconds> ParseWait(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[digits]))) {
+    ++digits;
+  }
+  uint64_t count = 0;
+  if (digits == 0 || digits > 9 ||
+      !absl::SimpleAtoi(absl::string_view(text.data(), digits), &count)) {
+    return std::nullopt;
+  }
+  const std::string_view unit = text.substr(digits);
+  const uint64_t factor = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
+  if (factor == 0) {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(count * factor);
+}
+
 }  // namespace
+
+std::string Rfc3339(std::chrono::system_clock::time_point t) {
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z",
+                     fmt::gmtime(std::chrono::system_clock::to_time_t(t)), millis);
+}
+
+ApiResponse StatusResponse(const absl::Status& status, const ApiRequest& request) {
+  switch (status.code()) {
+    case absl::StatusCode::kNotFound:
+      return ErrorResponse(404, "not_found", MessageOf(status), request);
+    case absl::StatusCode::kPermissionDenied:
+      return ErrorResponse(403, "forbidden", MessageOf(status), request);
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAlreadyExists:
+      return ErrorResponse(409, "conflict", MessageOf(status), request);
+    case absl::StatusCode::kInvalidArgument:
+      return ErrorResponse(400, "bad_request", MessageOf(status), request);
+    default:
+      spdlog::error("api request={}: {}", request.request_id, MessageOf(status));
+      return ErrorResponse(503, "unavailable",
+                           "the state store is unavailable; nothing was changed", request);
+  }
+}
 
 ApiResponse ErrorResponse(unsigned status, std::string_view code, std::string_view message,
                           const ApiRequest& request) {
@@ -88,34 +132,62 @@ std::string ErrorBody(std::string_view code, std::string_view message,
 
 ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
                        grants::GrantService& grants, ListenerAddress listener_address,
-                       grants::Clock clock, store::StateStore* sessions)
+                       grants::Clock clock, store::StateStore* sessions,
+                       approvals::ApprovalService* approvals)
     : config_(std::move(config)),
       authenticate_(std::move(authenticate)),
       grants_(grants),
       listener_address_(std::move(listener_address)),
       clock_(std::move(clock)),
       sessions_(sessions),
+      approvals_(approvals),
       policy_(config_),
       limiter_(config_->api ? config_->api->auth_failures_per_minute : 30) {}
 
 ApiResponse ApiService::Handle(const ApiRequest& request) {
   const std::string_view target = request.target;
   const std::string_view path = target.substr(0, target.find('?'));
-  const bool collection = path == kGrantsPath;
-  const bool item = path.starts_with(Cat(kGrantsPath, "/")) &&
-                    path.size() > kGrantsPath.size() + 1 &&
-                    path.find('/', kGrantsPath.size() + 1) == std::string_view::npos;
-  const bool sessions = path == kSessionsPath || path.starts_with(Cat(kSessionsPath, "/"));
-  if (!collection && !item && !sessions) {
+  // /v1/grants, /v1/grants/{id}, /v1/grants/{id}/approve|deny, /v1/sessions…, /v1/approvals…
+  enum class Route { kGrants, kGrant, kGrantVote, kSessions, kApprovals } route;
+  std::string_view grant_id;
+  bool approve = false;
+  std::string_view allow;
+  if (path == kGrantsPath) {
+    route = Route::kGrants;
+    allow = "POST";
+  } else if (path.starts_with(Cat(kGrantsPath, "/")) && path.size() > kGrantsPath.size() + 1) {
+    grant_id = path.substr(kGrantsPath.size() + 1);
+    const size_t slash = grant_id.find('/');
+    if (slash == std::string_view::npos) {
+      route = Route::kGrant;
+      allow = "GET, DELETE";
+    } else if (grant_id.substr(slash) == "/approve" || grant_id.substr(slash) == "/deny") {
+      approve = grant_id.substr(slash) == "/approve";
+      grant_id = grant_id.substr(0, slash);
+      route = Route::kGrantVote;
+      allow = "POST";
+    } else {
+      return Error(404, "not_found", Cat("no such endpoint: ", path.substr(0, 128)), request);
+    }
+  } else if (path == kSessionsPath || path.starts_with(Cat(kSessionsPath, "/"))) {
+    route = Route::kSessions;
+    allow = "GET";
+  } else if (path == kApprovalsPath || path.starts_with(Cat(kApprovalsPath, "/"))) {
+    route = Route::kApprovals;
+    allow = path.ends_with("/approve") || path.ends_with("/deny") ? "POST" : "GET";
+  } else {
     return Error(404, "not_found", Cat("no such endpoint: ", path.substr(0, 128)), request);
   }
-  if ((collection && request.method != "POST") ||
-      (item && request.method != "GET" && request.method != "DELETE") ||
-      (sessions && request.method != "GET")) {
+  bool allowed = false;
+  for (absl::string_view method :
+       absl::StrSplit(absl::string_view(allow.data(), allow.size()), ", ")) {
+    allowed = allowed || method == request.method;
+  }
+  if (!allowed) {
     ApiResponse response =
         Error(405, "method_not_allowed",
               Cat(request.method, " is not allowed on ", path.substr(0, 128)), request);
-    response.headers.emplace_back("Allow", collection ? "POST" : sessions ? "GET" : "GET, DELETE");
+    response.headers.emplace_back("Allow", std::string(allow));
     return response;
   }
 
@@ -154,15 +226,20 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
     response.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
     return response;
   }
-  if (sessions) {
-    return Sessions(request, *principal, path.substr(kSessionsPath.size()));
+  switch (route) {
+    case Route::kSessions:
+      return Sessions(request, *principal, path.substr(kSessionsPath.size()));
+    case Route::kApprovals:
+      return Approvals(request, *principal, path.substr(kApprovalsPath.size()));
+    case Route::kGrants:
+      return CreateGrant(request, *principal);
+    case Route::kGrantVote:
+      return DecideGrant(request, *principal, grant_id, approve);
+    case Route::kGrant:
+      break;
   }
-  if (collection) {
-    return CreateGrant(request, *principal);
-  }
-  const std::string_view id = path.substr(kGrantsPath.size() + 1);
-  return request.method == "GET" ? GetGrant(request, *principal, id)
-                                 : RevokeGrant(request, *principal, id);
+  return request.method == "GET" ? GetGrant(request, *principal, grant_id)
+                                 : RevokeGrant(request, *principal, grant_id);
 }
 
 ApiResponse ApiService::CreateGrant(const ApiRequest& request,
@@ -212,13 +289,12 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
                principal.Describe(), connection, trace_id.substr(0, 64),
                policy::OutcomeName(decision.outcome),
                decision.rule.empty() ? "no rule" : decision.rule);
-  if (decision.outcome == policy::Decision::Outcome::kApprovalRequired) {
-    // The approval flow (pending grants, approvers) is a later issue; until then such a rule
-    // refuses clearly instead of granting without the consent it asks for.
-    return Error(403, "approval_required",
-                 Cat(decision.reason, "; approvals are not available in this version"), request);
+  const bool needs_approval = decision.outcome == policy::Decision::Outcome::kApprovalRequired;
+  if (needs_approval && approvals_ == nullptr) {
+    return Error(503, "unavailable", Cat(decision.reason, "; approvals are not available"),
+                 request);
   }
-  if (!decision.allowed()) {
+  if (!decision.allowed() && !needs_approval) {
     return Error(403, "forbidden", decision.reason, request);
   }
 
@@ -235,11 +311,23 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
                 .max_rows = decision.terms.max_rows,
                 .max_bytes = decision.terms.max_bytes,
                 .masking_profile = decision.terms.masking_profile,
-                .require_approval = false},
+                .require_approval = needs_approval,
+                .approval_timeout = config_->approvals.timeout},
   };
   absl::StatusOr<grants::IssuedGrant> issued = grants_.Issue(grant_request);
   if (!issued.ok()) {
     return StoreError(issued.status(), request);
+  }
+  std::optional<store::ApprovalRequest> approval;
+  if (needs_approval) {
+    absl::StatusOr<store::ApprovalRequest> opened =
+        approvals_->OpenForGrant(issued->grant, principal.Describe(), decision.reason);
+    if (!opened.ok()) {
+      // Without its request nobody could approve the grant: withdraw it (fail closed).
+      (void)grants_.Revoke(issued->grant.id, "tracegate");
+      return StatusResponse(opened.status(), request);
+    }
+    approval = *std::move(opened);
   }
   const auto [host, port] = listener_address_(connection);
   const std::string& dbname = target->backend.database;
@@ -257,7 +345,12 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
                   "/", UriEncode(dbname), "?sslmode=", tls ? "require" : "disable")},
   };
   out["http"] = json{{"bearer", issued->bearer}};
-  ApiResponse response{.status = 201, .body = out.dump()};
+  if (approval.has_value()) {
+    out["approvers"] = approval->approver_groups;
+    out["approvals_required"] = approval->required;
+    out["approval"] = approvals::ViewJson({*approval, {}});
+  }
+  ApiResponse response{.status = approval.has_value() ? 202u : 201u, .body = out.dump()};
   response.headers.emplace_back("Location", Cat(kGrantsPath, "/", issued->grant.id));
   response.headers.emplace_back("Cache-Control", "no-store");  // the body holds a secret
   return response;
@@ -277,11 +370,88 @@ absl::StatusOr<store::GrantRecord> ApiService::OwnGrant(const identity::Principa
 
 ApiResponse ApiService::GetGrant(const ApiRequest& request, const identity::Principal& principal,
                                  std::string_view id) {
+  const size_t question = request.target.find('?');
+  absl::StatusOr<std::map<std::string, std::string>> query = ParseQuery(
+      question == std::string::npos ? std::string_view()
+                                    : std::string_view(request.target).substr(question + 1));
+  if (!query.ok()) {
+    return Error(400, "bad_request", MessageOf(query.status()), request);
+  }
+  std::optional<std::chrono::milliseconds> wait;
+  for (const auto& [name, value] : *query) {
+    if (name != "wait") {
+      return Error(400, "bad_request",
+                   Cat("unknown query parameter \"", name.substr(0, 64), "\" (expected wait)"),
+                   request);
+    }
+    wait = ParseWait(value);
+    if (!wait.has_value()) {
+      return Error(400, "bad_request", "wait must be a duration such as 30s, 1500ms or 1m",
+                   request);
+    }
+  }
   absl::StatusOr<store::GrantRecord> grant = OwnGrant(principal, id);
   if (!grant.ok()) {
     return StoreError(grant.status(), request);
   }
-  return ApiResponse{.status = 200, .body = GrantJson(*grant).dump()};
+  json out = GrantJson(*grant);
+  if (approvals_ != nullptr) {
+    absl::StatusOr<approvals::ApprovalView> view = approvals_->Get(grant->id);
+    if (view.ok()) {
+      out["approval"] = approvals::ViewJson(*view);
+    } else if (!absl::IsNotFound(view.status())) {
+      return StatusResponse(view.status(), request);
+    }
+  }
+  ApiResponse response{.status = 200, .body = out.dump()};
+  if (wait.has_value() && wait->count() > 0 && request.may_wait &&
+      grant->state == store::GrantState::kPending) {
+    response.wait = LongPoll{.grant_id = grant->id,
+                             .timeout = std::min<std::chrono::milliseconds>(*wait, kMaxWait)};
+  }
+  return response;
+}
+
+ApiResponse ApiService::DecideGrant(const ApiRequest& request, const identity::Principal& principal,
+                                    std::string_view id, bool approve) {
+  if (approvals_ == nullptr) {
+    return Error(404, "not_found", "approvals are not enabled", request);
+  }
+  absl::StatusOr<approvals::ApprovalView> pending = approvals_->PendingForGrant(id);
+  if (absl::IsNotFound(pending.status())) {
+    // Nothing waits: a vote on the grant's own (settled) request says why it cannot count.
+    return Vote(request, principal, id, approve);
+  }
+  if (!pending.ok()) {
+    return StatusResponse(pending.status(), request);
+  }
+  return Vote(request, principal, pending->request.id, approve);
+}
+
+namespace {
+
+class GrantChangeWatch final : public ApiService::ChangeWatch {
+ public:
+  std::unique_ptr<grants::GrantService::Watch> grant;
+  std::unique_ptr<approvals::ApprovalService::Watch> approval;
+};
+
+}  // namespace
+
+std::unique_ptr<ApiService::ChangeWatch> ApiService::WatchGrant(const std::string& grant_id,
+                                                                std::function<void()> on_change) {
+  auto watch = std::make_unique<GrantChangeWatch>();
+  // Revocation and expiry arrive through the grant, decisions through its approval (and the
+  // grant too); whichever comes first wakes the caller, once.
+  auto fire = std::make_shared<std::function<void()>>(std::move(on_change));
+  auto once = std::make_shared<std::once_flag>();
+  watch->grant = grants_.WatchGrant(
+      grant_id, [fire, once](store::GrantState) { std::call_once(*once, *fire); });
+  if (approvals_ != nullptr) {
+    watch->approval = approvals_->WaitFor(
+        grant_id, [fire, once](const store::ApprovalRequest&) { std::call_once(*once, *fire); });
+  }
+  return watch;
 }
 
 ApiResponse ApiService::RevokeGrant(const ApiRequest& request, const identity::Principal& principal,

@@ -1,9 +1,19 @@
 #pragma once
 // The control-plane REST API, without its transport (api_server.h serves it over HTTPS):
 //
-//   POST   /v1/grants        {"connection","trace_id","reason"} → 201 grant + one-time credential
-//   GET    /v1/grants/{id}   → 200 the grant (never the credential); only its requester
+//   POST   /v1/grants        {"connection","trace_id","reason"} → 201 grant + one-time credential,
+//                            or 202 the same, pending, when the rule requires approval
+//   GET    /v1/grants/{id}[?wait=30s]
+//                            → 200 the grant (never the credential) and its approval; only its
+//                            requester. With wait (up to 60s) a pending grant long-polls until
+//                            it is decided.
 //   DELETE /v1/grants/{id}   → 200 the revoked grant; only its requester
+//   POST   /v1/grants/{id}/approve|deny  {"comment": "…"}
+//                            → 200 the approval after this vote: the grant's own if pending,
+//                            else its held result's; approvers only, never the requester
+//   GET    /v1/approvals[?state=pending|approved|denied|expired|cancelled|all]
+//                            → 200 the requests the caller may decide or has made
+//   GET    /v1/approvals/{id}, POST /v1/approvals/{id}/approve|deny: one request
 //   GET    /v1/sessions?trace=&subject=&connection=&outcome=&since=&until=&limit=
 //                            → 200 recorded sessions, newest first; auditors only
 //   GET    /v1/sessions/{id}        → 200 the session's index entry; auditors only
@@ -19,12 +29,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "approvals/approvals.h"
 #include "config/config.h"
 #include "grants/grants.h"
 #include "httpapi/auth_limiter.h"
@@ -40,12 +52,22 @@ struct ApiRequest {
   std::string body;
   std::string client_address;
   std::string request_id;
+  // False on the transport's second look at a long-poll: answer now, do not ask to wait.
+  bool may_wait = true;
+};
+
+// A long-poll: the transport waits (without a thread) until the grant changes or `timeout`
+// passes, then asks again with may_wait = false.
+struct LongPoll {
+  std::string grant_id;
+  std::chrono::milliseconds timeout{0};
 };
 
 struct ApiResponse {
   unsigned status = 200;
   std::string body;  // JSON
   std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<LongPoll> wait;  // set: this answer stands only if nothing changes meanwhile
 };
 
 // Validates a bearer token (identity::TokenValidator in production).
@@ -59,9 +81,19 @@ class ApiService {
   // index; the log is read from config->audit.dir.
   ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
              grants::GrantService& grants, ListenerAddress listener_address, grants::Clock clock,
-             store::StateStore* sessions = nullptr);
+             store::StateStore* sessions = nullptr,
+             approvals::ApprovalService* approvals = nullptr);
 
   ApiResponse Handle(const ApiRequest& request);
+
+  // For LongPoll: `on_change` runs once (on any thread) when the grant is decided, revoked or
+  // expires. Destroy the result to stop watching.
+  class ChangeWatch {
+   public:
+    virtual ~ChangeWatch() = default;
+  };
+  [[nodiscard]] std::unique_ptr<ChangeWatch> WatchGrant(const std::string& grant_id,
+                                                        std::function<void()> on_change);
 
  private:
   ApiResponse CreateGrant(const ApiRequest& request, const identity::Principal& principal);
@@ -72,6 +104,14 @@ class ApiService {
   // /v1/sessions[/{id}[/events]] (api_sessions.cpp): `rest` is what follows /v1/sessions.
   ApiResponse Sessions(const ApiRequest& request, const identity::Principal& principal,
                        std::string_view rest);
+  // POST /v1/grants/{id}/approve|deny.
+  ApiResponse DecideGrant(const ApiRequest& request, const identity::Principal& principal,
+                          std::string_view id, bool approve);
+  // /v1/approvals[/{id}[/approve|deny]] (api_approvals.cpp): `rest` follows /v1/approvals.
+  ApiResponse Approvals(const ApiRequest& request, const identity::Principal& principal,
+                        std::string_view rest);
+  ApiResponse Vote(const ApiRequest& request, const identity::Principal& principal,
+                   std::string_view request_id, bool approve);
   // The grant if `principal` requested it; a 404 response otherwise (existence is not leaked).
   absl::StatusOr<store::GrantRecord> OwnGrant(const identity::Principal& principal,
                                               std::string_view id);
@@ -82,6 +122,7 @@ class ApiService {
   ListenerAddress listener_address_;
   grants::Clock clock_;
   store::StateStore* sessions_;
+  approvals::ApprovalService* approvals_;
   policy::PolicyEngine policy_;
   AuthLimiter limiter_;
 };
@@ -90,5 +131,11 @@ class ApiService {
 std::string ErrorBody(std::string_view code, std::string_view message, std::string_view request_id);
 ApiResponse ErrorResponse(unsigned status, std::string_view code, std::string_view message,
                           const ApiRequest& request);
+// The state store's and the approval service's errors as HTTP: NotFound 404,
+// PermissionDenied 403, FailedPrecondition / AlreadyExists 409, InvalidArgument 400,
+// anything else 503 (logged, not shown).
+ApiResponse StatusResponse(const absl::Status& status, const ApiRequest& request);
+// RFC 3339 with milliseconds, UTC.
+std::string Rfc3339(std::chrono::system_clock::time_point t);
 
 }  // namespace tracegate::httpapi

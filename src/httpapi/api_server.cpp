@@ -6,8 +6,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -161,7 +163,10 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
           .client_address = peer,
           .request_id = request_id,
       };
-      const ApiResponse api_response = service.Handle(api_request);
+      ApiResponse api_response = service.Handle(api_request);
+      if (api_response.wait.has_value()) {
+        api_response = co_await LongPoll(api_request, *api_response.wait);
+      }
       const bool keep_alive = request.keep_alive() && served + 1 < kMaxRequestsPerConnection;
       auto response = ToHttp(api_response, request.version(), keep_alive, request_id);
       co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
@@ -169,6 +174,26 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
         co_return;
       }
     }
+  }
+
+  // Waits, without holding a thread, until the grant changes or the poll's time is up, then
+  // asks the service again for the answer.
+  asio::awaitable<ApiResponse> LongPoll(ApiRequest request, const httpapi::LongPoll& poll) {
+    auto executor = co_await asio::this_coro::executor;
+    auto timer = std::make_shared<asio::steady_timer>(executor, poll.timeout);
+    std::unique_ptr<ApiService::ChangeWatch> watch = service.WatchGrant(
+        poll.grant_id, [timer, executor] { asio::post(executor, [timer] { timer->cancel(); }); });
+    // A decision may have landed between the first answer and the watch: look again first.
+    ApiResponse now = service.Handle(request);
+    if (now.wait.has_value()) {
+      error_code ec;
+      co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      watch.reset();
+      request.may_wait = false;
+      now = service.Handle(request);
+    }
+    now.wait.reset();
+    co_return now;
   }
 
   std::shared_ptr<const config::Config> config;

@@ -97,11 +97,13 @@ awaitable<void> RefuseOverLimit(tcp::socket socket, const ConnectionRuntime& run
 }  // namespace
 
 Gateway::Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
-                 grants::GrantService* grants, audit::Recorder* recorder)
+                 grants::GrantService* grants, audit::Recorder* recorder,
+                 approvals::ApprovalService* approvals)
     : config_(std::move(config)),
       registry_(registry),
       grants_(grants),
       recorder_(recorder),
+      approvals_(approvals),
       state_(std::make_unique<State>()) {}
 
 Gateway::~Gateway() {
@@ -135,6 +137,7 @@ absl::Status Gateway::Start() {
     runtime.limits = limits;
     runtime.grants = grants_;
     runtime.recorder = recorder_;
+    runtime.approvals = approvals_;
     absl::StatusOr<std::shared_ptr<const sql::Gate>> gate = sql::Gate::Create(conn.gate);
     if (!gate.ok()) {
       return absl::InvalidArgumentError(

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "approvals/approvals.h"
 #include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
@@ -23,8 +24,10 @@ class Gateway {
   // `grants` (may be null: static users only) must outlive the gateway; with it, the user
   // "g_<grant id>" logs in with the grant's one-time credential. `recorder` (may be null:
   // recording disabled) records every authenticated session; it must outlive the gateway.
+  // `approvals` (may be null) holds sessions on pending grants and results that need consent.
   Gateway(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
-          grants::GrantService* grants = nullptr, audit::Recorder* recorder = nullptr);
+          grants::GrantService* grants = nullptr, audit::Recorder* recorder = nullptr,
+          approvals::ApprovalService* approvals = nullptr);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -59,6 +62,7 @@ class Gateway {
   prometheus::Registry& registry_;
   grants::GrantService* grants_;
   audit::Recorder* recorder_;
+  approvals::ApprovalService* approvals_;
   struct State;
   std::unique_ptr<State> state_;
   std::atomic<size_t> active_sessions_{0};

@@ -19,6 +19,7 @@ inline constexpr std::string_view kInvalidAuthorization = "28000";
 inline constexpr std::string_view kInvalidPassword = "28P01";
 inline constexpr std::string_view kInvalidCatalogName = "3D000";
 inline constexpr std::string_view kTooManyConnections = "53300";
+inline constexpr std::string_view kConfigurationLimitExceeded = "53400";
 inline constexpr std::string_view kAdminShutdown = "57P01";
 inline constexpr std::string_view kIdleSessionTimeout = "57P05";
 inline constexpr std::string_view kFeatureNotSupported = "0A000";

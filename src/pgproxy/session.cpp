@@ -2,6 +2,7 @@
 
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -137,6 +139,9 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
       status = absl::DeadlineExceededError("startup did not complete in time");
     }
   }
+  if (status.ok() && pending_grant_.has_value()) {
+    status = co_await AwaitApproval(*pending_grant_);
+  }
   if (status.ok()) {
     status = co_await AttachBackend();
   }
@@ -192,6 +197,9 @@ void Session::Stop(absl::Status reason, bool tell_client) {
   }
   watchdog_timer_.cancel();
   cancel_done_.cancel();
+  if (approval_timer_) {
+    approval_timer_->cancel();
+  }
 }
 
 namespace {
@@ -254,10 +262,16 @@ absl::Status Session::BeginRecording() {
   }
   recording_ = *std::move(began);
   if (grant_) {
-    absl::StatusOr<uint64_t> event = recording_->GrantEvent(
-        "active", "in_use", Cat("session ", id_, " from ", peer_), "redeemed by this session");
+    absl::StatusOr<uint64_t> event =
+        recording_->GrantEvent(pending_grant_ ? "approved" : "active", "in_use",
+                               Cat("session ", id_, " from ", peer_), "redeemed by this session");
     if (!event.ok()) {
       return RecordingFailed(id_, event.status());
+    }
+  }
+  if (!approval_note_.empty()) {
+    if (absl::StatusOr<uint64_t> note = recording_->Approval(approval_note_); !note.ok()) {
+      return RecordingFailed(id_, note.status());
     }
   }
   return absl::OkStatus();
@@ -557,7 +571,14 @@ awaitable<absl::Status> Session::Authenticate() {
     }
     if (step == 1 && grant_id.has_value()) {
       // The caller proved the secret; only now may it learn why the grant cannot be used.
-      TG_CO_RETURN_IF_ERROR(RedeemGrant(*grant_id));
+      if (login->state == store::GrantState::kPending && runtime_.approvals != nullptr) {
+        pending_grant_ = *grant_id;  // held after the handshake, outside its deadline
+      } else if (login->state == store::GrantState::kDenied && runtime_.approvals != nullptr) {
+        co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
+                          Cat("tracegate: ", NotApprovedReason(*grant_id, login->state)));
+      } else {
+        TG_CO_RETURN_IF_ERROR(RedeemGrant(*grant_id));
+      }
     }
     out.clear();
     pgwire::EncodeAuthentication(
@@ -569,6 +590,224 @@ awaitable<absl::Status> Session::Authenticate() {
     }
   }
   co_return absl::OkStatus();
+}
+
+namespace {
+
+// Whether the peer has closed its side (or the socket failed), without reading: a held
+// client sends nothing while it waits, and a TLS close_notify would be unread data.
+bool PeerGone(tcp::socket& socket) {
+  pollfd fd{.fd = socket.native_handle(), .events = POLLRDHUP, .revents = 0};
+  return ::poll(&fd, 1, 0) > 0 && (fd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+}  // namespace
+
+awaitable<absl::Status> Session::Hold(const std::function<bool()>& settled) {
+  // How often a held session checks that its client is still there, and (every
+  // kPollTicks) asks `settled` with a look at the store.
+  constexpr auto kTick = std::chrono::seconds(1);
+  constexpr int kPollTicks = 5;
+  holding_ = true;
+  for (int tick = 1; !stopping_; ++tick) {
+    approval_timer_->expires_after(kTick);
+    error_code ec;
+    co_await approval_timer_->async_wait(Redirect(ec));
+    if (stopping_) {
+      break;
+    }
+    if (approval_woken_ || tick % kPollTicks == 0) {
+      approval_woken_ = false;
+      if (settled()) {
+        holding_ = false;
+        co_return absl::OkStatus();
+      }
+    }
+    if (PeerGone(client_.socket())) {
+      holding_ = false;
+      co_return absl::CancelledError("client left while waiting for approval");
+    }
+  }
+  holding_ = false;
+  co_return end_reason_;
+}
+
+awaitable<absl::Status> Session::AwaitApproval(const std::string& grant_id) {
+  auto executor = co_await asio::this_coro::executor;
+  approval_timer_ = std::make_shared<asio::steady_timer>(executor);
+  // Written only on this session's thread (the callbacks post here).
+  auto decided = std::make_shared<std::optional<store::GrantState>>();
+  auto wake = [self = weak_from_this(), decided, executor](store::GrantState state) {
+    asio::post(executor, [self, decided, state] {
+      if (!decided->has_value()) {
+        *decided = state;
+      }
+      if (std::shared_ptr<Session> session = self.lock(); session && session->approval_timer_) {
+        session->approval_woken_ = true;
+        session->approval_timer_->cancel();
+      }
+    });
+  };
+  // Watch first, then read: a decision in between cannot go unnoticed.
+  std::unique_ptr<grants::GrantService::Watch> watch = runtime_.grants->WatchGrant(grant_id, wake);
+  absl::StatusOr<store::GrantRecord> grant = runtime_.grants->Get(grant_id);
+  if (!grant.ok()) {
+    co_return PgError(absl::StatusCode::kUnavailable, sqlstate::kCannotConnectNow,
+                      "tracegate: grants cannot be checked right now (state store unavailable)");
+  }
+  if (grant->state == store::GrantState::kPending) {
+    std::string approvers;
+    uint32_t required = 1;
+    if (absl::StatusOr<approvals::ApprovalView> view = runtime_.approvals->Get(grant_id);
+        view.ok()) {
+      approvers = absl::StrJoin(view->request.approver_groups, ", ");
+      required = view->request.required;
+    }
+    pgwire::Buffer out;
+    pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kOk}, out);
+    pgwire::EncodeNoticeResponse(
+        {.fields = {{'S', "NOTICE"},
+                    {'V', "NOTICE"},
+                    {'C', "01000"},
+                    {'M', Cat("waiting for approval of grant ", grant_id, " by ", approvers)},
+                    {'D', Cat(required, " approval(s) needed; the request expires at ",
+                              audit::FormatTime(grant->expires_at))}}},
+        out);
+    if (!co_await WriteClient(out)) {
+      co_return absl::CancelledError("client left");
+    }
+    auth_ok_sent_ = true;
+    spdlog::info("session={} peer={} grant={}: held until approvers decide", id_, peer_, grant_id);
+    TG_CO_RETURN_IF_ERROR(co_await Hold([&] {
+      if (!decided->has_value()) {
+        // Another gateway process sharing the store may have decided.
+        if (absl::StatusOr<store::GrantRecord> now = runtime_.grants->Get(grant_id);
+            now.ok() && now->state != store::GrantState::kPending) {
+          *decided = now->state;
+        }
+      }
+      return decided->has_value();
+    }));
+  } else {
+    *decided = grant->state;
+  }
+  watch.reset();
+  approval_timer_.reset();
+  absl::StatusOr<approvals::ApprovalView> view = runtime_.approvals->Get(grant_id);
+  if (view.ok()) {
+    approval_note_ =
+        approvals::ViewJson(*view).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  if (**decided != store::GrantState::kApproved) {
+    const std::string reason = NotApprovedReason(grant_id, **decided);
+    spdlog::info("session={} peer={} grant={}: refused: {}", id_, peer_, grant_id, reason);
+    co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
+                      Cat("tracegate: ", reason));
+  }
+  co_return RedeemGrant(grant_id);
+}
+
+awaitable<absl::Status> Session::AwaitResultApproval(uint64_t found) {
+  const std::string detail =
+      Cat("the result holds ", found, " value(s) masking found (the rule holds at ",
+          hold_threshold_, ")");
+  absl::StatusOr<store::ApprovalRequest> opened =
+      runtime_.approvals->OpenForResponse(*grant_, id_, ++holds_, detail);
+  if (!opened.ok()) {
+    spdlog::error("session={} grant={}: cannot open an approval for a held result: {}", id_,
+                  grant_->id, MessageOf(opened.status()));
+    co_return PgError(absl::StatusCode::kUnavailable, sqlstate::kInsufficientPrivilege,
+                      "tracegate: the result needs approval, which cannot be asked for right "
+                      "now; it was discarded");
+  }
+  const std::string request_id = opened->id;
+  auto executor = co_await asio::this_coro::executor;
+  approval_timer_ = std::make_shared<asio::steady_timer>(executor);
+  auto settled = std::make_shared<std::optional<store::ApprovalRequest>>();
+  std::unique_ptr<approvals::ApprovalService::Watch> watch = runtime_.approvals->WaitFor(
+      request_id, [self = weak_from_this(), settled, executor](store::ApprovalRequest request) {
+        asio::post(executor, [self, settled, request = std::move(request)] {
+          *settled = request;
+          if (std::shared_ptr<Session> session = self.lock(); session && session->approval_timer_) {
+            session->approval_woken_ = true;
+            session->approval_timer_->cancel();
+          }
+        });
+      });
+  // The client hears why its answer is late (a notice may come at any time).
+  pgwire::Buffer notice;
+  pgwire::EncodeNoticeResponse(
+      {.fields = {{'S', "NOTICE"},
+                  {'V', "NOTICE"},
+                  {'C', "01000"},
+                  {'M', Cat("the result waits for approval ", request_id, " by ",
+                            absl::StrJoin(opened->approver_groups, ", "))},
+                  {'D', Cat(detail, "; the request expires at ",
+                            audit::FormatTime(opened->expires_at))}}},
+      notice);
+  if (absl::Status recorded = co_await RecordServerFrames(
+          pgwire::Bytes(reinterpret_cast<const uint8_t*>(notice.data()), notice.size()));
+      !recorded.ok()) {
+    runtime_.approvals->Cancel(request_id, "the session could not be recorded");
+    co_return recorded;
+  }
+  if (!co_await WriteClient(notice)) {
+    runtime_.approvals->Cancel(request_id, "the client left");
+    co_return absl::CancelledError("client left while a result waited for approval");
+  }
+  absl::Status held = co_await Hold([&] {
+    if (!settled->has_value()) {
+      if (absl::StatusOr<approvals::ApprovalView> now = runtime_.approvals->Get(request_id);
+          now.ok() && now->request.state != store::ApprovalState::kPending) {
+        *settled = now->request;
+      }
+    }
+    return settled->has_value();
+  });
+  watch.reset();
+  approval_timer_.reset();
+  if (!held.ok()) {
+    runtime_.approvals->Cancel(request_id,
+                               absl::IsCancelled(held) ? "the client left" : "the session ended");
+    co_return held;
+  }
+  if ((*settled)->state == store::ApprovalState::kApproved) {
+    spdlog::info("session={} grant={}: held result released ({} approved)", id_, grant_->id,
+                 request_id);
+    co_return absl::OkStatus();
+  }
+  std::string why = Cat("approval ", request_id, " ", store::ApprovalStateName((*settled)->state));
+  if (absl::StatusOr<approvals::ApprovalView> view = runtime_.approvals->Get(request_id);
+      view.ok()) {
+    for (const store::ApprovalDecision& d : view->decisions) {
+      if (!d.approve) {
+        why = Cat("approval ", request_id, " was denied by ", d.approver,
+                  d.comment.empty() ? "" : Cat(": ", d.comment));
+      }
+    }
+  }
+  spdlog::info("session={} grant={}: held result discarded: {}", id_, grant_->id, why);
+  co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInsufficientPrivilege,
+                    Cat("tracegate: the result was withheld (", detail, "): ", why));
+}
+
+std::string Session::NotApprovedReason(const std::string& grant_id, store::GrantState state) {
+  if (state == store::GrantState::kDenied) {
+    absl::StatusOr<approvals::ApprovalView> view = runtime_.approvals->Get(grant_id);
+    if (view.ok()) {
+      for (const store::ApprovalDecision& d : view->decisions) {
+        if (!d.approve) {
+          return Cat("grant ", grant_id, " was denied by ", d.approver,
+                     d.comment.empty() ? "" : Cat(": ", d.comment));
+        }
+      }
+    }
+    return Cat("grant ", grant_id, " was denied");
+  }
+  if (state == store::GrantState::kExpired) {
+    return Cat("grant ", grant_id, " expired before approvers decided");
+  }
+  return Cat("grant ", grant_id, " is ", store::GrantStateName(state));
 }
 
 absl::Status Session::RedeemGrant(const std::string& grant_id) {
@@ -639,7 +878,9 @@ awaitable<absl::Status> Session::AttachBackend() {
                                                .backend_key = backend_->key(),
                                                .connection = runtime_.config->name});
   pgwire::Buffer out;
-  pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kOk}, out);
+  if (!auth_ok_sent_) {
+    pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kOk}, out);
+  }
   for (const auto& [name, value] : backend_->parameters()) {
     pgwire::EncodeParameterStatus({.name = name, .value = value}, out);
   }
@@ -757,6 +998,9 @@ awaitable<absl::Status> Session::StartGate() {
   gate_ = std::make_unique<ProtocolGate>(
       *runtime_.gate, grant_->trace_id, *backend_->trace_columns,
       GateLimits{.max_rows = grant_->max_rows, .max_bytes = grant_->max_bytes}, std::move(masker));
+  if (runtime_.approvals != nullptr && gate_->masked() != nullptr) {
+    hold_threshold_ = runtime_.approvals->TermsFor(grant_->rule).hold_if_masked_at_least;
+  }
   co_return absl::OkStatus();
 }
 
@@ -978,6 +1222,7 @@ awaitable<void> Session::RelayBackendToClient() {
     }
     size_t bytes_needed = 0;
     bool failed = false;
+    bool answer_complete = false;  // holding results: the batch ends with a ReadyForQuery
     for (;;) {
       pgwire::FrameResult result =
           pgwire::DecodeFrame(buffer.Undecoded(), Direction::kBackend, runtime_.limits);
@@ -1068,6 +1313,10 @@ awaitable<void> Session::RelayBackendToClient() {
         }
       }
       buffer.MarkDecoded(frame.wire_size);
+      if (hold_threshold_ > 0 && frame.type == pgwire::backend::kReadyForQuery) {
+        answer_complete = true;  // decide on this answer before reading the next
+        break;
+      }
     }
     if (gate_ && gate_->TakeCancel()) {
       // A statement crossed the grant's row or byte cap: its remaining rows are dropped, so
@@ -1075,7 +1324,49 @@ awaitable<void> Session::RelayBackendToClient() {
       CancelCappedStatement();
     }
     // Forward what was validated, even when a later frame failed: those bytes are good.
-    if (buffer.HasDecoded()) {
+    if (hold_threshold_ > 0 && buffer.HasDecoded()) {
+      // Results may need approval: keep the answer until its ReadyForQuery, then decide.
+      held_.append(gate_to_client_);
+      buffer.DropDecoded();
+      gate_to_client_.clear();
+      if (held_.size() > runtime_.approvals->settings().hold_max_bytes) {
+        backend_->broken = true;
+        end = PgError(
+            absl::StatusCode::kResourceExhausted, sqlstate::kConfigurationLimitExceeded,
+            Cat("tracegate: a result that may need approval is larger than "
+                "approvals.hold_max_bytes (",
+                runtime_.approvals->settings().hold_max_bytes, " bytes); it was discarded"));
+        held_.clear();
+        break;
+      }
+      if (!answer_complete && !failed) {
+        // Read the rest of the answer first.
+      } else {
+        const uint64_t total = gate_->masked()->Total();
+        const uint64_t found = total - masked_released_;
+        masked_released_ = total;
+        if (found >= hold_threshold_) {
+          absl::Status approved = co_await AwaitResultApproval(found);
+          if (absl::IsCancelled(approved) || stopping_) {
+            held_.clear();
+            end = approved;
+            tell_client = !absl::IsCancelled(approved);
+            break;
+          }
+          if (!approved.ok()) {
+            // Discarded: the client gets the refusal, and the session stays usable.
+            held_.clear();
+            pgwire::Buffer refusal;
+            pgwire::EncodeError("ERROR", SqlStateOf(approved), MessageOf(approved), refusal);
+            pgwire::EncodeReadyForQuery({.status = backend_->transaction_status}, refusal);
+            held_ = std::move(refusal);
+          }
+        }
+        gate_to_client_ = std::move(held_);
+        held_.clear();
+      }
+    }
+    if (hold_threshold_ > 0 ? !gate_to_client_.empty() : buffer.HasDecoded()) {
       pgwire::Bytes out =
           gate_ ? pgwire::Bytes(reinterpret_cast<const uint8_t*>(gate_to_client_.data()),
                                 gate_to_client_.size())
@@ -1102,6 +1393,9 @@ awaitable<void> Session::RelayBackendToClient() {
     }
     if (failed || stopping_) {
       break;
+    }
+    if (answer_complete) {
+      continue;  // the buffer may hold the next answer already
     }
     error_code ec;
     size_t n = co_await backend_->stream().ReadSome(buffer.PrepareRead(bytes_needed), ec);
@@ -1153,7 +1447,7 @@ awaitable<void> Session::Watchdog() {
       Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kAdminShutdown,
                    "tracegate: terminating the session: it reached session_timeout"),
            true);
-    } else if (now >= idle_since_ + cfg.idle_timeout && outstanding_syncs_ == 0) {
+    } else if (now >= idle_since_ + cfg.idle_timeout && outstanding_syncs_ == 0 && !holding_) {
       Stop(PgError(absl::StatusCode::kDeadlineExceeded, sqlstate::kIdleSessionTimeout,
                    "tracegate: terminating the session: idle for longer than idle_timeout"),
            true);

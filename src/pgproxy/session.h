@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "approvals/approvals.h"
 #include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
@@ -52,6 +53,8 @@ struct ConnectionRuntime {
   std::map<std::string, std::shared_ptr<const masking::Masker>, std::less<>> maskers;
   // Records every authenticated session (null: recording is disabled in the config).
   audit::Recorder* recorder = nullptr;
+  // Holds sessions on pending grants, and results that need consent (null: no grants API).
+  approvals::ApprovalService* approvals = nullptr;
   BackendTarget backend;
   pgwire::Limits limits;
   // Sessions open on this listener, handshakes included (all workers); see max_sessions.
@@ -82,6 +85,18 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<absl::Status> Authenticate();
   // After the caller proved a grant's secret: takes one use of the grant, atomically.
   absl::Status RedeemGrant(const std::string& grant_id);
+  // A pending grant's credential was proven: tells the client it waits (AuthenticationOk, a
+  // NoticeResponse), holds the session until approvers decide, then redeems the grant or
+  // ends with the decision (and the approver's comment).
+  awaitable<absl::Status> AwaitApproval(const std::string& grant_id);
+  // Waits in one-second ticks until `settled()` (asked when woken, and every few ticks)
+  // returns true. Cancelled when the client leaves; the end reason when the session stops.
+  awaitable<absl::Status> Hold(const std::function<bool()>& settled);
+  // A result in which masking found `found` values (at least the rule's threshold) waits for
+  // approval: OK to release it, or the error to send instead.
+  awaitable<absl::Status> AwaitResultApproval(uint64_t found);
+  // Why a grant that was waiting ended without approval, for the client.
+  std::string NotApprovedReason(const std::string& grant_id, store::GrantState state);
   awaitable<absl::Status> AttachBackend();
   awaitable<absl::Status> ApplyClientParameters();
   // Grant sessions: learns the trace-id columns from the backend's catalog (once per
@@ -158,6 +173,18 @@ class Session : public std::enable_shared_from_this<Session> {
   pgwire::Buffer gate_to_client_;
   std::unique_ptr<grants::GrantService::Watch> grant_watch_;
   std::unique_ptr<audit::Recorder::Session> recording_;
+  std::optional<std::string> pending_grant_;  // set by Authenticate: AwaitApproval runs next
+  bool auth_ok_sent_ = false;                 // AwaitApproval sent AuthenticationOk already
+  std::string approval_note_;                 // JSON: the decision waited for, recorded at start
+  std::shared_ptr<asio::steady_timer> approval_timer_;  // wakes Hold; Stop cancels it
+  bool approval_woken_ = false;                         // a decision arrived: look now
+  bool holding_ = false;  // waiting for approvers: the idle timeout does not apply
+  // Results held for approval (rule hold_if_masked_at_least; 0 = never): each answer up to
+  // its ReadyForQuery is kept in held_ until released.
+  uint32_t hold_threshold_ = 0;
+  uint32_t holds_ = 0;            // results held so far (numbers the approval requests)
+  uint64_t masked_released_ = 0;  // masked values in what was released so far
+  std::string held_;
   uint64_t statements_ = 0;  // Query / Sync messages the client sent (for the record)
   Clock::time_point grant_deadline_ = Clock::time_point::max();
   bool stopping_ = false;
