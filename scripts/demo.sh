@@ -9,7 +9,8 @@
 #      lets group ai-agents read one trace at a time, the Postgres listener on :6432,
 #   4. one just-in-time grant walked through (token → grant → psql once → refused again),
 #   5. the recording of that session: found by trace, replayed, the log verified,
-#      and the commands to do it yourself.
+#   6. a read that needs a person's consent: a pending grant, psql held until an approver
+#      (another process, the CLI) approves, and the commands to do it yourself.
 #
 # Ctrl-C (or SIGTERM) stops everything it started and removes the temp dir.
 # Knobs: DEMO_PORT (6432), DEMO_API_PORT (8443), DEMO_ADMIN_PORT (9187), DEMO_TRACES (200).
@@ -135,6 +136,18 @@ policy:
       ttl: 30s
       uses: 1
       masking_profile: default
+    # Support engineers read a trace only once someone in trace-approvers says yes.
+    - name: support-needs-consent
+      groups: [support]
+      connections: [traces-pg]
+      require_approval: true
+      approvers: [trace-approvers]
+      ttl: 30s
+      masking_profile: default
+# Pending requests expire after 15 minutes; add webhooks: to tell approvers (Slack format
+# built in) - see tracegate.example.yaml.
+approvals:
+  timeout: 15m
 # What an agent's session sees instead of personal data and secrets: every built-in
 # detector, redacted ([REDACTED:EMAIL]); card numbers keep their last four digits.
 masking_profiles:
@@ -214,6 +227,34 @@ echo "demo: 7. the log is hash-chained and its checkpoints signed; verify checks
 "$tracegate" audit verify -c "$tmp/tracegate.yaml" --live \
   --public-key "$tmp/audit-signing.pub" | sed 's/^/        /'
 
+echo "demo: 8. a support engineer's read needs consent: the grant comes back pending (202)"
+"$tracegate" dev token --sub support-3 --groups support > "$tmp/support.token"
+"$tracegate" grant request --connection traces-pg --trace "$trace_id" --json \
+  --reason "customer ticket 4711" --token-file "$tmp/support.token" > "$tmp/pending.json"
+pending_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grant_id"])' \
+  "$tmp/pending.json")
+pending_uri=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["postgres"]["uri"])' \
+  "$tmp/pending.json")
+python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); print("        state:", g["state"],
+  " approvers:", g["approvers"], " expires:", g["expires_at"])' "$tmp/pending.json"
+echo "        psql with its credential is held; an approver decides from another process:"
+"$tracegate" dev token --sub approver-1 --groups trace-approvers > "$tmp/approver.token"
+(
+  sleep 2
+  echo "        [approver] tracegate approvals list"
+  "$tracegate" approvals list --token-file "$tmp/approver.token" | sed 's/^/        /'
+  echo "        [approver] tracegate approvals approve $pending_id --comment 'ticket 4711'"
+  "$tracegate" approvals approve "$pending_id" --comment "ticket 4711" \
+    --token-file "$tmp/approver.token" | sed 's/^/        /'
+) &
+approver_pid=$!
+PGCONNECT_TIMEOUT=0 psql "$pending_uri" -X \
+  -c "select id, name, user_id from traces where id = '$trace_id'" 2>&1 | sed 's/^/        /' || true
+wait "$approver_pid" || true
+echo "        the requester cannot approve its own request:"
+"$tracegate" approvals approve "$pending_id" --token-file "$tmp/support.token" 2>&1 |
+  sed 's/^/        /' || true
+
 cat <<MSG
 
   tracegate is running in front of a throwaway trace store. Nobody holds a standing
@@ -239,6 +280,15 @@ cat <<MSG
     $tracegate audit replay -c $tmp/tracegate.yaml <session id> [--format json|csv]
     $tracegate audit verify -c $tmp/tracegate.yaml --live --public-key $tmp/audit-signing.pub
     $tracegate audit export -c $tmp/tracegate.yaml --since 1h     # JSON lines for a SIEM
+
+  Consent: request as support (pending), then decide as an approver:
+    $tracegate dev token --sub support-3 --groups support > /tmp/support.token
+    $tracegate grant request --connection traces-pg --trace $trace_id --reason "ticket" \
+      --token-file /tmp/support.token          # prints the URI; psql with it waits
+    $tracegate dev token --sub approver-1 --groups trace-approvers > /tmp/approver.token
+    $tracegate approvals list --token-file /tmp/approver.token
+    $tracegate approvals approve <grant id> --comment "ticket" --token-file /tmp/approver.token
+    $tracegate approvals deny <grant id> --comment "why not" --token-file /tmp/approver.token
 
   Why a rule decides:  $tracegate policy explain -c $tmp/tracegate.yaml --token /tmp/token \\
                          --connection traces-pg --trace $trace_id
