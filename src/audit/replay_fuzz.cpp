@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     length = std::min(length, size - pos);
     Record record;
     record.seq = seq++;
-    record.type = static_cast<RecordType>(tag % 8 + 1);
+    record.type = static_cast<RecordType>(tag % 10 + 1);
     record.session = "fuzz";
     int64_t when = tag / 8;
     record.time_us = when == 31   ? std::numeric_limits<int64_t>::max()

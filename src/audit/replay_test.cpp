@@ -449,6 +449,32 @@ TEST(SessionReplayTest, GrantEventStep) {
               HasSubstr("[23:59:01.123456] grant g-42: approved -> active by alice (first use)"));
 }
 
+TEST(SessionReplayTest, ApprovalSteps) {
+  // What the approval service writes (a request, a vote) and what a session that waited
+  // records (the approval with its votes).
+  Session s;
+  s.Json(RecordType::kApproval, {{"event", "vote"},
+                                 {"request_id", "g-42.r1"},
+                                 {"state", "denied"},
+                                 {"actor", "alice"},
+                                 {"comment", "not this ticket"}});
+  s.Json(RecordType::kApproval,
+         {{"id", "g-42"},
+          {"state", "approved"},
+          {"decisions",
+           json::array({json{{"approver", "bob"}, {"decision", "approve"}, {"comment", "ok"}},
+                        json{{"approver", "carol"}, {"decision", "approve"}}})}});
+  json steps = Steps(s.replay());
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0]["kind"], "approval");
+  EXPECT_EQ(steps[0]["comment"], "not this ticket");
+  EXPECT_EQ(steps[1]["kind"], "approval");
+  EXPECT_EQ(steps[1]["decisions"].size(), 2u);
+  const std::string text = s.replay().RenderText();
+  EXPECT_THAT(text, HasSubstr("approval g-42.r1: vote denied by alice (not this ticket)"));
+  EXPECT_THAT(text, HasSubstr("approval g-42: approved (bob approve \"ok\"; carol approve)"));
+}
+
 // ---- Whole session: JSON shape and text
 // ----------------------------------------------------------
 
