@@ -1,5 +1,6 @@
 #include "app/serve.h"
 
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
@@ -52,7 +53,8 @@ class ShutdownSignal {
 // the sweeper that moves grants past their expiry to `expired`.
 class AccessPlane {
  public:
-  explicit AccessPlane(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {}
+  AccessPlane(std::shared_ptr<const config::Config> config, prometheus::Registry& registry)
+      : config_(std::move(config)), registry_(registry) {}
   ~AccessPlane() { Stop(); }
 
   // Opens the state store when grants or recording need it; the grant service (with the
@@ -89,6 +91,14 @@ class AccessPlane {
     if (grants_) {
       if (!config_->approvals.webhooks.empty()) {
         webhooks_ = std::make_unique<notify::Webhooks>(config_->approvals.webhooks);
+        auto& family = prometheus::BuildGauge()
+                           .Name("tracegate_webhook_deliveries")
+                           .Help("Approval webhook deliveries so far, by outcome "
+                                 "(delivered, failed, dropped, retries)")
+                           .Register(registry_);
+        for (const char* outcome : {"delivered", "failed", "dropped", "retries"}) {
+          webhook_gauges_.push_back(&family.Add({{"outcome", outcome}}));
+        }
       }
       approvals_ = std::make_unique<approvals::ApprovalService>(
           config_, *store_, *grants_, recorder_.get(), webhooks_.get(),
@@ -195,6 +205,13 @@ class AccessPlane {
     for (uint64_t tick = 0;
          !wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; }); ++tick) {
       lock.unlock();
+      if (webhooks_) {
+        const notify::WebhookStats stats = webhooks_->stats();
+        const uint64_t values[] = {stats.delivered, stats.failed, stats.dropped, stats.retries};
+        for (size_t i = 0; i < webhook_gauges_.size(); ++i) {
+          webhook_gauges_[i]->Set(static_cast<double>(values[i]));
+        }
+      }
       if (approvals_) {
         absl::StatusOr<size_t> expired = approvals_->ExpireDue();
         if (!expired.ok()) {
@@ -224,6 +241,8 @@ class AccessPlane {
   }
 
   std::shared_ptr<const config::Config> config_;
+  prometheus::Registry& registry_;
+  std::vector<prometheus::Gauge*> webhook_gauges_;  // delivered, failed, dropped, retries
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<grants::GrantService> grants_;
   std::unique_ptr<audit::Recorder> recorder_;
@@ -244,7 +263,7 @@ int Serve(std::shared_ptr<const config::Config> config) {
   std::signal(SIGPIPE, SIG_IGN);
   ShutdownSignal shutdown_signal;
   auto registry = std::make_shared<prometheus::Registry>();
-  AccessPlane access(config);
+  AccessPlane access(config, *registry);
   if (absl::Status opened = access.Open(); !opened.ok()) {
     spdlog::error("cannot start: {}", MessageOf(opened));
     return 1;

@@ -219,8 +219,8 @@ absl::StatusOr<ApprovalView> ApprovalService::Decide(std::string_view id,
   }
   const TimePoint now = std::chrono::floor<std::chrono::microseconds>(clock_());
   std::chrono::milliseconds grant_ttl{0};
-  if (request.kind == ApprovalKind::kGrant) {
-    // The credential's life starts at consent, with the rule's ttl.
+  if (request.kind == ApprovalKind::kGrant && approve) {
+    // The credential's life starts at consent, with the rule's ttl. (A deny needs no rule.)
     TG_ASSIGN_OR_RETURN(store::GrantRecord grant, store_.GetGrant(request.grant_id));
     for (const config::PolicyRule& rule : config_->policy.rules) {
       if (rule.name == grant.rule) {

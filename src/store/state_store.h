@@ -183,7 +183,7 @@ struct ApprovalRequest {
   // The requester (the grant's principal): never one of its approvers.
   std::string requester_issuer;
   std::string requester_subject;
-  std::string requester;  // as Principal::Describe() shows it
+  std::string requester;  // Principal::Describe() (grants); "<subject> (<issuer>)" (results)
   std::string reason;     // the requester's reason for the grant
   std::string detail;     // why approval is needed ("rule r requires approval", "result ...")
   std::vector<std::string> approver_groups;
