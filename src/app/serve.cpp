@@ -93,8 +93,9 @@ class AccessPlane {
         webhooks_ = std::make_unique<notify::Webhooks>(config_->approvals.webhooks);
         auto& family = prometheus::BuildGauge()
                            .Name("tracegate_webhook_deliveries")
-                           .Help("Approval webhook deliveries so far, by outcome "
-                                 "(delivered, failed, dropped, retries)")
+                           .Help(
+                               "Approval webhook deliveries so far, by outcome "
+                               "(delivered, failed, dropped, retries)")
                            .Register(registry_);
         for (const char* outcome : {"delivered", "failed", "dropped", "retries"}) {
           webhook_gauges_.push_back(&family.Add({{"outcome", outcome}}));
