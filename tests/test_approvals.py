@@ -807,5 +807,107 @@ class ApprovalExpiryTest(ApprovalsCase):
         self.assertEqual(self.get_grant(raw_grant)["state"], "expired")
 
 
+# -- approval by trace risk ----------------------------------------------------------------
+
+RISK_QUERY = "select risk from trace_risk where trace_id = $1"
+RISK_POLICY = {
+    "max_ttl": "5m",
+    "rules": [
+        {"name": "risky-reads", "groups": ["sensitive"], "connections": ["traces-pg"],
+         "approve_if_risk_at_least": 0.8, "approvers": [APPROVERS], "ttl": "30s"},
+    ],
+}
+
+
+class RiskApprovalTest(ApprovalsCase):
+    """`approve_if_risk_at_least`: the gateway reads a trace's risk with the connection's
+    `risk_query` (its own backend credential) and asks approvers only when the risk is at least
+    the rule's threshold. A trace whose risk cannot be read (no row, NULL) gets no grant at all:
+    an unknown risk is not a low one, so the API refuses with 503 (fail closed)."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = tempfile.mkdtemp(prefix="tg-risk-")
+        cls.hooks = WebhookReceiver()
+        cls.hooks.__enter__()
+        cls.pg = cls.idp = cls.gw = None
+        try:
+            cls.pg = PgServer(traces=6)
+            cls.pg.__enter__()
+            ids = cls.pg.psql("select id from traces order by id limit 5").split()
+            cls.low, cls.high, cls.edge, cls.no_row, cls.null_risk = ids
+            cls.pg.psql("CREATE TABLE trace_risk (trace_id text PRIMARY KEY, risk numeric);"
+                        f"INSERT INTO trace_risk VALUES ('{cls.low}', 0.2), ('{cls.high}', 0.95),"
+                        f" ('{cls.edge}', 0.8), ('{cls.null_risk}', NULL);"
+                        "GRANT SELECT ON trace_risk TO tracegate;")
+            cls.idp = OidcProvider(clients=CLIENTS)
+            cls.idp.__enter__()
+            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=RISK_POLICY,
+                                approvals={"timeout": "15m"})
+            cfg["connections"][0]["risk_query"] = RISK_QUERY  # traces-pg; other-pg has none
+            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
+                                       cls.pg.password_for("tracegate")})
+            cls.gw.__enter__()
+            cls.ca_file = cfg["tls"]["cert_file"]
+            cls.api = Api(cls.gw, cls.ca_file)
+            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
+                     what="api listening")
+            cls.trace = cls.low
+        except BaseException:
+            cls.stop_all()
+            raise
+
+    def grant_for(self, trace: str) -> tuple[int, Any]:
+        return self.api.grant(self.token("sensitive"), trace, reason="incident 4711")
+
+    def test_low_risk_is_granted_at_once_and_works(self):
+        status, out = self.grant_for(self.low)
+        self.assertEqual(status, 201, out)
+        self.assertEqual(out["state"], "active", out)
+        self.assertNotIn("approval", out)
+        p = self.psql(out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), self.low)
+
+    def test_high_risk_waits_for_approvers(self):
+        for trace, risk in ((self.high, "0.95"), (self.edge, "0.8")):  # "at least": 0.8 asks
+            with self.subTest(risk=risk):
+                status, out = self.grant_for(trace)
+                self.assertEqual(status, 202, out)
+                self.assertEqual(out["state"], "pending", out)
+                self.assertEqual(out["approvers"], [APPROVERS])
+                self.assertEqual((out["approval"]["kind"], out["approval"]["state"]),
+                                 ("grant", "pending"))
+                self.assertIn("risk", out["approval"]["detail"])
+        status, out = self.vote(out, "approver1")
+        self.assertEqual(status, 200, out)
+        self.assertEqual(out["state"], "approved", out)
+
+    def test_unknown_risk_is_refused(self):
+        password = self.pg.password_for("tracegate")
+        for trace, why in ((self.no_row, "0 rows"), (self.null_risk, "NULL")):
+            with self.subTest(why=why):
+                status, out = self.grant_for(trace)
+                self.assertEqual(status, 503, out)
+                self.assertEqual(out["error"], "unavailable", out)
+                self.assertIn(f"cannot evaluate the risk of trace {trace}", out["message"])
+                self.assertIn(why, out["message"])
+                self.assertNotIn("grant_id", out)
+                self.assertNotIn(password, out["message"])
+                self.assertNotIn(password, self.gw.stderr_text())
+
+    def test_a_failing_risk_query_is_refused(self):
+        # The risk table is unreadable for the gateway's role: still no grant, and the reason
+        # is PostgreSQL's, not a guess.
+        self.pg.psql("REVOKE SELECT ON trace_risk FROM tracegate;")
+        try:
+            status, out = self.grant_for(self.low)
+        finally:
+            self.pg.psql("GRANT SELECT ON trace_risk TO tracegate;")
+        self.assertEqual(status, 503, out)
+        self.assertIn(f"cannot evaluate the risk of trace {self.low}", out["message"])
+        self.assertIn("permission denied", out["message"])
+
+
 if __name__ == "__main__":
     unittest.main()

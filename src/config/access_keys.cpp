@@ -4,8 +4,12 @@
 #include "config/access_keys.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <set>
+#include <system_error>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -94,6 +98,21 @@ ScalarType<std::string> Selector() {
 }
 
 namespace {
+
+// A finite decimal number, sign and exponent allowed ("0.8", "-2", "1e3"); absent = nullopt.
+ScalarType<std::optional<double>> FiniteNumber() {
+  return {"a number",
+          [](const std::string& text, const Context&) -> absl::StatusOr<std::optional<double>> {
+            double value = 0;
+            const char* end = text.data() + text.size();
+            const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+            if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(value)) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("expected a finite number like 0.8, got ", Quote(text)));
+            }
+            return value;
+          }};
+}
 
 ScalarType<std::string> ConnectionSelector() {
   return {"a connection name or *",
@@ -246,41 +265,46 @@ void CheckRule(const Item& map, PolicyRule& rule, NoExtra&, Context& ctx) {
 
 const Table<PolicyRule>& RuleKeys() {
   using K = Keys<PolicyRule>;
-  static const auto* const table = new Table<PolicyRule>{
-      .keys =
-          {
-              K::Required("name", &PolicyRule::name, kReloadable, ConnectionName()),
-              K::Optional("effect", &PolicyRule::effect, Effect::kAllow, kReloadable,
-                          OneOf<Effect>({{"allow", Effect::kAllow}, {"deny", Effect::kDeny}})),
-              K::Strings("subjects", &PolicyRule::subjects, {}, kReloadable, Selector(),
-                         kMaxSelectors),
-              K::Strings("groups", &PolicyRule::groups, {}, kReloadable, Selector(), kMaxSelectors),
-              K::Strings("clients", &PolicyRule::clients, {}, kReloadable, Selector(),
-                         kMaxSelectors),
-              K::Strings("connections", &PolicyRule::connections, {}, kReloadable,
-                         ConnectionSelector(), kMaxSelectors),
-              K::Optional("ttl", &PolicyRule::ttl, 30s, kReloadable, Period(1s)),
-              K::Optional("uses", &PolicyRule::uses, 1, kReloadable, Count<uint32_t>(1, 1000)),
-              K::Optional("max_session", &PolicyRule::max_session, 5min, kReloadable, Period(1s)),
-              K::Optional("max_rows", &PolicyRule::max_rows, 100000, kReloadable,
-                          Count<uint64_t>(0, uint64_t{1} << 40)),
-              K::Optional("max_bytes", &PolicyRule::max_bytes, 64u << 20, kReloadable,
-                          ByteSize<uint64_t>(0, uint64_t{1} << 40)),
-              K::Optional("masking_profile", &PolicyRule::masking_profile, "", kReloadable,
-                          ConnectionName()),
-              K::Optional("require_reason", &PolicyRule::require_reason, false, kReloadable,
-                          Boolean()),
-              K::Optional("require_approval", &PolicyRule::require_approval, false, kReloadable,
-                          Boolean()),
-              K::Strings("approvers", &PolicyRule::approvers, {}, kReloadable, Selector(),
-                         kMaxSelectors),
-              K::Optional("approvals_required", &PolicyRule::approvals_required, 1, kReloadable,
-                          Count<uint32_t>(1, 16)),
-              K::Optional("hold_if_masked_at_least", &PolicyRule::hold_if_masked_at_least, 0,
-                          kReloadable, Count<uint32_t>(0, 1000000)),
-          },
-      .check = CheckRule,
-  };
+  static const auto* const table =
+      new Table<PolicyRule>{
+          .keys =
+              {
+                  K::Required("name", &PolicyRule::name, kReloadable, ConnectionName()),
+                  K::Optional("effect", &PolicyRule::effect, Effect::kAllow, kReloadable,
+                              OneOf<Effect>({{"allow", Effect::kAllow}, {"deny", Effect::kDeny}})),
+                  K::Strings("subjects", &PolicyRule::subjects, {}, kReloadable, Selector(),
+                             kMaxSelectors),
+                  K::Strings("groups", &PolicyRule::groups, {}, kReloadable, Selector(),
+                             kMaxSelectors),
+                  K::Strings("clients", &PolicyRule::clients, {}, kReloadable, Selector(),
+                             kMaxSelectors),
+                  K::Strings("connections", &PolicyRule::connections, {}, kReloadable,
+                             ConnectionSelector(), kMaxSelectors),
+                  K::Optional("ttl", &PolicyRule::ttl, 30s, kReloadable, Period(1s)),
+                  K::Optional("uses", &PolicyRule::uses, 1, kReloadable, Count<uint32_t>(1, 1000)),
+                  K::Optional("max_session", &PolicyRule::max_session, 5min, kReloadable,
+                              Period(1s)),
+                  K::Optional("max_rows", &PolicyRule::max_rows, 100000, kReloadable,
+                              Count<uint64_t>(0, uint64_t{1} << 40)),
+                  K::Optional("max_bytes", &PolicyRule::max_bytes, 64u << 20, kReloadable,
+                              ByteSize<uint64_t>(0, uint64_t{1} << 40)),
+                  K::Optional("masking_profile", &PolicyRule::masking_profile, "", kReloadable,
+                              ConnectionName()),
+                  K::Optional("require_reason", &PolicyRule::require_reason, false, kReloadable,
+                              Boolean()),
+                  K::Optional("require_approval", &PolicyRule::require_approval, false, kReloadable,
+                              Boolean()),
+                  K::Strings("approvers", &PolicyRule::approvers, {}, kReloadable, Selector(),
+                             kMaxSelectors),
+                  K::Optional("approvals_required", &PolicyRule::approvals_required, 1, kReloadable,
+                              Count<uint32_t>(1, 16)),
+                  K::Optional("hold_if_masked_at_least", &PolicyRule::hold_if_masked_at_least, 0,
+                              kReloadable, Count<uint32_t>(0, 1000000)),
+                  K::Optional("approve_if_risk_at_least", &PolicyRule::approve_if_risk_at_least,
+                              std::nullopt, kReloadable, FiniteNumber()),
+              },
+          .check = CheckRule,
+      };
   return *table;
 }
 

@@ -1,8 +1,12 @@
 #include "config/approval_keys.h"
 
+#include <algorithm>
 #include <chrono>
 #include <set>
+#include <string>
+#include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "config/access_keys.h"
@@ -69,6 +73,55 @@ const Table<Webhook, WebhookExtra>& WebhookKeys() {
 
 std::string WebhookIdentity(const Webhook& hook) { return hook.name; }
 
+// Whether the query's only parameter is $1 (used at least once). A `$` right after an
+// identifier character belongs to the identifier (`a$1`), not a parameter.
+bool UsesOnlyTheTraceId(std::string_view sql) {
+  bool uses_one = false;
+  for (size_t i = 0; i + 1 < sql.size(); ++i) {
+    const bool after_identifier =
+        i > 0 && (absl::ascii_isalnum(static_cast<unsigned char>(sql[i - 1])) ||
+                  sql[i - 1] == '_' || sql[i - 1] == '$');
+    if (sql[i] != '$' || after_identifier ||
+        !absl::ascii_isdigit(static_cast<unsigned char>(sql[i + 1]))) {
+      continue;
+    }
+    size_t end = i + 1;
+    while (end < sql.size() && absl::ascii_isdigit(static_cast<unsigned char>(sql[end]))) {
+      ++end;
+    }
+    if (sql.substr(i + 1, end - i - 1) != "1") {
+      return false;
+    }
+    uses_one = true;
+    i = end - 1;
+  }
+  return uses_one;
+}
+
+// A rule with approve_if_risk_at_least: every connection it can apply to must say how to
+// get a trace's risk. Names that match no connection are reported by CheckAccess.
+void CheckRiskRule(const std::string& path, const PolicyRule& rule, const Config& config,
+                   Context& ctx) {
+  const std::string key = path + ".approve_if_risk_at_least";
+  const YAML::Mark mark = ctx.MarkOf(key).is_null() ? ctx.MarkOf(path + ".name") : ctx.MarkOf(key);
+  if (rule.require_approval) {
+    ctx.Error(mark, key,
+              "has no effect with require_approval: true (that asks for approval at any risk)");
+  }
+  const bool every =
+      rule.connections.empty() ||
+      std::find(rule.connections.begin(), rule.connections.end(), "*") != rule.connections.end();
+  for (const PostgresConnection& c : config.connections) {
+    const bool applies = every || std::find(rule.connections.begin(), rule.connections.end(),
+                                            c.name) != rule.connections.end();
+    if (applies && c.risk_query.empty()) {
+      ctx.Error(mark, key,
+                absl::StrCat("connection ", Quote(c.name),
+                             " has no risk_query, so the risk of its traces cannot be known"));
+    }
+  }
+}
+
 }  // namespace
 
 const Table<Approvals>& ApprovalKeys() {
@@ -90,9 +143,19 @@ const Table<Approvals>& ApprovalKeys() {
 }
 
 void CheckApprovalRules(const Item& root, const Config& config, Context& ctx) {
+  for (size_t i = 0; i < config.connections.size(); ++i) {
+    const std::string& sql = config.connections[i].risk_query;
+    if (!sql.empty() && !UsesOnlyTheTraceId(sql)) {
+      const std::string key = ElementPath("connections", i) + ".risk_query";
+      ctx.Error(ctx.MarkOf(key), key,
+                "must take the trace id as $1 and no other parameter (e.g. \"select risk from "
+                "traces where id = $1\")");
+    }
+  }
   for (size_t i = 0; i < config.policy.rules.size(); ++i) {
     const PolicyRule& rule = config.policy.rules[i];
-    const bool asks = rule.require_approval || rule.hold_if_masked_at_least > 0;
+    const bool asks = rule.require_approval || rule.hold_if_masked_at_least > 0 ||
+                      rule.approve_if_risk_at_least.has_value();
     if (!asks || rule.effect != Effect::kAllow) {
       continue;
     }
@@ -105,6 +168,9 @@ void CheckApprovalRules(const Item& root, const Config& config, Context& ctx) {
     if (rule.hold_if_masked_at_least > 0 && rule.masking_profile.empty()) {
       ctx.Error(ctx.MarkOf(path + ".hold_if_masked_at_least"), path + ".hold_if_masked_at_least",
                 "needs a masking_profile (masking is what finds the values)");
+    }
+    if (rule.approve_if_risk_at_least.has_value()) {
+      CheckRiskRule(path, rule, config, ctx);
     }
   }
   (void)root;

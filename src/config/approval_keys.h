@@ -14,9 +14,10 @@ struct WebhookExtra {
 
 const Table<Approvals>& ApprovalKeys();
 
-// Every group named as an approver (rules and approvals.approver_groups) must exist
-// somewhere a rule can use it: a rule that requires approval with no approver group at all
-// is an error (nobody could ever approve it).
+// A rule that asks for approval (require_approval, approve_if_risk_at_least,
+// hold_if_masked_at_least) must name approver groups (its own or approvals.approver_groups:
+// otherwise nobody could ever approve); holding needs a masking profile; a risk condition
+// needs a risk_query ($1 = the trace id) on every connection the rule applies to.
 void CheckApprovalRules(const Item& root, const Config& config, Context& ctx);
 
 }  // namespace tracegate::config::internal

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,7 @@ namespace tracegate::config {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 constexpr const char* kConnection = R"(connections:
@@ -119,6 +121,117 @@ TEST(ApprovalConfig, TheSecretNeverAppearsInErrors) {
   unsetenv("TG_APPROVAL_TEST_SECRET");
   EXPECT_THAT(error, HasSubstr("unknown event"));
   EXPECT_THAT(error, ::testing::Not(HasSubstr("s3cret-value")));
+}
+
+// ---- approve_if_risk_at_least and risk_query ---------------------------------------------
+
+// Two connections: traces-pg says how to read a trace's risk, plain-pg does not.
+constexpr const char* kRiskConnections = R"(connections:
+  - name: traces-pg
+    listen: 127.0.0.1:6432
+    backend: {host: db, database: traces, user: tg, password: pw, allow_inline_password: true}
+    risk_query: "select risk from trace_risk where trace_id = $1"
+  - name: plain-pg
+    listen: 127.0.0.1:6433
+    backend: {host: db, database: traces, user: tg, password: pw, allow_inline_password: true}
+approvals: {approver_groups: [approvers]}
+)";
+
+absl::StatusOr<std::shared_ptr<const Config>> LoadRisk(const std::string& rules) {
+  return LoadString(absl::StrCat(kRiskConnections, "policy:\n  rules:\n", rules), "/etc/tg/t.yaml");
+}
+
+std::string RiskErrorOf(const std::string& rules) {
+  auto config = LoadRisk(rules);
+  return config.ok() ? "<loaded>" : std::string(config.status().message());
+}
+
+TEST(RiskConfig, ThresholdAndQueryLoad) {
+  auto config = LoadRisk(
+      "    - {name: risky, connections: [traces-pg], approve_if_risk_at_least: 0.8}\n"
+      "    - {name: negative, connections: [traces-pg], approve_if_risk_at_least: -2.5e1}\n"
+      "    - {name: plain, groups: [g]}\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const Config& c = **config;
+  EXPECT_EQ(c.connections[0].risk_query, "select risk from trace_risk where trace_id = $1");
+  EXPECT_EQ(c.connections[1].risk_query, "");
+  EXPECT_EQ(c.policy.rules[0].approve_if_risk_at_least, std::optional<double>(0.8));
+  EXPECT_EQ(c.policy.rules[1].approve_if_risk_at_least, std::optional<double>(-25));
+  EXPECT_EQ(c.policy.rules[2].approve_if_risk_at_least, std::nullopt);
+  EXPECT_FALSE(c.policy.rules[0].require_approval);
+}
+
+TEST(RiskConfig, TheThresholdMustBeAFiniteNumber) {
+  for (const char* bad : {"high", ".inf", "nan", "1e999", "0x1p3", "\"\"", "[1]"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THAT(RiskErrorOf(absl::StrCat("    - {name: r, connections: [traces-pg], "
+                                         "approve_if_risk_at_least: ",
+                                         bad, "}\n")),
+                HasSubstr("policy.rules[0].approve_if_risk_at_least: expected"));
+  }
+}
+
+TEST(RiskConfig, EveryConnectionTheRuleCoversNeedsARiskQuery) {
+  // No connections selector (and "*") means every connection, plain-pg included.
+  for (const char* selector :
+       {"", "connections: ['*'], ", "connections: [traces-pg, plain-pg], "}) {
+    SCOPED_TRACE(selector);
+    EXPECT_THAT(
+        RiskErrorOf(absl::StrCat("    - {name: r, ", selector, "approve_if_risk_at_least: 0.5}\n")),
+        HasSubstr("policy.rules[0].approve_if_risk_at_least: connection \"plain-pg\" "
+                  "has no risk_query"));
+  }
+  EXPECT_THAT(RiskErrorOf("    - {name: r, approve_if_risk_at_least: 0.5}\n"),
+              Not(HasSubstr("\"traces-pg\" has no risk_query")));
+  // A deny rule asks nothing of anyone.
+  EXPECT_EQ(RiskErrorOf("    - {name: r, effect: deny, approve_if_risk_at_least: 0.5}\n"),
+            "<loaded>");
+}
+
+TEST(RiskConfig, ARiskRuleNeedsApprovers) {
+  const std::string yaml = absl::StrCat(
+      "connections:\n  - name: traces-pg\n    listen: 127.0.0.1:6432\n"
+      "    backend: {host: db, database: traces, user: tg, password: pw, "
+      "allow_inline_password: true}\n"
+      "    risk_query: \"select 1 where $1 <> ''\"\n",
+      "policy:\n  rules:\n    - {name: r, approve_if_risk_at_least: 0.5}\n");
+  auto config = LoadString(yaml, "/etc/tg/t.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("policy.rules[0].approvers: the rule asks for approval but names no "
+                        "approver group"));
+}
+
+TEST(RiskConfig, RequireApprovalMakesTheThresholdPointless) {
+  EXPECT_THAT(RiskErrorOf("    - {name: r, connections: [traces-pg], require_approval: true, "
+                          "approve_if_risk_at_least: 0.5}\n"),
+              HasSubstr("approve_if_risk_at_least: has no effect with require_approval: true"));
+}
+
+TEST(RiskConfig, TheRiskQueryTakesTheTraceIdAsItsOnlyParameter) {
+  const auto error_for = [](const std::string& sql) {
+    const std::string yaml = absl::StrCat(
+        "connections:\n  - name: traces-pg\n    listen: 127.0.0.1:6432\n"
+        "    backend: {host: db, database: traces, user: tg, password: pw, "
+        "allow_inline_password: true}\n"
+        "    risk_query: \"",
+        sql, "\"\n");
+    auto config = LoadString(yaml, "/etc/tg/t.yaml");
+    return config.ok() ? std::string("<loaded>") : std::string(config.status().message());
+  };
+  EXPECT_EQ(error_for("select risk from t where id = $1"), "<loaded>");
+  EXPECT_EQ(error_for("select coalesce(max(r), 0) from t where id = $1 or parent = $1"),
+            "<loaded>");
+  // `a$2` is an identifier, not a parameter.
+  EXPECT_EQ(error_for("select a$2 from t where id = $1"), "<loaded>");
+  for (const char* bad : {"select risk from t", "select risk from t where id = $2",
+                          "select risk from t where id = $1 and k = $2",
+                          "select risk from t where id = $10", "select $01"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THAT(error_for(bad), HasSubstr("connections[0].risk_query: must take the trace id as "
+                                          "$1 and no other parameter"));
+  }
+  EXPECT_THAT(error_for(""), HasSubstr("risk_query"));
 }
 
 }  // namespace

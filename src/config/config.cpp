@@ -418,6 +418,9 @@ const Table<PostgresConnection>& ConnectionKeys() {
               K::List("users", kOptional, &PostgresConnection::users, UserKeys, 0,
                       kMaxUsersPerConnection, nullptr),
               K::Section("gate", kOptional, &PostgresConnection::gate, GateKeys),
+              // Checked with the rules that use it (approval_keys.cpp CheckApprovalRules).
+              K::Optional("risk_query", &PostgresConnection::risk_query, "", kReloadable,
+                          Text("an SQL query")),
           },
       .check = CheckConnection,
   };

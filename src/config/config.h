@@ -105,6 +105,11 @@ struct PostgresConnection {
   Pool pool;
   std::vector<StaticUser> users;
   Gate gate;
+  // SQL with exactly one parameter, $1 = the trace id, returning one row with one numeric
+  // column: the trace's risk, for rules with approve_if_risk_at_least. The gateway runs it
+  // with the backend credential above (src/approvals/risk.h). Empty = no risk condition
+  // possible on this connection.
+  std::string risk_query;
 };
 
 struct Tls {
@@ -181,6 +186,10 @@ struct PolicyRule {
   // Hold a result until approved when masking finds at least this many values in it (before
   // masking; a held result is released masked). 0 = never hold.
   uint32_t hold_if_masked_at_least = 0;
+  // Ask for approval only when the trace's risk (the connection's risk_query) is at least
+  // this (any finite number); below it the grant is issued active. Absent = no risk
+  // condition. require_approval: true asks regardless of risk.
+  std::optional<double> approve_if_risk_at_least;
 };
 
 struct Policy {

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "approvals/risk.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "httpapi/query_string.h"
@@ -25,6 +26,7 @@ constexpr size_t kMaxReasonBytes = 1024;
 
 constexpr std::string_view kApprovalsPath = "/v1/approvals";
 constexpr auto kMaxWait = std::chrono::seconds(60);
+constexpr auto kRiskQueryTimeout = std::chrono::seconds(5);
 
 ApiResponse Error(unsigned status, std::string_view code, std::string_view message,
                   const ApiRequest& request) {
@@ -289,13 +291,32 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
                principal.Describe(), connection, trace_id.substr(0, 64),
                policy::OutcomeName(decision.outcome),
                decision.rule.empty() ? "no rule" : decision.rule);
-  const bool needs_approval = decision.outcome == policy::Decision::Outcome::kApprovalRequired;
-  if (needs_approval && approvals_ == nullptr) {
-    return Error(503, "unavailable", Cat(decision.reason, "; approvals are not available"),
-                 request);
-  }
+  bool needs_approval = decision.outcome == policy::Decision::Outcome::kApprovalRequired;
   if (!decision.allowed() && !needs_approval) {
     return Error(403, "forbidden", decision.reason, request);
+  }
+  std::string approval_reason = decision.reason;
+  if (decision.allowed() && decision.terms.approve_if_risk_at_least.has_value()) {
+    // Risk decides: read it with the gateway's own credential. Unknown risk is not low risk.
+    absl::StatusOr<double> risk =
+        approvals::QueryRisk(target->backend, target->risk_query, trace_id, kRiskQueryTimeout);
+    if (!risk.ok()) {
+      spdlog::warn("api request={} connection={}: {}", request.request_id, connection,
+                   MessageOf(risk.status()));
+      return Error(503, "unavailable",
+                   Cat(MessageOf(risk.status()), "; no grant was issued (rule ", decision.rule,
+                       " needs the trace's risk)"),
+                   request);
+    }
+    if (*risk >= *decision.terms.approve_if_risk_at_least) {
+      needs_approval = true;
+      approval_reason = Cat("rule ", decision.rule, " requires approval: trace risk ", *risk,
+                            " is at least ", *decision.terms.approve_if_risk_at_least);
+    }
+  }
+  if (needs_approval && approvals_ == nullptr) {
+    return Error(503, "unavailable", Cat(approval_reason, "; approvals are not available"),
+                 request);
   }
 
   grants::GrantRequest grant_request{
@@ -321,7 +342,7 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
   std::optional<store::ApprovalRequest> approval;
   if (needs_approval) {
     absl::StatusOr<store::ApprovalRequest> opened =
-        approvals_->OpenForGrant(issued->grant, principal.Describe(), decision.reason);
+        approvals_->OpenForGrant(issued->grant, principal.Describe(), approval_reason);
     if (!opened.ok()) {
       // Without its request nobody could approve the grant: withdraw it (fail closed).
       (void)grants_.Revoke(issued->grant.id, "tracegate");

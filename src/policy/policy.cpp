@@ -16,7 +16,8 @@ Terms TermsOf(const config::PolicyRule& rule, const config::Policy& policy) {
           .max_session = rule.max_session,
           .max_rows = rule.max_rows,
           .max_bytes = rule.max_bytes,
-          .masking_profile = rule.masking_profile};
+          .masking_profile = rule.masking_profile,
+          .approve_if_risk_at_least = rule.approve_if_risk_at_least};
 }
 
 Decision Deny(std::string rule, std::string reason) {

@@ -13,7 +13,9 @@
 //   3. Deny wins: if any matching rule denies, the first such rule (file order) decides,
 //      whatever allow rules precede it.
 //   4. Otherwise the first matching allow rule decides. With `require_reason` and a blank
-//      reason it denies; with `require_approval` the outcome is kApprovalRequired.
+//      reason it denies; with `require_approval` the outcome is kApprovalRequired. With
+//      `approve_if_risk_at_least` the outcome stays kAllow and Terms carries the threshold:
+//      the trace's risk needs a query, which is the caller's job.
 //   5. No matching rule: deny, `rule` empty.
 //
 // Terms (only on kAllow / kApprovalRequired): ttl is min(rule ttl, policy max_ttl). The other
@@ -30,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -55,6 +58,10 @@ struct Terms {
   uint64_t max_rows = 0;        // 0 = unlimited
   uint64_t max_bytes = 0;       // 0 = unlimited
   std::string masking_profile;  // empty = no masking
+  // Set: the caller must look up the trace's risk (approvals/risk.h) and treat a kAllow as
+  // kApprovalRequired when the risk is at least this, refusing when it cannot be known.
+  // Policy itself never reads it (no I/O here).
+  std::optional<double> approve_if_risk_at_least;
 
   bool operator==(const Terms&) const = default;
 };

@@ -236,6 +236,28 @@ TEST(PolicyEngineTest, AllowCarriesTheRuleTerms) {
                             .masking_profile = "strict"}));
 }
 
+TEST(PolicyEngineTest, ARiskThresholdIsCarriedAndLeavesTheOutcomeToTheCaller) {
+  config::Policy policy;
+  policy.rules.push_back(Allow("risky"));
+  policy.rules.back().approve_if_risk_at_least = 0.8;
+  policy.rules.push_back(Allow("plain"));
+  policy.rules.back().subjects = {"bob"};
+  policy.rules.front().subjects = {"alice"};
+  const PolicyEngine engine(policy);
+
+  const identity::Principal alice = Person("alice", {});
+  const Decision risky = engine.Evaluate({alice, "c", "t", ""});
+  // Policy cannot know the risk (that needs a query): it allows and says what to check.
+  EXPECT_EQ(risky.outcome, Outcome::kAllow) << risky.reason;
+  EXPECT_EQ(risky.terms.approve_if_risk_at_least, std::optional<double>(0.8));
+
+  const identity::Principal bob = Person("bob", {});
+  const Decision plain = engine.Evaluate({bob, "c", "t", ""});
+  EXPECT_EQ(plain.outcome, Outcome::kAllow) << plain.reason;
+  EXPECT_EQ(plain.terms.approve_if_risk_at_least, std::nullopt);
+  EXPECT_FALSE(risky.terms == plain.terms);
+}
+
 TEST(PolicyEngineTest, ReasonsSayWhy) {
   PolicyEngine engine(MainPolicy());
   const identity::Principal bob = Person("bob", {"eng", "contractors"});
