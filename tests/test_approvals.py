@@ -68,15 +68,22 @@ class HeldPsql:
     """psql in the background with a pending grant's credential. Its stderr is read as it
     comes, so a test can wait for the gateway's NOTICE that it holds the session.
     PGCONNECT_TIMEOUT=0: libpq's connect timeout covers the whole connection start, hold
-    included."""
+    included. With `script`, psql reads it from stdin instead of running `sql`, and with
+    on_error_stop=False it runs every statement of it."""
 
-    def __init__(self, uri: str, sql: str):
+    def __init__(self, uri: str, sql: str = "", script: str | None = None,
+                 on_error_stop: bool = True):
         env = dict(os.environ, PGCONNECT_TIMEOUT="0", PGAPPNAME="tracegate-tests")
         env.pop("PGPASSWORD", None)
+        source = ["-f", "-"] if script is not None else ["-c", sql]
         self.proc = subprocess.Popen(
-            ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-qAt", "-d", uri, "-c", sql],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env)
+            ["psql", "-X", "-v", f"ON_ERROR_STOP={int(on_error_stop)}", "-v",
+             "VERBOSITY=verbose", "-qAt", "-d", uri, *source],
+            stdin=subprocess.PIPE if script is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        if script is not None:
+            self.proc.stdin.write(script)
+            self.proc.stdin.close()
         self._stderr: list[str] = []
         self._stdout: list[str] = []
         self._readers = [threading.Thread(target=self._drain, args=(self.proc.stderr,

@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
-import threading
 import unittest
 import urllib.parse
 
 import harness
 from harness import Gateway, PgServer, wait_for
 from oidc import OidcProvider
+from test_approvals import HeldPsql
 from test_grants import Api, grants_config
 from test_mask import EMAIL, EMAIL2, INPUT, METADATA, OUTPUT, TRACE, sql_literal
 
@@ -43,60 +42,6 @@ POLICY = {
 # What the planted trace's name/input/metadata hold that masking finds: more than 3 values.
 SELECT_PII = f"select name, input, metadata from traces where id = {sql_literal(TRACE)}"
 SELECT_CLEAN = f"select id from traces where id = {sql_literal(TRACE)}"
-
-
-class ScriptPsql:
-    """psql running a script in the background (ON_ERROR_STOP off: every statement runs);
-    stderr is read as it comes, to see the gateway's notice that a result is held."""
-
-    def __init__(self, uri: str, script: str):
-        env = dict(os.environ, PGCONNECT_TIMEOUT="30", PGAPPNAME="tracegate-tests")
-        env.pop("PGPASSWORD", None)
-        self.proc = subprocess.Popen(
-            ["psql", "-X", "-v", "ON_ERROR_STOP=0", "-v", "VERBOSITY=verbose", "-qAt", "-d", uri,
-             "-f", "-"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env)
-        self.proc.stdin.write(script)
-        self.proc.stdin.close()
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._threads = [threading.Thread(target=self._drain, args=(s, sink), daemon=True)
-                         for s, sink in ((self.proc.stdout, self._out),
-                                         (self.proc.stderr, self._err))]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _drain(stream, sink: list[str]) -> None:
-        for line in iter(stream.readline, ""):
-            sink.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._err)
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self._out)
-
-    def finish(self, timeout: float = 60.0) -> int:
-        code = self.proc.wait(timeout)
-        self._close()
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close()
-
-    def _close(self) -> None:
-        for t in self._threads:
-            t.join(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if not stream.closed:
-                stream.close()
 
 
 class ContentHoldTest(unittest.TestCase):
@@ -143,15 +88,15 @@ class ContentHoldTest(unittest.TestCase):
         finally:
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def session(self, script: str) -> tuple[ScriptPsql, str]:
+    def session(self, script: str) -> tuple[HeldPsql, str]:
         status, grant = self.api.grant(self.idp.token("reader"), TRACE)
         self.assertEqual(status, 201, grant)
         uri = grant["postgres"]["uri"] + "&sslrootcert=" + urllib.parse.quote(self.ca_file)
-        psql = ScriptPsql(uri, script)
+        psql = HeldPsql(uri, script=script, on_error_stop=False)
         self.addCleanup(psql.kill)
         return psql, grant["grant_id"]
 
-    def wait_held(self, psql: ScriptPsql, request_id: str) -> None:
+    def wait_held(self, psql: HeldPsql, request_id: str) -> None:
         wait_for(lambda: f"waits for approval {request_id}" in psql.stderr
                  or psql.proc.poll() is not None, 30, what="the held-result notice")
         self.assertIn(f"waits for approval {request_id}", psql.stderr,
@@ -166,7 +111,7 @@ class ContentHoldTest(unittest.TestCase):
 
     def test_a_result_without_findings_passes_at_once(self):
         psql, _ = self.session(SELECT_CLEAN + ";\n")
-        self.assertEqual(psql.finish(), 0, psql.stderr)
+        self.assertEqual(psql.finish()[0], 0, psql.stderr)
         self.assertEqual(psql.stdout.strip(), TRACE)
         self.assertNotIn("waits for approval", psql.stderr)
 
@@ -182,7 +127,7 @@ class ContentHoldTest(unittest.TestCase):
         self.assertEqual((pending["kind"], pending["state"]), ("response", "pending"))
         self.assertIn("masking found", pending["detail"])
         self.assertEqual(self.vote(request_id, True, "ok for incident 12")["state"], "approved")
-        self.assertEqual(psql.finish(), 0, psql.stderr)
+        self.assertEqual(psql.finish()[0], 0, psql.stderr)
         self.assertIn("[REDACTED:EMAIL]", psql.stdout)
         for planted in (EMAIL, EMAIL2):
             self.assertNotIn(planted, psql.stdout)
@@ -192,7 +137,7 @@ class ContentHoldTest(unittest.TestCase):
         request_id = f"{grant_id}.r1"
         self.wait_held(psql, request_id)
         self.vote(request_id, False, "not for this ticket")
-        self.assertEqual(psql.finish(), 0, psql.stderr)
+        self.assertEqual(psql.finish()[0], 0, psql.stderr)
         self.assertIn("42501", psql.stderr)
         self.assertIn("withheld", psql.stderr)
         self.assertIn("not for this ticket", psql.stderr)
