@@ -138,16 +138,20 @@ absl::StatusOr<ApprovalRequest> ApprovalService::OpenForGrant(const store::Grant
 
 absl::StatusOr<ApprovalRequest> ApprovalService::OpenForResponse(const store::GrantRecord& grant,
                                                                  std::string_view session_id,
-                                                                 uint32_t n,
                                                                  std::string_view detail) {
   const ApprovalTerms terms = TermsFor(grant.rule);
   if (terms.approver_groups.empty()) {
     return absl::FailedPreconditionError(
         Cat("rule ", grant.rule, " holds results but names no approver group"));
   }
+  TG_ASSIGN_OR_RETURN(std::vector<ApprovalRequest> earlier,
+                      store_.ListApprovals({.grant_id = grant.id, .limit = 100000}));
+  const size_t n = static_cast<size_t>(
+      std::count_if(earlier.begin(), earlier.end(),
+                    [](const ApprovalRequest& r) { return r.kind == ApprovalKind::kResponse; }));
   const TimePoint now = std::chrono::floor<std::chrono::microseconds>(clock_());
   ApprovalRequest request{
-      .id = Cat(grant.id, ".r", n),
+      .id = Cat(grant.id, ".r", n + 1),
       .kind = ApprovalKind::kResponse,
       .grant_id = grant.id,
       .session_id = std::string(session_id),

@@ -75,11 +75,11 @@ class ApprovalService {
                                                                     std::string_view requester,
                                                                     std::string_view detail);
 
-  // A session holds a result of `grant`: opens request "<grant>.r<n>". `detail` says why
-  // ("the result holds 12 values masking found: EMAIL 10, PHONE 2 (threshold 5)").
+  // A session holds a result of `grant`: opens request "<grant>.r<n>", n counting the
+  // grant's held results from 1 (across its sessions: a multi-use grant has one at a time).
+  // `detail` says why ("the result holds 12 values masking found (the rule holds at 5)").
   [[nodiscard]] absl::StatusOr<store::ApprovalRequest> OpenForResponse(
-      const store::GrantRecord& grant, std::string_view session_id, uint32_t n,
-      std::string_view detail);
+      const store::GrantRecord& grant, std::string_view session_id, std::string_view detail);
 
   [[nodiscard]] absl::StatusOr<ApprovalView> Get(std::string_view id);
 

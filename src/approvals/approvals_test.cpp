@@ -525,7 +525,7 @@ TEST_F(ApprovalServiceTest, WaitForRunsOnceWhenAHeldResultIsCancelled) {
   grants::IssuedGrant issued = MustIssue("held", /*require_approval=*/false);
   ASSERT_TRUE(grants_->RedeemPostgres(issued.grant.id, "traces-pg", "agent-7").ok());
   clock_.Advance(seconds(2));
-  auto held = service_->OpenForResponse(issued.grant, "sess-1", 1,
+  auto held = service_->OpenForResponse(issued.grant, "sess-1",
                                         "the result holds 7 values masking found: EMAIL 7");
   ASSERT_TRUE(held.ok()) << held.status();
   EXPECT_EQ(held->id, issued.grant.id + ".r1");
@@ -634,7 +634,7 @@ TEST_F(ApprovalServiceTest, PendingForGrantFindsTheGrantsOwnThenAHeldResult) {
   ASSERT_TRUE(in_use.ok()) << in_use.status();
   EXPECT_EQ(service_->PendingForGrant(grant.id).status().code(), absl::StatusCode::kNotFound);
 
-  auto held = service_->OpenForResponse(*in_use, "sess-9", 1, "12 values");
+  auto held = service_->OpenForResponse(*in_use, "sess-9", "12 values");
   ASSERT_TRUE(held.ok()) << held.status();
   auto pending = service_->PendingForGrant(grant.id);
   ASSERT_TRUE(pending.ok()) << pending.status();
@@ -644,6 +644,13 @@ TEST_F(ApprovalServiceTest, PendingForGrantFindsTheGrantsOwnThenAHeldResult) {
 
   EXPECT_EQ(service_->PendingForGrant("no-such-grant").status().code(),
             absl::StatusCode::kNotFound);
+
+  // The next held result of the grant (this session's or a later one's) is .r2, never a
+  // second .r1.
+  service_->Cancel(held->id, "the session ended");
+  auto next = service_->OpenForResponse(*in_use, "sess-10", "7 values");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->id, grant.id + ".r2");
 }
 
 // ---- ViewJson ----------------------------------------------------------------------------------

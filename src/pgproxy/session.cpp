@@ -712,7 +712,7 @@ awaitable<absl::Status> Session::AwaitResultApproval(uint64_t found) {
       Cat("the result holds ", found, " value(s) masking found (the rule holds at ",
           hold_threshold_, ")");
   absl::StatusOr<store::ApprovalRequest> opened =
-      runtime_.approvals->OpenForResponse(*grant_, id_, ++holds_, detail);
+      runtime_.approvals->OpenForResponse(*grant_, id_, detail);
   if (!opened.ok()) {
     spdlog::error("session={} grant={}: cannot open an approval for a held result: {}", id_,
                   grant_->id, MessageOf(opened.status()));

@@ -182,7 +182,6 @@ class Session : public std::enable_shared_from_this<Session> {
   // Results held for approval (rule hold_if_masked_at_least; 0 = never): each answer up to
   // its ReadyForQuery is kept in held_ until released.
   uint32_t hold_threshold_ = 0;
-  uint32_t holds_ = 0;            // results held so far (numbers the approval requests)
   uint64_t masked_released_ = 0;  // masked values in what was released so far
   std::string held_;
   uint64_t statements_ = 0;  // Query / Sync messages the client sent (for the record)
