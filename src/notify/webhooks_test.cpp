@@ -257,7 +257,7 @@ Event Decided() {
   return Event{.type = "decided", .payload = {{"outcome", "approved"}}, .text = "approved"};
 }
 
-// std::regex trips GCC 12's -Wmaybe-uninitialized under ASan; these say what they check anyway.
+// Plain character checks (no regex in this repository: STYLE.md); they say what they check.
 bool IsLowerHex(std::string_view s, size_t length) {
   return s.size() == length && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
