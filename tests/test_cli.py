@@ -32,10 +32,12 @@ class CliTest(unittest.TestCase):
 
     def test_example_config_checks_ok(self):
         p = run("config", "check", os.path.join(ROOT, "tracegate.example.yaml"),
-                env={"TRACEGATE_BACKEND_PASSWORD": SECRET})
+                env={"TRACEGATE_BACKEND_PASSWORD": SECRET,
+                     "TRACEGATE_LANGFUSE_SECRET_KEY": SECRET + "-store"})
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("OK", p.stdout)
         self.assertIn("connection traces-pg", p.stdout)
+        self.assertIn("connection traces-http: http", p.stdout)
         self.assertNotIn(SECRET, p.stdout + p.stderr)
 
     def test_every_error_is_reported_with_file_line_and_column(self):

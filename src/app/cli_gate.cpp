@@ -44,7 +44,7 @@ void AddGateCommands(CLI::App& app, int& exit_code) {
       exit_code = 2;
       return;
     }
-    const config::PostgresConnection* connection = nullptr;
+    const config::Connection* connection = nullptr;
     for (const auto& c : (*config)->connections) {
       if (c.name == options->connection) {
         connection = &c;
@@ -52,6 +52,12 @@ void AddGateCommands(CLI::App& app, int& exit_code) {
     }
     if (connection == nullptr) {
       std::cerr << "tracegate gate check: no connection named " << options->connection << "\n";
+      exit_code = 2;
+      return;
+    }
+    if (connection->type != config::ConnectionType::kPostgres) {
+      std::cerr << "tracegate gate check: connection " << options->connection
+                << " is type: http; the statement gate is for postgres connections\n";
       exit_code = 2;
       return;
     }

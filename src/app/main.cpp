@@ -43,6 +43,12 @@ int ConfigCheck(const std::string& path) {
   }
   std::cout << path << ": OK\n";
   for (const auto& conn : cfg.connections) {
+    if (conn.type == tracegate::config::ConnectionType::kHttp) {
+      std::cout << "  connection " << conn.name << ": http, listens on " << conn.listen.host << ":"
+                << conn.listen.port << ", store " << conn.upstream.url << " (" << conn.routes.size()
+                << " route(s), fetch route " << conn.fetch_route << ")\n";
+      continue;
+    }
     std::cout << "  connection " << conn.name << ": postgres, listens on " << conn.listen.host
               << ":" << conn.listen.port << ", backend " << conn.backend.host << ":"
               << conn.backend.port << "/" << conn.backend.database << " as " << conn.backend.user

@@ -438,7 +438,7 @@ void ParseApi(const Item& item, Config& config, NoExtra&, Context& ctx) {
 
 void CheckAccess(Config& config, Context& ctx) {
   std::set<std::string> connections;
-  for (const PostgresConnection& c : config.connections) {
+  for (const Connection& c : config.connections) {
     connections.insert(c.name);
   }
   for (size_t i = 0; i < config.policy.rules.size(); ++i) {

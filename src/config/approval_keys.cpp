@@ -4,9 +4,7 @@
 #include <chrono>
 #include <set>
 #include <string>
-#include <string_view>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "config/access_keys.h"
@@ -73,31 +71,6 @@ const Table<Webhook, WebhookExtra>& WebhookKeys() {
 
 std::string WebhookIdentity(const Webhook& hook) { return hook.name; }
 
-// Whether the query's only parameter is $1 (used at least once). A `$` right after an
-// identifier character belongs to the identifier (`a$1`), not a parameter.
-bool UsesOnlyTheTraceId(std::string_view sql) {
-  bool uses_one = false;
-  for (size_t i = 0; i + 1 < sql.size(); ++i) {
-    const bool after_identifier =
-        i > 0 && (absl::ascii_isalnum(static_cast<unsigned char>(sql[i - 1])) ||
-                  sql[i - 1] == '_' || sql[i - 1] == '$');
-    if (sql[i] != '$' || after_identifier ||
-        !absl::ascii_isdigit(static_cast<unsigned char>(sql[i + 1]))) {
-      continue;
-    }
-    size_t end = i + 1;
-    while (end < sql.size() && absl::ascii_isdigit(static_cast<unsigned char>(sql[end]))) {
-      ++end;
-    }
-    if (sql.substr(i + 1, end - i - 1) != "1") {
-      return false;
-    }
-    uses_one = true;
-    i = end - 1;
-  }
-  return uses_one;
-}
-
 // A rule with approve_if_risk_at_least: every connection it can apply to must say how to
 // get a trace's risk. Names that match no connection are reported by CheckAccess.
 void CheckRiskRule(const std::string& path, const PolicyRule& rule, const Config& config,
@@ -111,10 +84,15 @@ void CheckRiskRule(const std::string& path, const PolicyRule& rule, const Config
   const bool every =
       rule.connections.empty() ||
       std::find(rule.connections.begin(), rule.connections.end(), "*") != rule.connections.end();
-  for (const PostgresConnection& c : config.connections) {
+  for (const Connection& c : config.connections) {
     const bool applies = every || std::find(rule.connections.begin(), rule.connections.end(),
                                             c.name) != rule.connections.end();
-    if (applies && c.risk_query.empty()) {
+    if (applies && c.type == ConnectionType::kHttp) {
+      ctx.Error(mark, key,
+                absl::StrCat("connection ", Quote(c.name),
+                             " is type: http, which has no risk_query, so the risk of its traces "
+                             "cannot be known"));
+    } else if (applies && c.risk_query.empty()) {
       ctx.Error(mark, key,
                 absl::StrCat("connection ", Quote(c.name),
                              " has no risk_query, so the risk of its traces cannot be known"));

@@ -23,6 +23,7 @@
 #include "config/access_keys.h"
 #include "config/approval_keys.h"
 #include "config/audit_keys.h"
+#include "config/http_keys.h"
 #include "config/masking_keys.h"
 #include "config/scalars.h"
 #include "config/schema.h"
@@ -41,6 +42,7 @@ using internal::EnvVarName;
 using internal::FilePath;
 using internal::HostName;
 using internal::Item;
+using internal::Key;
 using internal::Keys;
 using internal::kOptional;
 using internal::kReloadable;
@@ -48,9 +50,11 @@ using internal::kRequired;
 using internal::kRestart;
 using internal::ListenAddress;
 using internal::NoExtra;
+using internal::NotingValidity;
 using internal::OneOf;
 using internal::Period;
 using internal::Quote;
+using internal::RequiredSecretSources;
 using internal::RoleName;
 using internal::ScramVerifier;
 using internal::Secret;
@@ -61,7 +65,7 @@ using internal::Text;
 constexpr size_t kMaxConnections = 256;
 constexpr size_t kMaxUsersPerConnection = 10000;
 constexpr size_t kMaxConfigFileBytes = 16 << 20;
-constexpr size_t kMaxPasswordFileBytes = 64 << 10;
+constexpr size_t kMaxRoutesPerConnection = 64;
 
 // ---- tls ---------------------------------------------------------------------------------
 
@@ -130,89 +134,8 @@ void ParseAdmin(const Item& item, Config& config, NoExtra&, Context& ctx) {
 
 // ---- connections[].backend ---------------------------------------------------------------
 
-// The keys that together yield Backend::password.
-struct PasswordSources {
-  std::string file;  // resolved path
-  std::string env;
-  std::string inline_value;
-  bool allow_inline = false;
-};
-
-void LoadPassword(const Item& map, Backend& backend, const PasswordSources& sources, Context& ctx) {
-  const std::string file_key = internal::ChildPath(map.path, "password_file");
-  const std::string env_key = internal::ChildPath(map.path, "password_env");
-  const std::string inline_key = internal::ChildPath(map.path, "password");
-  // Which sources the map names (MarkOf finds keys present, even with invalid values), in
-  // document order so that a conflict is reported at the later key.
-  std::vector<std::string> set;
-  for (const std::string* key : {&file_key, &env_key, &inline_key}) {
-    if (!ctx.MarkOf(*key).is_null()) {
-      set.push_back(*key);
-    }
-  }
-  std::sort(set.begin(), set.end(), [&ctx](const std::string& a, const std::string& b) {
-    return ctx.MarkOf(a).pos < ctx.MarkOf(b).pos;
-  });
-  if (set.empty()) {
-    ctx.Error(map.mark, map.path,
-              "needs a password source: password_file or password_env (or password, with "
-              "allow_inline_password: true)");
-    return;
-  }
-  if (set.size() > 1) {
-    ctx.Error(ctx.MarkOf(set[1]), set[1],
-              "set only one of password_file, password_env and password");
-    return;
-  }
-  if (sources.file.empty() && sources.env.empty() && sources.inline_value.empty()) {
-    return;  // the one source given was invalid, and reported
-  }
-  if (!sources.file.empty()) {
-    absl::StatusOr<std::string> content =
-        internal::ReadSmallFile(sources.file, kMaxPasswordFileBytes);
-    if (!content.ok() && !ctx.secrets_required()) {
-      return;
-    }
-    if (!content.ok()) {
-      ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
-      return;
-    }
-    std::string& password = *content;
-    if (password.ends_with('\n')) {  // one trailing newline, as `echo` writes it
-      password.pop_back();
-      if (password.ends_with('\r')) {
-        password.pop_back();
-      }
-    }
-    if (password.empty()) {
-      ctx.Error(ctx.MarkOf(file_key), file_key,
-                absl::StrCat("password file \"", sources.file, "\" is empty"));
-      return;
-    }
-    backend.password = std::move(password);
-  } else if (!sources.env.empty()) {
-    const char* value = std::getenv(sources.env.c_str());
-    if ((value == nullptr || *value == '\0') && !ctx.secrets_required()) {
-      return;
-    }
-    if (value == nullptr || *value == '\0') {
-      ctx.Error(ctx.MarkOf(env_key), env_key,
-                absl::StrCat("environment variable ", sources.env,
-                             value == nullptr ? " is not set" : " is empty"));
-      return;
-    }
-    backend.password = value;
-  } else if (!sources.allow_inline) {
-    ctx.Error(ctx.MarkOf(inline_key), inline_key,
-              "an inline password is accepted only with allow_inline_password: true (demos and "
-              "tests); use password_file or password_env");
-  } else {
-    backend.password = sources.inline_value;
-  }
-}
-
-void CheckBackend(const Item& map, Backend& backend, PasswordSources& sources, Context& ctx) {
-  LoadPassword(map, backend, sources, ctx);
+void CheckBackend(const Item& map, Backend& backend, RequiredSecretSources& sources, Context& ctx) {
+  internal::LoadRequiredSecret(map, "password", sources, backend.password, ctx);
   // Only verify-full verifies certificates; with disable or require a CA bundle would be
   // ignored, and an operator who set one likely believes the backend is authenticated.
   if (!backend.ca_file.empty() && backend.tls != BackendTlsMode::kVerifyFull) {
@@ -221,20 +144,22 @@ void CheckBackend(const Item& map, Backend& backend, PasswordSources& sources, C
   }
 }
 
-const Table<Backend, PasswordSources>& BackendKeys() {
-  using K = Keys<Backend, PasswordSources>;
-  static const auto* const table = new Table<Backend, PasswordSources>{
+const Table<Backend, RequiredSecretSources>& BackendKeys() {
+  using K = Keys<Backend, RequiredSecretSources>;
+  static const auto* const table = new Table<Backend, RequiredSecretSources>{
       .keys =
           {
               K::Required("host", &Backend::host, kReloadable, HostName()),
               K::Optional("port", &Backend::port, 5432, kReloadable, Count<uint16_t>(1, 65535)),
               K::Required("database", &Backend::database, kReloadable, Text("a database name")),
               K::Required("user", &Backend::user, kReloadable, RoleName()),
-              K::Optional("password_file", &PasswordSources::file, "", kReloadable,
+              K::Optional("password_file", &RequiredSecretSources::file, "", kReloadable,
                           FilePath(false)),
-              K::Optional("password_env", &PasswordSources::env, "", kReloadable, EnvVarName()),
-              K::Optional("password", &PasswordSources::inline_value, "", kReloadable, Secret()),
-              K::Optional("allow_inline_password", &PasswordSources::allow_inline, false,
+              K::Optional("password_env", &RequiredSecretSources::env, "", kReloadable,
+                          EnvVarName()),
+              K::Optional("password", &RequiredSecretSources::inline_value, "", kReloadable,
+                          Secret()),
+              K::Optional("allow_inline_password", &RequiredSecretSources::allow_inline, false,
                           kReloadable, Boolean()),
               K::Optional("tls", &Backend::tls, BackendTlsMode::kDisable, kReloadable,
                           OneOf<BackendTlsMode>({{"disable", BackendTlsMode::kDisable},
@@ -366,20 +291,116 @@ const Table<Gate>& GateKeys() {
 
 // ---- connections[] -----------------------------------------------------------------------
 
-internal::ScalarType<std::string> ConnectionType() {
-  return {"a connection type",
-          [](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
-            if (text == "postgres") {
-              return text;
-            }
-            if (text == "http") {
-              return absl::InvalidArgumentError("connection type \"http\" is not supported yet");
-            }
-            return absl::InvalidArgumentError(absl::StrCat("expected postgres, got ", Quote(text)));
-          }};
+// Keys that belong to one connection type wait here for the connection's check: `type` may
+// come after them in the map.
+struct ConnectionExtra {
+  bool type_valid = true;
+  std::vector<std::pair<absl::string_view, Item>> typed;  // key name, value
+};
+
+using ConnectionKey = Key<Connection, ConnectionExtra>;
+
+absl::string_view TypeName(ConnectionType type) {
+  return type == ConnectionType::kHttp ? "http" : "postgres";
 }
 
-void CheckConnection(const Item& map, PostgresConnection& connection, NoExtra&, Context& ctx) {
+// A key used by connections of one type only; `row` parses it (and says whether a connection
+// of that type needs it).
+struct TypedKey {
+  ConnectionType type;
+  ConnectionKey row;
+};
+
+const std::vector<TypedKey>& TypedKeys() {
+  using K = Keys<Connection, ConnectionExtra>;
+  constexpr ConnectionType kPostgres = ConnectionType::kPostgres;
+  constexpr ConnectionType kHttp = ConnectionType::kHttp;
+  static const auto* const keys = new std::vector<TypedKey>{
+      {kPostgres, K::Section("backend", kRequired, &Connection::backend, BackendKeys)},
+      {kPostgres, K::Section("pool", kOptional, &Connection::pool, PoolKeys)},
+      {kPostgres, K::List("users", kOptional, &Connection::users, UserKeys, 0,
+                          kMaxUsersPerConnection, nullptr)},
+      {kPostgres, K::Section("gate", kOptional, &Connection::gate, GateKeys)},
+      // Checked with the rules that use it (approval_keys.cpp CheckApprovalRules).
+      {kPostgres,
+       K::Optional("risk_query", &Connection::risk_query, "", kReloadable, Text("an SQL query"))},
+      {kPostgres,
+       K::Optional("fetch_query", &Connection::fetch_query, "", kReloadable, ConnectionName())},
+      {kHttp, K::Section("upstream", kRequired, &Connection::upstream, internal::UpstreamKeys)},
+      {kHttp, K::List("routes", kRequired, &Connection::routes, internal::RouteKeys, 1,
+                      kMaxRoutesPerConnection, nullptr)},
+      {kHttp,
+       K::Optional("fetch_route", &Connection::fetch_route, "", kReloadable, ConnectionName())},
+      {kHttp, K::Optional("max_request_bytes", &Connection::max_request_bytes, 64u << 10,
+                          kReloadable, ByteSize<uint32_t>(1 << 10, 16 << 20))},
+  };
+  return *keys;
+}
+
+// The row of the connection table for a typed key: it only keeps the value for the check.
+ConnectionKey Deferred(const TypedKey& key) {
+  return ConnectionKey{
+      .name = key.row.name,
+      .need = kOptional,  // per type, in ParseTypedKeys
+      .reload = key.row.reload,
+      .parse = [name = key.row.name](const Item& item, Connection&, ConnectionExtra& extra,
+                                     Context&) { extra.typed.emplace_back(name, item); },
+      .apply_default = nullptr,  // in ParseTypedKeys
+      .diff = key.row.diff,
+  };
+}
+
+void ParseTypedKeys(const Item& map, Connection& connection, ConnectionExtra& extra, Context& ctx) {
+  for (const TypedKey& key : TypedKeys()) {
+    const auto value = std::find_if(extra.typed.begin(), extra.typed.end(),
+                                    [&key](const auto& e) { return e.first == key.row.name; });
+    if (value == extra.typed.end()) {
+      if (extra.type_valid && key.type == connection.type && key.row.need == kRequired) {
+        ctx.Error(map.mark, internal::ChildPath(map.path, key.row.name), "missing required key");
+      } else if (key.row.apply_default) {
+        key.row.apply_default(connection, extra);
+      }
+    } else if (!extra.type_valid) {
+      continue;  // which type it belongs to is unknown; `type` is reported
+    } else if (key.type != connection.type) {
+      ctx.Error(value->second.mark, value->second.path,
+                absl::StrCat("only for type: ", TypeName(key.type)));
+    } else {
+      key.row.parse(value->second, connection, extra, ctx);
+    }
+  }
+}
+
+// The one-call fetch runs a declared query with the trace id as its only parameter.
+void CheckFetchQuery(const Item& map, const Connection& connection, Context& ctx) {
+  if (connection.fetch_query.empty()) {
+    return;
+  }
+  const std::string key = internal::ChildPath(map.path, "fetch_query");
+  const std::vector<NamedQuery>& queries = connection.gate.queries;
+  const auto query = std::find_if(queries.begin(), queries.end(), [&](const NamedQuery& q) {
+    return q.name == connection.fetch_query;
+  });
+  if (query == queries.end()) {
+    ctx.Error(ctx.MarkOf(key), key,
+              absl::StrCat("no query in gate.queries is named ", Quote(connection.fetch_query)));
+  } else if (!query->sql.empty() && !internal::UsesOnlyTheTraceId(query->sql)) {
+    ctx.Error(ctx.MarkOf(key), key,
+              absl::StrCat("query ", Quote(query->name),
+                           " must take the trace id as $1 and no other parameter"));
+  }
+}
+
+void CheckConnection(const Item& map, Connection& connection, ConnectionExtra& extra,
+                     Context& ctx) {
+  ParseTypedKeys(map, connection, extra, ctx);
+  if (!extra.type_valid) {
+    return;
+  }
+  if (connection.type == ConnectionType::kHttp) {
+    internal::CheckHttpConnection(map, connection, ctx);
+    return;
+  }
   std::map<std::string, std::string> first_by_name;
   for (size_t i = 0; i < connection.users.size(); ++i) {
     const std::string& name = connection.users[i].name;
@@ -393,37 +414,39 @@ void CheckConnection(const Item& map, PostgresConnection& connection, NoExtra&, 
                 absl::StrCat("duplicate user name ", Quote(name), " (also ", it->second, ")"));
     }
   }
+  CheckFetchQuery(map, connection, ctx);
 }
 
-const Table<PostgresConnection>& ConnectionKeys() {
-  using K = Keys<PostgresConnection>;
-  static const auto* const table = new Table<PostgresConnection>{
-      .keys =
-          {
-              K::Required("name", &PostgresConnection::name, kRestart, ConnectionName()),
-              K::Checked("type", ConnectionType()),  // only "postgres" so far
-              K::Required("listen", &PostgresConnection::listen, kRestart, ListenAddress()),
-              K::Optional("advertise_host", &PostgresConnection::advertise_host, "", kReloadable,
-                          HostName()),
-              K::Optional("require_tls", &PostgresConnection::require_tls, false, kReloadable,
-                          Boolean()),
-              K::Optional("idle_timeout", &PostgresConnection::idle_timeout, 5min, kReloadable,
-                          Period(1ms)),
-              K::Optional("session_timeout", &PostgresConnection::session_timeout, 1h, kReloadable,
-                          Period(0ms)),
-              K::Optional("max_sessions", &PostgresConnection::max_sessions, 1000, kReloadable,
-                          Count<uint32_t>(1, 1000000)),
-              K::Section("backend", kRequired, &PostgresConnection::backend, BackendKeys),
-              K::Section("pool", kOptional, &PostgresConnection::pool, PoolKeys),
-              K::List("users", kOptional, &PostgresConnection::users, UserKeys, 0,
-                      kMaxUsersPerConnection, nullptr),
-              K::Section("gate", kOptional, &PostgresConnection::gate, GateKeys),
-              // Checked with the rules that use it (approval_keys.cpp CheckApprovalRules).
-              K::Optional("risk_query", &PostgresConnection::risk_query, "", kReloadable,
-                          Text("an SQL query")),
-          },
-      .check = CheckConnection,
-  };
+const Table<Connection, ConnectionExtra>& ConnectionKeys() {
+  using K = Keys<Connection, ConnectionExtra>;
+  static const auto* const table = [] {
+    auto* t = new Table<Connection, ConnectionExtra>{
+        .keys =
+            {
+                K::Required("name", &Connection::name, kRestart, ConnectionName()),
+                NotingValidity(
+                    K::Optional("type", &Connection::type, ConnectionType::kPostgres, kRestart,
+                                OneOf<ConnectionType>({{"postgres", ConnectionType::kPostgres},
+                                                       {"http", ConnectionType::kHttp}})),
+                    &ConnectionExtra::type_valid),
+                K::Required("listen", &Connection::listen, kRestart, ListenAddress()),
+                K::Optional("advertise_host", &Connection::advertise_host, "", kReloadable,
+                            HostName()),
+                K::Optional("require_tls", &Connection::require_tls, false, kReloadable, Boolean()),
+                K::Optional("idle_timeout", &Connection::idle_timeout, 5min, kReloadable,
+                            Period(1ms)),
+                K::Optional("session_timeout", &Connection::session_timeout, 1h, kReloadable,
+                            Period(0ms)),
+                K::Optional("max_sessions", &Connection::max_sessions, 1000, kReloadable,
+                            Count<uint32_t>(1, 1000000)),
+            },
+        .check = CheckConnection,
+    };
+    for (const TypedKey& key : TypedKeys()) {
+      t->keys.push_back(Deferred(key));
+    }
+    return t;
+  }();
   return *table;
 }
 
@@ -451,7 +474,7 @@ void CheckConfig(const Item& item, Config& config, NoExtra&, Context& ctx) {
     listen_owner.emplace(FormatEndpoint(*config.admin), "admin.listen");
   }
   for (size_t i = 0; i < config.connections.size(); ++i) {
-    const PostgresConnection& c = config.connections[i];
+    const Connection& c = config.connections[i];
     const std::string path = ElementPath("connections", i);
     if (!c.name.empty()) {
       auto [it, inserted] = name_owner.emplace(c.name, path + ".name");
@@ -510,7 +533,7 @@ const Table<Config>& ConfigKeys() {
               K::Section("tls", kOptional, &Config::tls, TlsKeys),
               K::Section("limits", kOptional, &Config::limits, LimitsKeys),
               K::List("connections", kRequired, &Config::connections, ConnectionKeys, 1,
-                      kMaxConnections, [](const PostgresConnection& c) { return c.name; }),
+                      kMaxConnections, [](const Connection& c) { return c.name; }),
               K::Custom(
                   "api", kOptional, kRestart, internal::ParseApi,
                   [](Config& config, NoExtra&) { config.api.reset(); },

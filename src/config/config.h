@@ -91,8 +91,85 @@ struct Gate {
   uint32_t cache_entries = 10000;            // classified statement shapes kept
 };
 
-struct PostgresConnection {
+// ---- HTTP trace stores (type: http) -------------------------------------------------------
+
+enum class UpstreamAuthScheme {
+  kBasic,   // Authorization: Basic base64(username:secret)
+  kBearer,  // Authorization: Bearer <secret>
+  kHeader,  // <header>: <secret>
+};
+
+// The gateway's own credential for an HTTP trace store. Callers never see it.
+struct UpstreamAuth {
+  UpstreamAuthScheme scheme = UpstreamAuthScheme::kBasic;
+  std::string username;  // basic only
+  std::string header;    // header only: its name, e.g. "X-Api-Key"
+  // Basic password, bearer token or header value, loaded from secret_file / secret_env (or
+  // `secret` with allow_inline_secret: true). Never in a message.
+  std::string secret;
+};
+
+// The HTTP trace store behind an http connection.
+struct HttpUpstream {
+  std::string url;  // base URL: http(s)://host[:port][/prefix], no query, no trailing '/'
+  // Parts of `url`, filled by the loader.
+  bool https = false;
+  std::string host;  // name or literal address (IPv6 without brackets)
+  uint16_t port = 0;
+  std::string prefix;  // "" or "/prefix" (no trailing '/'), put before every route path
+  UpstreamAuth auth;
+  std::string ca_file;     // https: PEM bundle the store's certificate must chain to; "" = system
+  bool verify_tls = true;  // https: verify chain and host name; false only for tests
+  Duration connect_timeout{5000};
+  Duration timeout{30000};                  // for the whole response, else 504
+  uint64_t max_response_bytes = 16u << 20;  // decoded body; past it the response is refused (502)
+  uint32_t max_idle_connections = 16;       // kept-alive connections per worker
+};
+
+// Where the trace id sits: "/api/public/traces/{trace_id}" or
+// "/api/public/observations?traceId={trace_id}", parsed by the loader.
+struct RouteTemplate {
+  // Path segments, percent-decoded; the one equal to "{trace_id}" (index trace_segment) is the
+  // trace id. Empty segments are not allowed.
+  std::vector<std::string> segments;
+  int trace_segment = -1;
+  // Query parameters the request must carry, in order; the one whose value is "{trace_id}"
+  // (index trace_query) carries the trace id. Exactly one of trace_segment / trace_query >= 0.
+  std::vector<std::pair<std::string, std::string>> query;
+  int trace_query = -1;
+};
+
+// One step of a response path: a member `key`, then, when `each`, every element of the array
+// it holds. "data[*].traceId" = {{"data", true}, {"traceId", false}}.
+struct JsonPathStep {
+  std::string key;
+  bool each = false;
+
+  bool operator==(const JsonPathStep&) const = default;
+};
+
+// A request an agent may send through an http connection's listener.
+struct HttpRoute {
   std::string name;
+  std::string method = "GET";  // only GET and HEAD-free reads are proxied: GET
+  std::string path;            // as written (template with {trace_id})
+  RouteTemplate parsed;
+  // Where the trace id sits in the JSON response, as written ("id", "data[*].traceId"), and
+  // parsed. Every value found there must be the granted trace id; a path without [*] must
+  // be present.
+  std::string response_trace_id;
+  std::vector<JsonPathStep> trace_path;
+  // Further query parameters a caller may add (e.g. page, limit); any other is refused.
+  std::vector<std::string> allow_query;
+};
+
+enum class ConnectionType { kPostgres, kHttp };
+
+// One entry of `connections:`. Postgres connections use backend, pool, users, gate and the
+// query keys; http connections use upstream and routes.
+struct Connection {
+  std::string name;
+  ConnectionType type = ConnectionType::kPostgres;
   Endpoint listen;
   std::string advertise_host;  // host written into grant credentials; default: listen host
   bool require_tls = false;
@@ -110,6 +187,16 @@ struct PostgresConnection {
   // with the backend credential above (src/approvals/risk.h). Empty = no risk condition
   // possible on this connection.
   std::string risk_query;
+  // One-call fetch (GET /v1/connections/{name}/traces/{id}): the name of a gate.queries entry
+  // with one parameter, $1 = the trace id, whose rows are the trace. Empty = not offered.
+  std::string fetch_query;
+
+  // ---- type: http ----
+  HttpUpstream upstream;
+  std::vector<HttpRoute> routes;
+  // One-call fetch: the route (by name) that returns the trace. Default: the first route.
+  std::string fetch_route;
+  uint32_t max_request_bytes = 65536;  // a caller's request line, headers and body
 };
 
 struct Tls {
@@ -281,7 +368,7 @@ struct Config {
   std::optional<Endpoint> admin;  // /healthz, /readyz, /metrics
   Tls tls;
   Limits limits;
-  std::vector<PostgresConnection> connections;
+  std::vector<Connection> connections;
   std::optional<Api> api;  // control plane; absent = no grants API (static users only)
   State state;
   Approvals approvals;

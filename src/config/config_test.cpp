@@ -146,7 +146,7 @@ connections:
   EXPECT_EQ(c.limits.max_startup_length, 2048u);
   EXPECT_EQ(c.limits.max_message_length, 1u << 30);
   ASSERT_EQ(c.connections.size(), 2u);
-  const PostgresConnection& pg = c.connections[0];
+  const Connection& pg = c.connections[0];
   EXPECT_EQ(pg.name, "traces-pg");
   EXPECT_EQ(pg.listen.host, "0.0.0.0");
   EXPECT_EQ(pg.listen.port, 6432);
@@ -189,8 +189,8 @@ TEST(LoadString, DefaultsMatchTheHeader) {
   EXPECT_EQ(c->limits.max_startup_length, fresh.limits.max_startup_length);
   EXPECT_EQ(c->limits.max_message_length, fresh.limits.max_message_length);
   ASSERT_EQ(c->connections.size(), 1u);
-  const PostgresConnection& pg = c->connections[0];
-  const PostgresConnection fresh_pg;
+  const Connection& pg = c->connections[0];
+  const Connection fresh_pg;
   EXPECT_EQ(pg.require_tls, fresh_pg.require_tls);
   EXPECT_EQ(pg.idle_timeout, fresh_pg.idle_timeout);
   EXPECT_EQ(pg.session_timeout, fresh_pg.session_timeout);
@@ -223,14 +223,32 @@ TEST(LoadString, DefaultsMatchTheHeader) {
 
 TEST(LoadFile, ExampleConfigLoads) {
   ScopedEnv env("TRACEGATE_BACKEND_PASSWORD", "example-pw");
+  ScopedEnv upstream_env("TRACEGATE_LANGFUSE_SECRET_KEY", "example-sk");
   absl::StatusOr<std::shared_ptr<const Config>> loaded = LoadFile(TRACEGATE_EXAMPLE_CONFIG);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const Config& c = **loaded;
-  ASSERT_EQ(c.connections.size(), 1u);
+  ASSERT_EQ(c.connections.size(), 2u);
   EXPECT_EQ(c.connections[0].name, "traces-pg");
+  EXPECT_EQ(c.connections[0].type, ConnectionType::kPostgres);
   EXPECT_EQ(c.connections[0].backend.password, "example-pw");
+  EXPECT_EQ(c.connections[0].fetch_query, "trace-by-id");
   ASSERT_EQ(c.connections[0].users.size(), 1u);
   EXPECT_EQ(c.connections[0].users[0].name, "alice");
+  // The http example documents every key with its default value (except those it must set).
+  const Connection& http = c.connections[1];
+  EXPECT_EQ(http.name, "traces-http");
+  EXPECT_EQ(http.type, ConnectionType::kHttp);
+  EXPECT_EQ(http.upstream.auth.secret, "example-sk");
+  EXPECT_EQ(http.upstream.host, "langfuse.internal");
+  const Connection fresh;
+  EXPECT_EQ(http.max_request_bytes, fresh.max_request_bytes);
+  EXPECT_EQ(http.upstream.verify_tls, fresh.upstream.verify_tls);
+  EXPECT_EQ(http.upstream.connect_timeout, fresh.upstream.connect_timeout);
+  EXPECT_EQ(http.upstream.timeout, fresh.upstream.timeout);
+  EXPECT_EQ(http.upstream.max_response_bytes, fresh.upstream.max_response_bytes);
+  EXPECT_EQ(http.upstream.max_idle_connections, fresh.upstream.max_idle_connections);
+  ASSERT_EQ(http.routes.size(), 2u);
+  EXPECT_EQ(http.fetch_route, "trace");
   // Relative paths resolve against the example's own directory.
   std::filesystem::path dir = std::filesystem::path(TRACEGATE_EXAMPLE_CONFIG).parent_path();
   EXPECT_EQ(c.tls.cert_file, (dir / "certs/server.crt").lexically_normal().string());
@@ -242,13 +260,17 @@ TEST(LoadFile, ExampleConfigLoads) {
   EXPECT_EQ(c.policy.rules[1].masking_profile, "default");
 }
 
-TEST(LoadFile, ExampleConfigNeedsItsPasswordVariable) {
+TEST(LoadFile, ExampleConfigNeedsItsSecretVariables) {
   ScopedEnv env("TRACEGATE_BACKEND_PASSWORD", nullptr);
+  ScopedEnv upstream_env("TRACEGATE_LANGFUSE_SECRET_KEY", nullptr);
   absl::StatusOr<std::shared_ptr<const Config>> loaded = LoadFile(TRACEGATE_EXAMPLE_CONFIG);
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(loaded.status().message(),
               HasSubstr("connections[0].backend.password_env: environment variable "
                         "TRACEGATE_BACKEND_PASSWORD is not set"));
+  EXPECT_THAT(loaded.status().message(),
+              HasSubstr("connections[1].upstream.auth.secret_env: environment variable "
+                        "TRACEGATE_LANGFUSE_SECRET_KEY is not set"));
 }
 
 TEST(LoadString, RelativePathsResolveAgainstWorkingDirectory) {
@@ -416,10 +438,36 @@ std::vector<ErrorCase> ErrorCases() {
        "t.yaml: the config is empty; it needs at least \"connections\"\n"
        "t.yaml:1:1: only one YAML document is allowed"},
       {"SecondDocument", m + "---\nworkers: 1\n", "t.yaml:10:1: only one YAML document is allowed"},
-      {"HttpNotSupportedYet", m + "    type: http\n",
-       R"(t.yaml:10:11: connections[0].type: connection type "http" is not supported yet)"},
-      {"UnknownConnectionType", m + "    type: mysql\n",
-       R"(t.yaml:10:11: connections[0].type: expected postgres, got "mysql")"},
+      // An http connection has its own required keys and none of a postgres one's.
+      {"HttpConnectionWithPostgresKeys", m + "    type: http\n",
+       "t.yaml:2:5: connections[0].upstream: missing required key\n"
+       "t.yaml:2:5: connections[0].routes: missing required key\n"
+       "t.yaml:5:7: connections[0].backend: only for type: postgres"},
+      // An unknown type says nothing about the keys that depend on it.
+      {"UnknownConnectionType", m + "    type: mysql\n    upstream: {}\n",
+       R"(t.yaml:10:11: connections[0].type: expected one of postgres|http, got "mysql")"},
+      {"BackendRequiredForPostgres", "connections:\n  - name: pg\n    listen: 127.0.0.1:1\n",
+       "t.yaml:2:5: connections[0].backend: missing required key"},
+      {"UpstreamOnPostgres", m + "    upstream: {url: http://store}\n",
+       "t.yaml:10:15: connections[0].upstream: only for type: http"},
+      {"RoutesOnPostgres", m + "    routes: []\n",
+       "t.yaml:10:13: connections[0].routes: only for type: http"},
+      {"FetchRouteOnPostgres", m + "    fetch_route: trace\n",
+       "t.yaml:10:18: connections[0].fetch_route: only for type: http"},
+      {"MaxRequestBytesOnPostgres", m + "    max_request_bytes: 1MiB\n",
+       "t.yaml:10:24: connections[0].max_request_bytes: only for type: http"},
+      {"FetchQueryUnknown",
+       m + "    gate: {queries: [{name: by-id, sql: select 1}]}\n    fetch_query: by-idd\n",
+       "t.yaml:11:18: connections[0].fetch_query: no query in gate.queries is named \"by-idd\""},
+      {"FetchQueryWithSecondParameter",
+       m + "    fetch_query: by-id\n    gate:\n      queries:\n"
+           "        - {name: by-id, sql: 'select * from t where id = $1 limit $2'}\n",
+       "t.yaml:10:18: connections[0].fetch_query: query \"by-id\" must take the trace id as $1 and "
+       "no other parameter"},
+      {"FetchQueryWithoutParameter",
+       m + "    fetch_query: all\n    gate: {queries: [{name: all, sql: select * from t}]}\n",
+       "t.yaml:10:18: connections[0].fetch_query: query \"all\" must take the trace id as $1 and "
+       "no other parameter"},
       {"BadConnectionName",
        "connections:\n  - name: Traces PG\n    listen: 127.0.0.1:1\n"
        "    backend: {host: h, database: d, user: u, password_env: HOME}\n",
@@ -623,6 +671,9 @@ TEST(RestartRequiredChanges, ListsOnlyKeysThatCannotBeReloaded) {
   std::string moved = m;
   moved.replace(moved.find("6432"), 4, "7000");
   EXPECT_THAT(changes(moved), ElementsAre("connections[pg].listen"));
+  EXPECT_THAT(changes(m + "    risk_query: select 1 where $1 = $1\n    fetch_query: q\n"
+                          "    gate: {queries: [{name: q, sql: select 1 where $1 = $1}]}\n"),
+              IsEmpty());
   std::string renamed = m;
   renamed.replace(renamed.find("name: pg"), 8, "name: pq");
   EXPECT_THAT(changes(renamed),

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -22,6 +23,7 @@ using absl::InvalidArgumentError;
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365);
 constexpr size_t kMaxRoleNameBytes = 63;  // PostgreSQL's NAMEDATALEN - 1; longer names truncate
 constexpr size_t kMaxConnectionNameBytes = 63;
+constexpr size_t kMaxRequiredSecretFileBytes = 64 << 10;
 
 // Leading decimal digits of `text` as a number; nullopt on overflow or no digits.
 std::optional<uint64_t> LeadingNumber(absl::string_view text, size_t* digits) {
@@ -316,6 +318,29 @@ absl::Status CheckScramVerifier(absl::string_view text) {
   return absl::OkStatus();
 }
 
+bool UsesOnlyTheTraceId(absl::string_view sql) {
+  bool uses_one = false;
+  for (size_t i = 0; i + 1 < sql.size(); ++i) {
+    const bool after_identifier =
+        i > 0 && (absl::ascii_isalnum(static_cast<unsigned char>(sql[i - 1])) ||
+                  sql[i - 1] == '_' || sql[i - 1] == '$');
+    if (sql[i] != '$' || after_identifier ||
+        !absl::ascii_isdigit(static_cast<unsigned char>(sql[i + 1]))) {
+      continue;
+    }
+    size_t end = i + 1;
+    while (end < sql.size() && absl::ascii_isdigit(static_cast<unsigned char>(sql[end]))) {
+      ++end;
+    }
+    if (sql.substr(i + 1, end - i - 1) != "1") {
+      return false;
+    }
+    uses_one = true;
+    i = end - 1;
+  }
+  return uses_one;
+}
+
 std::string ResolvePath(const std::filesystem::path& base, absl::string_view text) {
   std::filesystem::path path{std::string(text)};
   if (path.is_relative()) {
@@ -490,6 +515,79 @@ ScalarType<std::string> ScramVerifier() {
             }
             return text;
           }};
+}
+
+void LoadRequiredSecret(const Item& map, absl::string_view name,
+                        const RequiredSecretSources& sources, std::string& out, Context& ctx) {
+  const std::string file_key = ChildPath(map.path, absl::StrCat(name, "_file"));
+  const std::string env_key = ChildPath(map.path, absl::StrCat(name, "_env"));
+  const std::string inline_key = ChildPath(map.path, name);
+  // Which sources the map names (MarkOf finds keys present, even with invalid values), in
+  // document order so that a conflict is reported at the later key.
+  std::vector<std::string> set;
+  for (const std::string* key : {&file_key, &env_key, &inline_key}) {
+    if (!ctx.MarkOf(*key).is_null()) {
+      set.push_back(*key);
+    }
+  }
+  std::sort(set.begin(), set.end(), [&ctx](const std::string& a, const std::string& b) {
+    return ctx.MarkOf(a).pos < ctx.MarkOf(b).pos;
+  });
+  if (set.empty()) {
+    ctx.Error(map.mark, map.path,
+              absl::StrCat("needs a ", name, " source: ", name, "_file or ", name, "_env (or ",
+                           name, ", with allow_inline_", name, ": true)"));
+    return;
+  }
+  if (set.size() > 1) {
+    ctx.Error(ctx.MarkOf(set[1]), set[1],
+              absl::StrCat("set only one of ", name, "_file, ", name, "_env and ", name));
+    return;
+  }
+  if (sources.file.empty() && sources.env.empty() && sources.inline_value.empty()) {
+    return;  // the one source given was invalid, and reported
+  }
+  if (!sources.file.empty()) {
+    absl::StatusOr<std::string> content = ReadSmallFile(sources.file, kMaxRequiredSecretFileBytes);
+    if (!content.ok() && !ctx.secrets_required()) {
+      return;
+    }
+    if (!content.ok()) {
+      ctx.Error(ctx.MarkOf(file_key), file_key, content.status().message());
+      return;
+    }
+    std::string& secret = *content;
+    if (secret.ends_with('\n')) {  // one trailing newline, as `echo` writes it
+      secret.pop_back();
+      if (secret.ends_with('\r')) {
+        secret.pop_back();
+      }
+    }
+    if (secret.empty()) {
+      ctx.Error(ctx.MarkOf(file_key), file_key,
+                absl::StrCat(name, " file \"", sources.file, "\" is empty"));
+      return;
+    }
+    out = std::move(secret);
+  } else if (!sources.env.empty()) {
+    const char* value = std::getenv(sources.env.c_str());
+    if ((value == nullptr || *value == '\0') && !ctx.secrets_required()) {
+      return;
+    }
+    if (value == nullptr || *value == '\0') {
+      ctx.Error(ctx.MarkOf(env_key), env_key,
+                absl::StrCat("environment variable ", sources.env,
+                             value == nullptr ? " is not set" : " is empty"));
+      return;
+    }
+    out = value;
+  } else if (!sources.allow_inline) {
+    ctx.Error(ctx.MarkOf(inline_key), inline_key,
+              absl::StrCat("an inline ", name, " is accepted only with allow_inline_", name,
+                           ": true (demos and tests); use ", name, "_file or ", name, "_env"));
+  } else {
+    out = sources.inline_value;
+  }
 }
 
 }  // namespace tracegate::config::internal

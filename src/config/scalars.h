@@ -41,6 +41,10 @@ absl::Status CheckEnvVarName(absl::string_view text);
 // Syntax only: "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>", base64 parts.
 // The verifier is sensitive (it allows offline guessing), so reasons never quote it.
 absl::Status CheckScramVerifier(absl::string_view text);
+// Whether `sql`'s only parameter is $1, used at least once: a query the gateway runs with the
+// trace id alone (risk_query, fetch_query). A `$` right after an identifier character
+// belongs to the identifier (`a$1`), not a parameter.
+bool UsesOnlyTheTraceId(absl::string_view sql);
 // `text` if absolute, else `base`/`text`, normalized.
 std::string ResolvePath(const std::filesystem::path& base, absl::string_view text);
 // Reads a regular file of at most `max_size` bytes. Errors name the path, never the content.
@@ -109,5 +113,36 @@ ScalarType<std::string> FilePath(bool allow_empty);
 ScalarType<std::string> EnvVarName();
 ScalarType<std::string> Secret();  // non-empty; never quoted
 ScalarType<std::string> ScramVerifier();
+
+// `row`, a scalar key, that also notes in `extra.*valid` whether its value parsed: checks
+// that depend on it (a connection's type, an upstream's auth scheme) then stay quiet instead of
+// adding errors that follow from the one already reported.
+template <typename T, typename Extra>
+Key<T, Extra> NotingValidity(Key<T, Extra> row, bool Extra::*valid) {
+  row.parse = [inner = std::move(row.parse), valid](const Item& item, T& t, Extra& extra,
+                                                    Context& ctx) {
+    const size_t before = ctx.error_count();
+    inner(item, t, extra, ctx);
+    extra.*valid = ctx.error_count() == before;
+  };
+  return row;
+}
+
+// ---- a secret that must be set -------------------------------------------------------------
+
+// The keys <name>_file, <name>_env, <name> and allow_inline_<name> of one map (a backend's
+// password, an HTTP upstream's secret), as parsed: the Extra of that map's table.
+struct RequiredSecretSources {
+  std::string file;  // resolved path
+  std::string env;
+  std::string inline_value;
+  bool allow_inline = false;
+};
+
+// Loads into `out` the secret named by exactly one of <name>_file (one trailing newline is
+// stripped), <name>_env, or <name> itself when allow_inline_<name> is true (demos and tests).
+// Errors land at `map.path`.<key> and never quote the secret. Call from `map`'s check.
+void LoadRequiredSecret(const Item& map, absl::string_view name,
+                        const RequiredSecretSources& sources, std::string& out, Context& ctx);
 
 }  // namespace tracegate::config::internal

@@ -13,7 +13,7 @@ namespace tracegate::pgproxy {
 
 namespace {
 
-absl::Status BackendUnavailable(const config::PostgresConnection& conn, std::string_view why) {
+absl::Status BackendUnavailable(const config::Connection& conn, std::string_view why) {
   return PgError(
       absl::StatusCode::kUnavailable, sqlstate::kConnectionFailure,
       Cat("tracegate: cannot reach the trace store for connection \"", conn.name, "\": ", why));
@@ -149,7 +149,7 @@ awaitable<absl::Status> BackendConn::Exec(std::string_view sql,
 
 awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> BackendConn::Open(
     const BackendTarget& target) {
-  const config::PostgresConnection& conn = *target.connection;
+  const config::Connection& conn = *target.connection;
   const config::Backend& backend = conn.backend;
   auto executor = co_await asio::this_coro::executor;
 
@@ -176,7 +176,7 @@ awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> BackendConn::Open(
 }
 
 awaitable<absl::Status> BackendConn::Handshake(const BackendTarget& target) {
-  const config::PostgresConnection& conn = *target.connection;
+  const config::Connection& conn = *target.connection;
   const config::Backend& backend = conn.backend;
   error_code ec;
 

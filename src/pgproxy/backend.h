@@ -22,7 +22,7 @@ namespace tracegate::pgproxy {
 
 // Everything needed to open backend connections for one configured connection.
 struct BackendTarget {
-  const config::PostgresConnection* connection = nullptr;
+  const config::Connection* connection = nullptr;
   asio::ssl::context* tls = nullptr;  // null when backend.tls is disable
   pgwire::Limits limits;
 };

@@ -128,7 +128,10 @@ absl::Status Gateway::Start() {
   const pgwire::Limits limits{.max_startup_length = cfg.limits.max_startup_length,
                               .max_message_length = cfg.limits.max_message_length};
   const std::string salt_key = RandomKey();
-  for (const config::PostgresConnection& conn : cfg.connections) {
+  for (const config::Connection& conn : cfg.connections) {
+    if (conn.type != config::ConnectionType::kPostgres) {
+      continue;  // src/httpproxy serves http connections
+    }
     ConnectionRuntime& runtime = st.runtimes.emplace_back();
     runtime.config = &conn;
     runtime.metrics = st.metrics->ForConnection(conn.name);
@@ -179,7 +182,7 @@ absl::Status Gateway::Start() {
 
   // Bind everything before serving anything: a half-started gateway is worse than none.
   for (size_t i = 0; i < st.runtimes.size(); ++i) {
-    const config::PostgresConnection& conn = *st.runtimes[i].config;
+    const config::Connection& conn = *st.runtimes[i].config;
     error_code ec;
     auto address = asio::ip::make_address(conn.listen.host, ec);
     if (ec) {
@@ -230,13 +233,14 @@ absl::Status Gateway::Start() {
   return absl::OkStatus();
 }
 
-std::vector<tcp::endpoint> Gateway::listen_endpoints() const {
-  std::vector<tcp::endpoint> out;
+std::optional<tcp::endpoint> Gateway::endpoint(std::string_view name) const {
   for (const Listener& listener : state_->listeners) {
-    error_code ec;
-    out.push_back(listener.acceptor->local_endpoint(ec));
+    if (listener.runtime->config->name == name) {
+      error_code ec;
+      return listener.acceptor->local_endpoint(ec);
+    }
   }
-  return out;
+  return std::nullopt;
 }
 
 asio::any_io_executor Gateway::aux_executor() {

@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -36,8 +38,8 @@ class Gateway {
   // nothing) if any listener cannot bind or a certificate cannot be loaded.
   [[nodiscard]] absl::Status Start();
 
-  // The address each connection actually listens on, in config order (port 0 resolved).
-  [[nodiscard]] std::vector<tcp::endpoint> listen_endpoints() const;
+  // Where the postgres connection `name` listens (port 0 resolved); nullopt if it is not one.
+  [[nodiscard]] std::optional<tcp::endpoint> endpoint(std::string_view name) const;
 
   // Graceful shutdown, step 1: close the listeners; open sessions carry on.
   void StopAccepting();

@@ -1425,7 +1425,7 @@ awaitable<void> Session::RelayBackendToClient() {
 
 awaitable<void> Session::Watchdog() {
   auto self = shared_from_this();
-  const config::PostgresConnection& cfg = *runtime_.config;
+  const config::Connection& cfg = *runtime_.config;
   const bool session_limited = cfg.session_timeout.count() > 0;
   const Clock::time_point session_deadline =
       session_limited ? started_ + cfg.session_timeout : Clock::time_point::max();

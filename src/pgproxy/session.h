@@ -41,7 +41,7 @@ namespace tracegate::pgproxy {
 
 // Read-only state shared by every session of one configured connection.
 struct ConnectionRuntime {
-  const config::PostgresConnection* config = nullptr;
+  const config::Connection* config = nullptr;
   ConnectionMetrics metrics;
   absl::flat_hash_map<std::string, pgwire::ScramVerifier> users;
   // Keys the fake SCRAM salt of unknown users, so probing cannot tell them apart.
