@@ -2,20 +2,15 @@
 // The risk of one trace, for policy rules with `approve_if_risk_at_least`: the connection's
 // `risk_query` run on its backend with the gateway's own credential (config::Backend).
 //
-// Each call opens one libpq connection, runs the query with the trace id as its only
-// parameter ($1, text), and closes it. It blocks the calling thread, at most about `timeout`
-// for the whole call (connect, TLS, authentication, query); the backend is also told to
-// cancel the statement after `timeout` (statement_timeout). Name resolution happens before
-// the deadline starts counting, as libpq does it synchronously.
-//
-// The connection is made the way the gateway's own backend connections are (src/pgproxy):
-// backend.tls disable / require / verify-full become libpq's sslmode of the same name, with
-// backend.ca_file as sslrootcert (the system CA bundle when empty); sessions are read-only
-// when backend.read_only. No GSSAPI, no connection string: parameters go to libpq one by one.
+// Each call runs the query once with QueryBackend (backend_query.h: one libpq connection, the
+// trace id as $1, at most about `timeout` for the whole call, statement_timeout, read-only when
+// backend.read_only, the backend's TLS mode), with application_name "tracegate-risk".
 //
 // Errors (the message always starts "cannot evaluate the risk of trace <id>: "):
 //   Unavailable         connecting, authenticating or running the query failed, or the
-//                       deadline passed (libpq's reason; the backend password is never in it)
+//                       deadline passed (libpq's reason; the backend password is never in it),
+//                       or the statement returns no rows at all (an UPDATE: "... failed: the
+//                       risk query is not a query that returns rows (PGRES_COMMAND_OK)")
 //   FailedPrecondition  the query did not return exactly one row with one column whose text is
 //                       a finite number ("the risk query returned 0 rows", "... is not a number")
 //   InvalidArgument     the trace id or the SQL contains a NUL byte
