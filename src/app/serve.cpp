@@ -16,9 +16,11 @@
 #include "audit/recorder.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "fetch/fetcher.h"
 #include "grants/grants.h"
 #include "httpapi/api.h"
 #include "httpapi/api_server.h"
+#include "httpproxy/proxy.h"
 #include "identity/http_fetch.h"
 #include "identity/token_validator.h"
 #include "notify/webhooks.h"
@@ -130,7 +132,7 @@ class AccessPlane {
 
   // Starts token validation, the API and the expiry sweeper. `gateway` tells where clients
   // reach each connection's listener.
-  absl::Status Start(const pgproxy::Gateway& gateway) {
+  absl::Status Start(const pgproxy::Gateway& gateway, httpproxy::HttpProxy& proxy) {
     for (const config::Issuer& issuer : config_->identity.issuers) {
       if (issuer.development) {
         spdlog::warn(
@@ -142,13 +144,13 @@ class AccessPlane {
     validator_ = std::make_unique<identity::TokenValidator>(
         config_->identity, std::make_shared<identity::CurlFetcher>(), identity::SystemClock());
     validator_->Start();
-    const std::vector<asio::ip::tcp::endpoint> endpoints = gateway.listen_endpoints();
-    auto listener_address = [config = config_, endpoints](const std::string& name) {
-      for (size_t i = 0; i < config->connections.size(); ++i) {
-        const config::PostgresConnection& c = config->connections[i];
+    auto listener_address = [config = config_, &gateway, &proxy](const std::string& name) {
+      for (const config::Connection& c : config->connections) {
         if (c.name != name) {
           continue;
         }
+        std::optional<asio::ip::tcp::endpoint> endpoint =
+            c.type == config::ConnectionType::kHttp ? proxy.endpoint(name) : gateway.endpoint(name);
         std::string host = c.advertise_host;
         if (host.empty()) {
           const bool wildcard = c.listen.host == "0.0.0.0" || c.listen.host == "::";
@@ -156,7 +158,7 @@ class AccessPlane {
                  : !config->api->public_host.empty() ? config->api->public_host
                                                      : std::string("127.0.0.1");
         }
-        return std::pair<std::string, uint16_t>(host, endpoints[i].port());
+        return std::pair<std::string, uint16_t>(host, endpoint ? endpoint->port() : 0);
       }
       return std::pair<std::string, uint16_t>("", 0);
     };
@@ -167,7 +169,10 @@ class AccessPlane {
         },
         *grants_, listener_address, [] { return std::chrono::system_clock::now(); },
         recorder_ ? store_.get() : nullptr, approvals_.get());
-    server_ = std::make_unique<httpapi::ApiServer>(config_, *service_);
+    fetcher_ = std::make_unique<fetch::TraceFetcher>(config_, *grants_, recorder_.get(), proxy);
+    server_ = std::make_unique<httpapi::ApiServer>(
+        config_, *service_,
+        [fetcher = fetcher_.get()](const httpapi::FetchJob& job) { return fetcher->Fetch(job); });
     TG_RETURN_IF_ERROR(server_->Start());
     spdlog::info("api: listening on {}://{}:{}", config_->api->tls ? "https" : "http",
                  server_->endpoint().address().to_string(), server_->endpoint().port());
@@ -251,6 +256,7 @@ class AccessPlane {
   std::unique_ptr<approvals::ApprovalService> approvals_;
   std::unique_ptr<identity::TokenValidator> validator_;
   std::unique_ptr<httpapi::ApiService> service_;
+  std::unique_ptr<fetch::TraceFetcher> fetcher_;
   std::unique_ptr<httpapi::ApiServer> server_;
   std::thread sweeper_;
   std::mutex mu_;
@@ -275,9 +281,18 @@ int Serve(std::shared_ptr<const config::Config> config) {
     spdlog::error("cannot start: {}", MessageOf(started));
     return 1;
   }
+  httpproxy::HttpProxy http_proxy(config, *registry, access.grants(), access.recorder());
+  const unsigned workers =
+      config->workers > 0 ? config->workers : std::max(1u, std::thread::hardware_concurrency());
+  if (absl::Status started = http_proxy.Start(workers); !started.ok()) {
+    spdlog::error("cannot start: {}", MessageOf(started));
+    gateway.Shutdown();
+    return 1;
+  }
   if (config->api.has_value()) {
-    if (absl::Status started = access.Start(gateway); !started.ok()) {
+    if (absl::Status started = access.Start(gateway, http_proxy); !started.ok()) {
       spdlog::error("cannot start: {}", MessageOf(started));
+      http_proxy.Shutdown();
       gateway.Shutdown();
       return 1;
     }
@@ -309,8 +324,10 @@ int Serve(std::shared_ptr<const config::Config> config) {
                signal == SIGINT ? "SIGINT" : "SIGTERM", gateway.active_sessions(),
                config->shutdown_grace.count());
   gateway.StopAccepting();
+  http_proxy.StopAccepting();
   const auto deadline = std::chrono::steady_clock::now() + config->shutdown_grace;
-  while (gateway.active_sessions() > 0 && std::chrono::steady_clock::now() < deadline) {
+  while ((gateway.active_sessions() > 0 || http_proxy.active_requests() > 0) &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (gateway.active_sessions() > 0) {
@@ -320,6 +337,7 @@ int Serve(std::shared_ptr<const config::Config> config) {
     admin_server->Stop();
   }
   access.Stop();
+  http_proxy.Shutdown();
   gateway.Shutdown();
   access.CloseRecorder();
   spdlog::info("stopped");

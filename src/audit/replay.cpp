@@ -263,12 +263,18 @@ struct EventStep {  // kTruncated, kGrantEvent or kApproval: the record's JSON o
 struct UndecodableStep {
   std::string reason;
 };
+// One side of an HTTP exchange (sessions of kind "http" and "fetch"): the request as the
+// gateway accepted it (credentials already replaced), or the response as sent.
+struct HttpStep {
+  bool request = true;
+  std::string text;
+};
 
 struct Step {
   uint64_t seq = 0;
   int64_t time_us = 0;
   std::variant<QueryStep, ParseStep, BindStep, ExecuteStep, ResultStep, MessageStep, EventStep,
-               UndecodableStep>
+               UndecodableStep, HttpStep>
       body;
 };
 
@@ -377,11 +383,20 @@ void SessionReplay::State::Add(const Record& record) {
   if (session_id.empty()) {
     session_id = record.session;
   }
+  const bool http = start.has_value() && start->value("kind", "") != "postgres";
   switch (record.type) {
     case RecordType::kClientFrames:
+      if (http) {
+        AddStep(HttpStep{.request = true, .text = std::string(record.payload)});
+        return;
+      }
       Feed(client_carry, pgwire::Direction::kFrontend, record.payload);
       return;
     case RecordType::kServerFrames:
+      if (http) {
+        AddStep(HttpStep{.request = false, .text = std::string(record.payload)});
+        return;
+      }
       Feed(server_carry, pgwire::Direction::kBackend, record.payload);
       return;
     case RecordType::kSessionStart:
@@ -857,6 +872,26 @@ struct StepToJson {
     j["kind"] = "undecodable";
     j["reason"] = Utf8(s.reason);
   }
+  void operator()(const HttpStep& s) const {
+    j["kind"] = s.request ? "http_request" : "http_response";
+    const size_t blank = s.text.find("\r\n\r\n");
+    if (s.request || blank == std::string::npos) {
+      j["text"] = Utf8(s.text);
+      return;
+    }
+    // "HTTP/1.1 200 OK\r\nheaders\r\n\r\nbody": the status, the head and the body.
+    const std::string_view head = std::string_view(s.text).substr(0, blank);
+    const size_t space = head.find(' ');
+    unsigned status = 0;
+    if (space != std::string_view::npos) {
+      for (size_t i = space + 1; i < head.size() && i < space + 4; ++i) {
+        status = status * 10 + static_cast<unsigned>(head[i] - '0');
+      }
+    }
+    j["status"] = status;
+    j["head"] = Utf8(head);
+    j["body"] = Utf8(std::string_view(s.text).substr(blank + 4));
+  }
 };
 
 }  // namespace
@@ -1183,6 +1218,18 @@ struct StepToText {
   }
   void operator()(const UndecodableStep& s) const {
     Head(Cat("undecodable: ", Printable(s.reason)));
+  }
+  void operator()(const HttpStep& s) const {
+    Head(s.request ? "http request" : "http response");
+    std::string text;  // HTTP's CRLF line ends shown as plain lines
+    for (size_t i = 0; i < s.text.size(); ++i) {
+      if (!(s.text[i] == '\r' && i + 1 < s.text.size() && s.text[i + 1] == '\n')) {
+        text.push_back(s.text[i]);
+      }
+    }
+    for (const Line& line : DisplayLines(text)) {
+      out += Cat(line.text, "\n");
+    }
   }
 };
 

@@ -25,6 +25,7 @@ constexpr std::string_view kSessionsPath = "/v1/sessions";
 constexpr size_t kMaxReasonBytes = 1024;
 
 constexpr std::string_view kApprovalsPath = "/v1/approvals";
+constexpr std::string_view kConnectionsPath = "/v1/connections";
 constexpr auto kMaxWait = std::chrono::seconds(60);
 constexpr auto kRiskQueryTimeout = std::chrono::seconds(5);
 
@@ -150,7 +151,7 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
   const std::string_view target = request.target;
   const std::string_view path = target.substr(0, target.find('?'));
   // /v1/grants, /v1/grants/{id}, /v1/grants/{id}/approve|deny, /v1/sessions…, /v1/approvals…
-  enum class Route { kGrants, kGrant, kGrantVote, kSessions, kApprovals } route;
+  enum class Route { kGrants, kGrant, kGrantVote, kSessions, kApprovals, kFetch } route;
   std::string_view grant_id;
   bool approve = false;
   std::string_view allow;
@@ -173,6 +174,9 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
     }
   } else if (path == kSessionsPath || path.starts_with(Cat(kSessionsPath, "/"))) {
     route = Route::kSessions;
+    allow = "GET";
+  } else if (path.starts_with(Cat(kConnectionsPath, "/"))) {
+    route = Route::kFetch;
     allow = "GET";
   } else if (path == kApprovalsPath || path.starts_with(Cat(kApprovalsPath, "/"))) {
     route = Route::kApprovals;
@@ -235,6 +239,8 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
       return Approvals(request, *principal, path.substr(kApprovalsPath.size()));
     case Route::kGrants:
       return CreateGrant(request, *principal);
+    case Route::kFetch:
+      return FetchTrace(request, *principal, path.substr(kConnectionsPath.size() + 1));
     case Route::kGrantVote:
       return DecideGrant(request, *principal, grant_id, approve);
     case Route::kGrant:
@@ -274,8 +280,19 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
     return Error(400, "bad_request", Cat("reason is longer than ", kMaxReasonBytes, " bytes"),
                  request);
   }
-  const config::PostgresConnection* target = nullptr;
-  for (const config::PostgresConnection& c : config_->connections) {
+  std::variant<ApiResponse, Issued> issued =
+      Issue(request, principal, connection, trace_id, reason);
+  if (ApiResponse* refused = std::get_if<ApiResponse>(&issued)) {
+    return std::move(*refused);
+  }
+  return IssuedResponse(std::get<Issued>(issued));
+}
+
+std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
+    const ApiRequest& request, const identity::Principal& principal, const std::string& connection,
+    const std::string& trace_id, const std::string& reason) {
+  const config::Connection* target = nullptr;
+  for (const config::Connection& c : config_->connections) {
     if (c.name == connection) {
       target = &c;
     }
@@ -339,33 +356,49 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
   if (!issued.ok()) {
     return StoreError(issued.status(), request);
   }
-  std::optional<store::ApprovalRequest> approval;
+  Issued out{.issued = *std::move(issued), .approval = std::nullopt, .target = target};
   if (needs_approval) {
     absl::StatusOr<store::ApprovalRequest> opened =
-        approvals_->OpenForGrant(issued->grant, principal.Describe(), approval_reason);
+        approvals_->OpenForGrant(out.issued.grant, principal.Describe(), approval_reason);
     if (!opened.ok()) {
       // Without its request nobody could approve the grant: withdraw it (fail closed).
-      (void)grants_.Revoke(issued->grant.id, "tracegate");
+      (void)grants_.Revoke(out.issued.grant.id, "tracegate");
       return StatusResponse(opened.status(), request);
     }
-    approval = *std::move(opened);
+    out.approval = *std::move(opened);
   }
+  return out;
+}
+
+ApiResponse ApiService::IssuedResponse(const Issued& issued_grant) {
+  const grants::IssuedGrant* issued = &issued_grant.issued;
+  const std::optional<store::ApprovalRequest>& approval = issued_grant.approval;
+  const config::Connection* target = issued_grant.target;
+  const std::string& connection = target->name;
   const auto [host, port] = listener_address_(connection);
   const std::string& dbname = target->backend.database;
   const bool tls = !config_->tls.cert_file.empty();
+  const std::string authority =
+      Cat(host.find(':') == std::string::npos ? host : Cat("[", host, "]"), ":", port);
   json out = GrantJson(issued->grant);
-  out["postgres"] = json{
-      {"host", host},
-      {"port", port},
-      {"user", issued->postgres_user},
-      {"password", issued->secret},
-      {"dbname", dbname},
-      {"sslmode", tls ? "require" : "disable"},
-      {"uri", Cat("postgresql://", UriEncode(issued->postgres_user), ":", UriEncode(issued->secret),
-                  "@", host.find(':') == std::string::npos ? host : Cat("[", host, "]"), ":", port,
-                  "/", UriEncode(dbname), "?sslmode=", tls ? "require" : "disable")},
-  };
-  out["http"] = json{{"bearer", issued->bearer}};
+  if (target->type == config::ConnectionType::kHttp) {
+    out["http"] =
+        json{{"bearer", issued->bearer}, {"url", Cat(tls ? "https://" : "http://", authority)}};
+  } else {
+    out["postgres"] = json{
+        {"host", host},
+        {"port", port},
+        {"user", issued->postgres_user},
+        {"password", issued->secret},
+        {"dbname", dbname},
+        {"sslmode", tls ? "require" : "disable"},
+        {"uri",
+         Cat("postgresql://", UriEncode(issued->postgres_user), ":", UriEncode(issued->secret), "@",
+             host.find(':') == std::string::npos ? host : Cat("[", host, "]"), ":", port, "/",
+             UriEncode(dbname), "?sslmode=", tls ? "require" : "disable")},
+    };
+    out["http"] = json{{"bearer", issued->bearer}};
+  }
   if (approval.has_value()) {
     out["approvers"] = approval->approver_groups;
     out["approvals_required"] = approval->required;

@@ -14,6 +14,12 @@
 //   GET    /v1/approvals[?state=pending|approved|denied|expired|cancelled|all]
 //                            → 200 the requests the caller may decide or has made
 //   GET    /v1/approvals/{id}, POST /v1/approvals/{id}/approve|deny: one request
+//   GET    /v1/connections/{name}/traces/{trace_id}[?reason=]
+//                            → 200 the masked trace as JSON, in one call: a grant is minted
+//                            under the same policy, used by the gateway itself (the
+//                            connection's fetch_query or fetch_route), recorded and completed.
+//                            202 the pending grant when the rule needs approval; once approved,
+//                            repeat the call with `X-Tracegate-Grant: <its bearer>`.
 //   GET    /v1/sessions?trace=&subject=&connection=&outcome=&since=&until=&limit=
 //                            → 200 recorded sessions, newest first; auditors only
 //   GET    /v1/sessions/{id}        → 200 the session's index entry; auditors only
@@ -28,11 +34,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -54,6 +62,26 @@ struct ApiRequest {
   std::string request_id;
   // False on the transport's second look at a long-poll: answer now, do not ask to wait.
   bool may_wait = true;
+  // The X-Tracegate-Grant header (one-call fetch with an approved grant), verbatim.
+  std::string grant_credential;
+};
+
+// A one-call fetch the transport runs (it waits on I/O) once the grant is redeemed.
+struct FetchJob {
+  store::GrantRecord grant;  // in_use: the fetch must end its use
+  config::ConnectionType type = config::ConnectionType::kPostgres;
+  std::string client_address;
+  std::string request_id;
+};
+
+// What the fetch produced: `body` is the masked trace (JSON) when `error` is empty, else a
+// JSON error object {"error", "message"} with `status`.
+struct FetchOutcome {
+  unsigned status = 200;
+  std::string body;
+  std::string error;
+  std::map<std::string, uint64_t> masked;
+  std::string session_id;
 };
 
 // A long-poll: the transport waits (without a thread) until the grant changes or `timeout`
@@ -67,12 +95,18 @@ struct ApiResponse {
   unsigned status = 200;
   std::string body;  // JSON
   std::vector<std::pair<std::string, std::string>> headers;
-  std::optional<LongPoll> wait;  // set: this answer stands only if nothing changes meanwhile
+  std::optional<LongPoll> wait;   // set: this answer stands only if nothing changes meanwhile
+  std::optional<FetchJob> fetch;  // set: the transport runs it and answers FetchResponse(...)
 };
+
+// The answer to a one-call fetch: {"grant_id", "connection", "trace_id", "session_id",
+// "masked": {entity: n}, "trace": <the masked trace>} or the error as it came.
+ApiResponse FetchResponse(const FetchJob& job, const FetchOutcome& outcome,
+                          const ApiRequest& request);
 
 // Validates a bearer token (identity::TokenValidator in production).
 using Authenticator = std::function<absl::StatusOr<identity::Principal>(std::string_view token)>;
-// Where a connection's Postgres listener can be reached by clients ("host", port).
+// Where a connection's listener (Postgres or HTTP) can be reached by clients ("host", port).
 using ListenerAddress = std::function<std::pair<std::string, uint16_t>(const std::string& name)>;
 
 class ApiService {
@@ -97,6 +131,22 @@ class ApiService {
 
  private:
   ApiResponse CreateGrant(const ApiRequest& request, const identity::Principal& principal);
+  // The policy decision, risk, grant and approval request behind POST /v1/grants and the
+  // one-call fetch. An error response, or the issued grant.
+  struct Issued {
+    grants::IssuedGrant issued;
+    std::optional<store::ApprovalRequest> approval;
+    const config::Connection* target = nullptr;
+  };
+  std::variant<ApiResponse, Issued> Issue(const ApiRequest& request,
+                                          const identity::Principal& principal,
+                                          const std::string& connection,
+                                          const std::string& trace_id, const std::string& reason);
+  // The 201/202 body of an issued grant (credential included).
+  ApiResponse IssuedResponse(const Issued& issued);
+  // GET /v1/connections/{name}/traces/{trace_id} (api_fetch.cpp).
+  ApiResponse FetchTrace(const ApiRequest& request, const identity::Principal& principal,
+                         std::string_view rest);
   ApiResponse GetGrant(const ApiRequest& request, const identity::Principal& principal,
                        std::string_view id);
   ApiResponse RevokeGrant(const ApiRequest& request, const identity::Principal& principal,

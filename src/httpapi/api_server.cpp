@@ -64,9 +64,10 @@ http::response<http::string_body> ToHttp(const ApiResponse& api, unsigned versio
 }  // namespace
 
 struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
-  Impl(std::shared_ptr<const config::Config> cfg, ApiService& svc)
+  Impl(std::shared_ptr<const config::Config> cfg, ApiService& svc, Fetcher f)
       : config(std::move(cfg)),
         service(svc),
+        fetcher(std::move(f)),
         context(std::make_unique<asio::io_context>()),
         acceptor(std::make_unique<tcp::acceptor>(*context)) {}
 
@@ -162,10 +163,15 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
           .body = request.body(),
           .client_address = peer,
           .request_id = request_id,
+          .grant_credential = std::string(request["X-Tracegate-Grant"]),
       };
       ApiResponse api_response = service.Handle(api_request);
       if (api_response.wait.has_value()) {
         api_response = co_await LongPoll(api_request, *api_response.wait);
+      }
+      if (api_response.fetch.has_value()) {
+        const FetchJob job = *std::move(api_response.fetch);
+        api_response = co_await Fetch(api_request, job);
       }
       const bool keep_alive = request.keep_alive() && served + 1 < kMaxRequestsPerConnection;
       auto response = ToHttp(api_response, request.version(), keep_alive, request_id);
@@ -196,8 +202,24 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
     co_return now;
   }
 
+  // Runs the one-call fetch the service prepared (the grant is already redeemed).
+  asio::awaitable<ApiResponse> Fetch(const ApiRequest& request, const FetchJob& job) {
+    FetchOutcome outcome;
+    if (fetcher) {
+      outcome = co_await fetcher(job);
+    } else {
+      spdlog::error("api request={}: one-call fetch without a fetcher", request.request_id);
+      outcome = {
+          .status = 503,
+          .body = ErrorBody("unavailable", "one-call fetch is not available", request.request_id),
+          .error = "unavailable"};
+    }
+    co_return FetchResponse(job, outcome, request);
+  }
+
   std::shared_ptr<const config::Config> config;
   ApiService& service;
+  Fetcher fetcher;
   // Both are destroyed by Stop(): destroying the io_context destroys the coroutines still
   // suspended on it, which hold references to this Impl (no cycle outlives Stop).
   std::unique_ptr<asio::io_context> context;
@@ -206,8 +228,9 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
   std::vector<std::thread> threads;
 };
 
-ApiServer::ApiServer(std::shared_ptr<const config::Config> config, ApiService& service)
-    : impl_(std::make_shared<Impl>(std::move(config), service)) {}
+ApiServer::ApiServer(std::shared_ptr<const config::Config> config, ApiService& service,
+                     Fetcher fetcher)
+    : impl_(std::make_shared<Impl>(std::move(config), service, std::move(fetcher))) {}
 
 ApiServer::~ApiServer() { Stop(); }
 

@@ -6,7 +6,9 @@
 // stall a data-path session. Each connection is bounded: 8 KiB of headers, api.max_body_bytes
 // of body, 10 s to send a request, keep-alive for at most 100 requests.
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <functional>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -15,9 +17,15 @@
 
 namespace tracegate::httpapi {
 
+// Runs a one-call fetch (src/fetch), waiting on I/O without holding an API thread.
+// The job must stay alive until the awaitable completes.
+using Fetcher = std::function<boost::asio::awaitable<FetchOutcome>(const FetchJob&)>;
+
 class ApiServer {
  public:
-  ApiServer(std::shared_ptr<const config::Config> config, ApiService& service);
+  // `fetcher` may be empty: one-call fetches then answer 503.
+  ApiServer(std::shared_ptr<const config::Config> config, ApiService& service,
+            Fetcher fetcher = {});
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;

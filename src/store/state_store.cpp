@@ -38,7 +38,7 @@ constexpr std::array<std::pair<ApprovalState, std::string_view>, 5> kApprovalSta
 // Where a refused transition keeps the grant's state (absl::Status payload type URL).
 constexpr char kRefusedStateUrl[] = "tracegate/store.RefusedState";
 
-constexpr std::array<std::string_view, 2> kSessionKinds = {"postgres", "http"};
+constexpr std::array<std::string_view, 3> kSessionKinds = {"postgres", "http", "fetch"};
 // The outcomes of an ended session ("" is the open session's).
 constexpr std::array<std::string_view, 5> kSessionOutcomes = {"completed", "refused", "violation",
                                                               "error", "interrupted"};

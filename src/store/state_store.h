@@ -123,7 +123,7 @@ struct ExpiredGrant {
 // is how it is found). Written by the recorder at session start and end.
 struct SessionSummary {
   std::string id;
-  std::string kind = "postgres";  // "postgres" | "http"
+  std::string kind = "postgres";  // "postgres" | "http" | "fetch" (one-call fetch)
   std::string connection;
   std::string trace_id;  // empty: a static user's session (no grant)
   std::string grant_id;

@@ -1,0 +1,205 @@
+#include "fetch/fetcher.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <map>
+
+#include "approvals/backend_query.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "httpproxy/exchange.h"
+#include "httpproxy/recording.h"
+#include "sql/gate.h"
+
+namespace tracegate::fetch {
+
+namespace asio = boost::asio;
+
+namespace {
+
+httpapi::FetchOutcome ToFetchOutcome(const httpproxy::Outcome& outcome, std::string session_id) {
+  httpapi::FetchOutcome out;
+  out.status = outcome.status;
+  out.body = outcome.body;
+  out.error = outcome.error;
+  out.masked.insert(outcome.masked.by_entity.begin(), outcome.masked.by_entity.end());
+  out.session_id = std::move(session_id);
+  return out;
+}
+
+// The backend's answer to the fetch query, checked and masked.
+httpproxy::Outcome QueryTrace(const config::Connection& connection, const sql::Gate& gate,
+                              const store::GrantRecord& grant,
+                              const std::shared_ptr<const config::Config>& config) {
+  using httpproxy::Refuse;
+  const config::NamedQuery* query = nullptr;
+  for (const config::NamedQuery& q : connection.gate.queries) {
+    if (q.name == connection.fetch_query) {
+      query = &q;
+    }
+  }
+  if (query == nullptr) {
+    return Refuse(
+        503, "unavailable",
+        Cat("connection ", connection.name, " has no query named ", connection.fetch_query));
+  }
+  // The statement gate holds the fetch query to what a grant's psql session may run: every
+  // trace table pinned, here to $1, which is bound to the granted trace below.
+  const sql::Verdict verdict =
+      gate.Check(query->sql, grant.trace_id, !grant.masking_profile.empty());
+  if (!verdict.allowed() || verdict.trace_params != std::vector<int>{1}) {
+    return Refuse(
+        503, "fetch_query_refused",
+        Cat("the fetch query ", query->name, " is not a read pinned to $1: ",
+            verdict.allowed() ? "its trace tables are not pinned to $1" : verdict.ErrorMessage()));
+  }
+  const std::chrono::milliseconds timeout = connection.backend.statement_timeout.count() > 0
+                                                ? connection.backend.statement_timeout
+                                                : std::chrono::milliseconds(30000);
+  absl::StatusOr<approvals::QueryRows> rows =
+      approvals::QueryBackend(connection.backend, query->sql, grant.trace_id, timeout, "fetch",
+                              Cat("cannot fetch trace ", grant.trace_id, ": "),
+                              {.max_rows = grant.max_rows, .max_bytes = grant.max_bytes});
+  if (!rows.ok()) {
+    if (absl::IsResourceExhausted(rows.status())) {
+      return Refuse(403, "cap_exceeded", MessageOf(rows.status()));
+    }
+    spdlog::warn("fetch connection={} grant={}: {}", connection.name, grant.id,
+                 MessageOf(rows.status()));
+    return Refuse(502, "backend_unavailable", MessageOf(rows.status()));
+  }
+  absl::StatusOr<std::string> json = approvals::RowsToJson(*rows);
+  if (!json.ok()) {
+    return Refuse(502, "bad_backend_response", MessageOf(json.status()));
+  }
+  httpproxy::Outcome out;
+  if (grant.masking_profile.empty()) {
+    out.body = *std::move(json);
+    return out;
+  }
+  // One scanner per pool thread and profile (Hyperscan scratch is per thread).
+  thread_local std::map<std::string, masking::Scanner, std::less<>> scanners;
+  auto it = scanners.find(grant.masking_profile);
+  if (it == scanners.end()) {
+    auto masker = config->maskers.find(grant.masking_profile);
+    if (masker == config->maskers.end()) {
+      httpproxy::Outcome refused =
+          Refuse(503, "masking_unavailable",
+                 Cat("masking profile \"", grant.masking_profile, "\" is no longer configured"));
+      refused.masking_error = true;
+      return refused;
+    }
+    absl::StatusOr<masking::Scanner> scanner = masking::Scanner::Create(masker->second);
+    if (!scanner.ok()) {
+      httpproxy::Outcome refused = Refuse(503, "masking_unavailable", MessageOf(scanner.status()));
+      refused.masking_error = true;
+      return refused;
+    }
+    it = scanners.emplace(grant.masking_profile, *std::move(scanner)).first;
+  }
+  std::string masked;
+  absl::StatusOr<bool> changed = it->second.MaskJson(
+      *json, {.column = query->name, .kind = masking::ValueKind::kJson}, masked, out.masked);
+  if (!changed.ok()) {
+    httpproxy::Outcome refused = Refuse(
+        502, "masking_failed", Cat("the rows could not be masked: ", MessageOf(changed.status())));
+    refused.masking_error = true;
+    return refused;
+  }
+  out.body = *changed ? std::move(masked) : *std::move(json);
+  return out;
+}
+
+}  // namespace
+
+TraceFetcher::TraceFetcher(std::shared_ptr<const config::Config> config,
+                           grants::GrantService& grants, audit::Recorder* recorder,
+                           httpproxy::HttpProxy& proxy)
+    : config_(std::move(config)), grants_(grants), recorder_(recorder), proxy_(proxy) {}
+
+TraceFetcher::~TraceFetcher() { pool_.join(); }
+
+std::shared_ptr<const sql::Gate> TraceFetcher::GateFor(const config::Connection& connection) {
+  std::lock_guard lock(gates_mu_);
+  auto it = gates_.find(connection.name);
+  if (it == gates_.end()) {
+    absl::StatusOr<std::shared_ptr<const sql::Gate>> gate = sql::Gate::Create(connection.gate);
+    if (!gate.ok()) {
+      spdlog::error("fetch connection={}: gate: {}", connection.name, MessageOf(gate.status()));
+      return nullptr;
+    }
+    it = gates_.emplace(connection.name, *std::move(gate)).first;
+  }
+  return it->second;
+}
+
+asio::awaitable<httpapi::FetchOutcome> TraceFetcher::Fetch(const httpapi::FetchJob& job) {
+  if (job.type == config::ConnectionType::kHttp) {
+    const httpproxy::FetchRequest request{
+        .grant = job.grant, .client_address = job.client_address, .request_id = job.request_id};
+    httpproxy::FetchResult result = co_await proxy_.Fetch(request);
+    co_return ToFetchOutcome(result.outcome, std::move(result.session_id));
+  }
+  // libpq blocks: run on the pool. The function holds only pointers (see proxy.h).
+  const httpapi::FetchJob* pending = &job;
+  co_return co_await asio::co_spawn(
+      pool_, [this, pending] { return FetchPostgres(*pending); }, asio::use_awaitable);
+}
+
+asio::awaitable<httpapi::FetchOutcome> TraceFetcher::FetchPostgres(const httpapi::FetchJob& job) {
+  using httpproxy::Outcome;
+  using httpproxy::Refuse;
+  const store::GrantRecord& grant = job.grant;
+  const std::string session_id = httpproxy::NewSessionId();
+  const config::Connection* connection = nullptr;
+  for (const config::Connection& c : config_->connections) {
+    if (c.name == grant.connection) {
+      connection = &c;
+    }
+  }
+  absl::StatusOr<httpproxy::ExchangeRecording> recording =
+      session_id.empty()
+          ? absl::StatusOr<httpproxy::ExchangeRecording>(absl::UnavailableError("no randomness"))
+          : httpproxy::ExchangeRecording::Begin(
+                recorder_, grant,
+                {.session_id = session_id, .kind = "fetch", .client_address = job.client_address});
+  if (!recording.ok() || connection == nullptr) {
+    Outcome refused = connection == nullptr
+                          ? Refuse(503, "unavailable", "the connection is no longer configured")
+                          : Refuse(503, "recording_unavailable",
+                                   "the fetch could not be recorded (audit log unavailable)");
+    (void)httpproxy::EndGrantUse(grants_, grant, refused, session_id);
+    co_return ToFetchOutcome(refused, "");
+  }
+  const std::string request_text =
+      Cat("GET /v1/connections/", grant.connection, "/traces/", grant.trace_id,
+          " (one-call fetch, api request ", job.request_id, ", fetch_query ",
+          connection->fetch_query, ")");
+  absl::Status recorded = recording->Request(request_text);
+  std::shared_ptr<const sql::Gate> gate = GateFor(*connection);
+  Outcome outcome =
+      !recorded.ok()    ? Refuse(503, "recording_unavailable",
+                                 "the fetch could not be recorded (audit log unavailable)")
+      : gate == nullptr ? Refuse(503, "unavailable", "the connection's statement gate is unusable")
+                        : QueryTrace(*connection, *gate, grant, config_);
+  if (recorded.ok()) {
+    absl::Status released = recording->Response(outcome.body);
+    if (released.ok()) {
+      released = co_await recording->Durable();
+    }
+    if (!released.ok()) {
+      outcome = Refuse(503, "recording_unavailable",
+                       "the fetch could not be recorded (audit log unavailable)");
+    }
+  }
+  spdlog::info("session={} fetch connection={} grant={} trace={}: {}{}{}", session_id,
+               grant.connection, grant.id, grant.trace_id, outcome.status,
+               outcome.error.empty() ? "" : " ", outcome.error);
+  const std::string state = httpproxy::EndGrantUse(grants_, grant, outcome, session_id);
+  recording->End(outcome, state, request_text.size());
+  co_return ToFetchOutcome(outcome, session_id);
+}
+
+}  // namespace tracegate::fetch

@@ -1,0 +1,48 @@
+#pragma once
+// The one-call fetch (GET /v1/connections/{name}/traces/{trace_id}) after the API redeemed
+// the grant: runs the connection's declared fetch — its fetch_query on the PostgreSQL backend
+// (libpq, on a small pool of blocking threads) or its fetch_route on the HTTP trace store
+// (httpproxy) — checks the rows or the JSON against the granted trace, masks, records the
+// session (audit kind "fetch") and ends the grant's use.
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "audit/recorder.h"
+#include "config/config.h"
+#include "grants/grants.h"
+#include "httpapi/api.h"
+#include "httpproxy/proxy.h"
+#include "sql/gate.h"
+
+namespace tracegate::fetch {
+
+class TraceFetcher {
+ public:
+  // Everything must outlive the fetcher; `recorder` may be null (recording disabled).
+  TraceFetcher(std::shared_ptr<const config::Config> config, grants::GrantService& grants,
+               audit::Recorder* recorder, httpproxy::HttpProxy& proxy);
+  ~TraceFetcher();
+
+  // Completes on the caller's executor.
+  // `job` must stay alive until the returned awaitable completes.
+  boost::asio::awaitable<httpapi::FetchOutcome> Fetch(const httpapi::FetchJob& job);
+
+ private:
+  boost::asio::awaitable<httpapi::FetchOutcome> FetchPostgres(const httpapi::FetchJob& job);
+  // The connection's statement gate, built on first use (null if it cannot be).
+  std::shared_ptr<const sql::Gate> GateFor(const config::Connection& connection);
+
+  std::shared_ptr<const config::Config> config_;
+  grants::GrantService& grants_;
+  audit::Recorder* recorder_;
+  httpproxy::HttpProxy& proxy_;
+  std::mutex gates_mu_;
+  std::map<std::string, std::shared_ptr<const sql::Gate>, std::less<>> gates_;
+  boost::asio::thread_pool pool_{2};  // libpq blocks
+};
+
+}  // namespace tracegate::fetch

@@ -1,0 +1,105 @@
+#include "httpproxy/exchange.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "httproute/trace_check.h"
+
+namespace tracegate::httpproxy {
+
+namespace {
+
+// application/json, application/<anything>+json, with or without parameters.
+bool IsJson(std::string_view content_type) {
+  std::string type = absl::AsciiStrToLower(absl::string_view(
+      content_type.data(), content_type.substr(0, content_type.find(';')).size()));
+  type = std::string(absl::StripAsciiWhitespace(type));
+  return type == "application/json" ||
+         (absl::StartsWith(type, "application/") && absl::EndsWith(type, "+json"));
+}
+
+}  // namespace
+
+std::string ErrorJson(std::string_view code, std::string_view message) {
+  return nlohmann::json{{"error", code}, {"message", message}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Outcome Refuse(unsigned status, std::string_view code, std::string_view message) {
+  return Outcome{.status = status,
+                 .body = ErrorJson(code, message),
+                 .error = std::string(code),
+                 .message = std::string(message)};
+}
+
+Outcome Examine(const absl::StatusOr<UpstreamResponse>& response, const config::HttpRoute& route,
+                std::string_view trace_id, masking::Scanner* scanner) {
+  if (!response.ok()) {
+    const std::string why(MessageOf(response.status()));
+    switch (response.status().code()) {
+      case absl::StatusCode::kDeadlineExceeded:
+        return Refuse(504, "upstream_timeout", why);
+      case absl::StatusCode::kResourceExhausted:
+        return Refuse(502, "response_too_large", why);
+      case absl::StatusCode::kFailedPrecondition:
+        return Refuse(502, "unsupported_encoding", why);
+      case absl::StatusCode::kInvalidArgument:
+        return Refuse(502, "bad_upstream_response", why);
+      default:
+        return Refuse(502, "upstream_unavailable", why);
+    }
+  }
+  const unsigned status = response->status;
+  if (status == 404) {
+    return Refuse(404, "not_found", Cat("the trace store has no trace ", trace_id));
+  }
+  if (status == 401 || status == 403) {
+    return Refuse(502, "upstream_refused",
+                  Cat("the trace store refused the gateway's own credential (HTTP ", status,
+                      "); tell the operator"));
+  }
+  if (status < 200 || status > 299) {
+    return Refuse(502, "upstream_error", Cat("the trace store answered HTTP ", status));
+  }
+  if (!IsJson(response->content_type)) {
+    return Refuse(
+        502, "unsupported_content_type",
+        Cat("the trace store answered with Content-Type \"", response->content_type.substr(0, 64),
+            "\"; only JSON can be checked and masked"));
+  }
+  if (absl::Status checked =
+          httproute::CheckResponseTrace(response->body, route.trace_path, trace_id);
+      !checked.ok()) {
+    if (absl::IsInvalidArgument(checked)) {
+      return Refuse(502, "bad_upstream_response",
+                    Cat("the trace store's response is not valid JSON: ", MessageOf(checked)));
+    }
+    return Refuse(
+        403, "response_trace_mismatch",
+        Cat("the trace store's response is not only trace ", trace_id, ": ", MessageOf(checked)));
+  }
+  Outcome out;
+  out.status = 200;
+  if (scanner == nullptr) {
+    out.body = response->body;
+    return out;
+  }
+  std::string masked;
+  absl::StatusOr<bool> changed =
+      scanner->MaskJson(response->body, {.column = route.name, .kind = masking::ValueKind::kJson},
+                        masked, out.masked);
+  if (!changed.ok()) {
+    Outcome refused =
+        Refuse(502, "masking_failed",
+               Cat("the response could not be masked: ", MessageOf(changed.status())));
+    refused.masking_error = true;
+    return refused;
+  }
+  out.body = *changed ? std::move(masked) : response->body;
+  return out;
+}
+
+}  // namespace tracegate::httpproxy
