@@ -26,6 +26,7 @@ import os
 import pwd
 import re
 import secrets
+import selectors
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Callable, Iterable
 
@@ -1026,3 +1028,325 @@ def run_libpq_client(dsn: str, command: str, *args: str,
                      timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([libpq_client_binary(), dsn, command, *args], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# --- HTTP trace store (Langfuse API shape) ---------------------------------------------------
+
+
+def _http_store_module():
+    """tests/http_store.py, imported once (the harness's own folder on sys.path)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import http_store  # noqa: PLC0415 - imported on first use only
+    return http_store
+
+
+class HttpTraceStore:
+    """A test HTTP trace store in Langfuse's public-API shape behind Basic auth
+    (tests/http_store.py), serving the traces PgServer loads (same traces/seed/payload_bytes
+    give the same generated traces), the framework exports when present, and the special
+    traces `bench-30k` and `pii-1`.
+
+        with HttpTraceStore() as store:
+            req = urllib.request.Request(store.trace_url(store.trace_ids()[0]),
+                                         headers={"Authorization": store.auth_header()})
+            trace = json.load(urllib.request.urlopen(req))
+            store.set(gzip=True, delay_seconds=2)
+            assert all(r.header("authorization").startswith("Basic ")
+                       for r in store.requests())
+
+    Threads in this process by default (knobs and the request record are shared directly);
+    subprocess=True runs `python3 tests/http_store.py` instead (for the benchmark: it keeps
+    the GIL out of the measuring process); knobs then go through a control file the server
+    re-reads per request and the record through a JSON-lines file, so the API is the same.
+    """
+
+    def __init__(self, traces: int = 50, seed: int = 1, payload_bytes: int = 8192,
+                 shared_data: str | None = "default", user: str = "pk-lf-tracegate-test",
+                 password: str | None = None, tls: bool = False,
+                 tls_cert: str | None = None, tls_key: str | None = None,
+                 subprocess: bool = False, host: str = "127.0.0.1", port: int = 0,
+                 knobs: dict[str, Any] | None = None, record: bool = True,
+                 idle_timeout: float = 60.0, verbose: bool = False,
+                 ready_timeout: float = 60.0):
+        hs = _http_store_module()
+        self.traces = traces
+        self.seed = seed
+        self.payload_bytes = payload_bytes
+        self.shared_data = hs.DEFAULT_SHARED_DATA if shared_data == "default" else shared_data
+        self.user = user
+        self.password = password or "sk-lf-" + secrets.token_hex(16)
+        self.tls = bool(tls or tls_cert)
+        self.cert_file = tls_cert or ""
+        self.key_file = tls_key or ""
+        self.subprocess = subprocess
+        self.host = host
+        self.port = port
+        self.initial_knobs = hs.check_knobs(knobs or {})
+        self.record = record
+        self.idle_timeout = idle_timeout
+        self.verbose = verbose
+        self.ready_timeout = ready_timeout
+        self.tmp = ""
+        self.record_file = ""
+        self.control_file = ""
+        self.stderr_path = ""
+        self.proc = None  # subprocess.Popen in subprocess mode
+        self.exit_code: int | None = None  # the subprocess's, after stop()
+        self._server = None  # http_store.StoreServer in-process
+        self._record_offset = 0
+        self._knobs = dict(hs.KNOB_DEFAULTS)
+        self._knobs.update(self.initial_knobs)
+
+    # -- lifecycle --
+
+    def __enter__(self) -> "HttpTraceStore":
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def _setup_tmp(self) -> None:
+        if self.tmp:
+            return
+        self.tmp = tempfile.mkdtemp(prefix="tg-http-store-")
+        if self.tls and not self.cert_file:
+            self.cert_file, self.key_file = make_self_signed_cert(self.tmp, "http-store")
+        self.record_file = os.path.join(self.tmp, "requests.jsonl")
+        self.control_file = os.path.join(self.tmp, "knobs.json")
+        self.stderr_path = os.path.join(self.tmp, "stderr.log")
+
+    def start(self) -> None:
+        """Starts serving; after a stop() it comes back on the same port, knobs kept."""
+        self._setup_tmp()
+        hs = _http_store_module()
+        if not self.subprocess:
+            if self._server is None:
+                self._server = hs.StoreServer(
+                    self.data, self.user, self.password, host=self.host, port=self.port,
+                    tls_cert=self.cert_file or None, tls_key=self.key_file or None,
+                    record=self.record, knobs=self.initial_knobs,
+                    idle_timeout=self.idle_timeout, verbose=self.verbose)
+            self._server.start()
+            self.port = self._server.port
+            return
+        self._write_control()
+        if self.record:
+            open(self.record_file, "ab").close()
+        cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "http_store.py"),
+               "--host", self.host, "--port", str(self.port), "--user", self.user,
+               "--password", self.password, "--traces", str(self.traces),
+               "--seed", str(self.seed), "--payload-bytes", str(self.payload_bytes),
+               "--control", self.control_file, "--idle-timeout", str(self.idle_timeout)]
+        cmd += ["--shared-data", self.shared_data] if self.shared_data else ["--no-shared-data"]
+        if self.tls:
+            cmd += ["--tls-cert", self.cert_file, "--tls-key", self.key_file]
+        if self.record:
+            cmd += ["--record", self.record_file]
+        if self.verbose:
+            cmd += ["--verbose"]
+        err = open(self.stderr_path, "ab")
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=err, start_new_session=True)
+        finally:
+            err.close()
+        line = self._read_listening_line()
+        m = re.match(r"listening on (https?)://(.+):(\d+)$", line)
+        if not m:
+            raise RuntimeError(f"http_store printed {line!r}; stderr:\n{self.stderr_text()}")
+        self.port = int(m.group(3))
+        wait_for(lambda: port_accepts(self.host, self.port), 10, what="http store port")
+
+    def _read_listening_line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + self.ready_timeout
+        buf = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"http_store did not start within "
+                                       f"{self.ready_timeout}s; stderr:\n{self.stderr_text()}")
+                if sel.select(left):
+                    chunk = os.read(self.proc.stdout.fileno(), 4096)
+                    if not chunk:
+                        raise RuntimeError(f"http_store exited with {self.proc.wait()}; "
+                                           f"stderr:\n{self.stderr_text()}")
+                    buf += chunk
+        return buf.split(b"\n", 1)[0].decode(errors="replace").strip()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stops serving and cuts open connections (the port stays ours for start())."""
+        if self._server is not None:
+            self._server.stop()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(10)
+            self.exit_code = self.proc.returncode
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        self._server = None
+        if self.tmp and not KEEP_TMP:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = ""
+
+    @property
+    def running(self) -> bool:
+        if self._server is not None:
+            return self._server.running
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self) -> str:
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    # -- addresses and credentials --
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:41234 (no trailing slash)."""
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str:
+        """Self-signed: the certificate is its own CA (curl --cacert, the gateway's ca_file)."""
+        return self.cert_file
+
+    def auth_header(self) -> str:
+        """The Authorization header value the store accepts."""
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        return "Basic " + token
+
+    def trace_url(self, trace_id: str) -> str:
+        return f"{self.url}/api/public/traces/{urllib.parse.quote(trace_id, safe='')}"
+
+    def observations_url(self, trace_id: str, **params: Any) -> str:
+        query = urllib.parse.urlencode({"traceId": trace_id, **params})
+        return f"{self.url}/api/public/observations?{query}"
+
+    def list_url(self, **params: Any) -> str:
+        query = urllib.parse.urlencode(params)
+        return f"{self.url}/api/public/traces" + (f"?{query}" if query else "")
+
+    # -- the data --
+
+    @property
+    def data(self):
+        """http_store.TraceData: the served traces (API shape), ids, manifest. Built in this
+        process also in subprocess mode (deterministic, cached)."""
+        hs = _http_store_module()
+        return hs.load_data(self.traces, self.seed, self.payload_bytes, self.shared_data)
+
+    def trace_ids(self) -> list[str]:
+        """Every served trace id: generated, framework exports, then bench-30k and pii-1."""
+        return self.data.ids()
+
+    def trace(self, trace_id: str) -> dict:
+        """The trace as GET /api/public/traces/{id} serves it (with no knobs set)."""
+        return json.loads(self.data.bodies[trace_id])
+
+    def trace_body(self, trace_id: str) -> bytes:
+        return self.data.bodies[trace_id]
+
+    @property
+    def manifest(self) -> dict[str, list[dict]]:
+        """{trace_id: [{kind, value}]} of planted synthetic PII (incl. pii-1)."""
+        return self.data.manifest
+
+    # -- knobs --
+
+    def set(self, **knobs: Any) -> None:
+        """Changes knobs at run time (see http_store.KNOB_DEFAULTS): delay_seconds, gzip,
+        chunked, encoding_override, huge_bytes, lie_trace_id, status_override,
+        close_after_response. Takes effect for the next request."""
+        hs = _http_store_module()
+        checked = hs.check_knobs(knobs)
+        self._knobs.update(checked)
+        if self._server is not None:
+            self._server.set(**checked)
+        elif self.subprocess:
+            self._write_control()
+
+    def reset(self) -> None:
+        """All knobs back to their defaults (not to the constructor's knobs=)."""
+        hs = _http_store_module()
+        self._knobs = dict(hs.KNOB_DEFAULTS)
+        if self._server is not None:
+            self._server.reset()
+        elif self.subprocess:
+            self._write_control()
+
+    def knobs(self) -> dict[str, Any]:
+        return dict(self._knobs)
+
+    def _write_control(self) -> None:
+        if not self.control_file:
+            return
+        tmp = self.control_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._knobs, f)
+        os.replace(tmp, self.control_file)  # atomic: the server never reads half a file
+
+    # -- recorded requests --
+
+    def requests(self, path: str | None = None) -> list:
+        """Recorded requests (http_store.RecordedRequest: method, target, path, query,
+        version, headers [(name, value)...], body, client, connection, seq, tls, time;
+        header(name), header_all(name), header_names()), oldest first; `path` filters on the
+        path without query."""
+        hs = _http_store_module()
+        if self._server is not None:
+            reqs = self._server.requests()
+        elif self.record_file and os.path.exists(self.record_file):
+            with open(self.record_file, "rb") as f:
+                f.seek(self._record_offset)
+                raw = f.read()
+            raw = raw[:raw.rfind(b"\n") + 1]
+            reqs = [hs.RecordedRequest.from_json(json.loads(line))
+                    for line in raw.splitlines() if line.strip()]
+        else:
+            reqs = []
+        return [r for r in reqs if path is None or r.path == path]
+
+    def clear_requests(self) -> None:
+        if self._server is not None:
+            self._server.clear_requests()
+        elif self.record_file and os.path.exists(self.record_file):
+            with open(self.record_file, "rb") as f:
+                raw = f.read()
+            self._record_offset = raw.rfind(b"\n") + 1
+
+    def wait_for_requests(self, count: int, path: str | None = None,
+                          timeout: float = 10.0) -> list:
+        return wait_for(lambda: (lambda r: r if len(r) >= count else None)(
+            self.requests(path)), timeout, what=f"{count} request(s) at the http store")
+
+    def open_connections(self) -> int | None:
+        """Client connections open right now (in-process only; None in subprocess mode)."""
+        return self._server.open_connections() if self._server is not None else None

@@ -1,0 +1,399 @@
+"""HTTP trace stores and the one-call fetch, end to end: a real test trace store in Langfuse's
+API shape behind Basic auth (tests/http_store.py), a real PostgreSQL, a real OpenID provider
+(npm oidc-provider) and the gateway. Agents use curl and Python's http.client with grant
+credentials on the connection's HTTP listener, and the one-call fetch on the HTTPS API with
+their OIDC tokens.
+
+Run from this folder: python3 -m unittest -v test_http_proxy
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import Gateway, HttpTraceStore, PgServer, free_port, wait_for
+from oidc import OidcProvider
+from test_audit import audit
+from test_grants import Api, grants_config
+
+harness.install_sigterm_cleanup()
+
+PII = "pii-1"
+EMAIL = "jane.doe@example.com"
+CARD = "4111 1111 1111 1111"
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+STORE_SECRET_ENV = "TRACEGATE_TEST_STORE_SECRET"
+
+CLIENTS = {
+    "agent": {"groups": ["http-readers"]},
+    "careful": {"groups": ["needs-approval"]},
+    "approver": {"groups": ["trace-approvers"]},
+    "stranger": {"groups": ["nobody"]},
+}
+POLICY = {
+    "max_ttl": "5m",
+    "rules": [
+        {"name": "http-agents", "groups": ["http-readers"],
+         "connections": ["traces-http", "traces-pg", "dead-http"],
+         "masking_profile": "default", "ttl": "60s", "uses": 1, "max_session": "1m"},
+        {"name": "careful", "groups": ["needs-approval"], "connections": ["traces-http"],
+         "masking_profile": "default", "require_approval": True,
+         "approvers": ["trace-approvers"], "ttl": "60s", "uses": 1},
+    ],
+}
+ROUTES = [
+    {"name": "trace", "path": "/api/public/traces/{trace_id}", "response_trace_id": "id"},
+    {"name": "observations", "path": "/api/public/observations?traceId={trace_id}",
+     "response_trace_id": "data[*].traceId", "allow_query": ["page", "limit"]},
+]
+FETCH_SQL = "select id, name, user_id, input, output, metadata from traces where id = $1"
+
+
+def http_connection(name: str, url: str, user: str, **upstream: object) -> dict:
+    up = {"url": url, "auth": {"scheme": "basic", "username": user,
+                               "secret_env": STORE_SECRET_ENV},
+          "timeout": "2s", "max_response_bytes": "1MiB"}
+    up.update(upstream)
+    return {"name": name, "type": "http", "listen": f"127.0.0.1:{free_port()}",
+            "upstream": up, "routes": ROUTES}
+
+
+class HttpProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = tempfile.mkdtemp(prefix="tg-http-")
+        cls.pg = cls.idp = cls.gw = cls.store = None
+        try:
+            cls.pg = PgServer(traces=5)
+            cls.pg.__enter__()
+            cls.store = HttpTraceStore(traces=5)
+            cls.store.__enter__()
+            cls.idp = OidcProvider(clients=CLIENTS)
+            cls.idp.__enter__()
+            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
+                                approvals={"timeout": "60s"})
+            pg_conn = cfg["connections"][0]
+            pg_conn["gate"]["queries"] = [{"name": "trace_by_id", "sql": FETCH_SQL}]
+            pg_conn["fetch_query"] = "trace_by_id"
+            cfg["connections"].append(
+                http_connection("traces-http", cls.store.url, cls.store.user))
+            cfg["connections"].append(http_connection(
+                "dead-http", f"http://127.0.0.1:{free_port()}", cls.store.user))
+            cfg["masking_profiles"] = [{"name": "default"}]
+            cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"), "auditor_groups": ["nobody"]}
+            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
+                                       cls.pg.password_for("tracegate"),
+                                       STORE_SECRET_ENV: cls.store.password})
+            cls.gw.__enter__()
+            cls.ca_file = cfg["tls"]["cert_file"]
+            cls.api = Api(cls.gw, cls.ca_file)
+            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
+                     what="api listening")
+            cls.http_host, cls.http_port = harness.split_hostport(cfg["connections"][2]["listen"])
+            cls.dead_port = harness.split_hostport(cfg["connections"][3]["listen"])[1]
+            wait_for(lambda: harness.port_accepts(cls.http_host, cls.http_port), 30,
+                     what="http listener")
+            cls.trace_ids = [t for t in cls.store.trace_ids() if t not in (PII, "bench-30k")]
+            cls.pg_trace = cls.pg.psql("select id from traces order by id limit 1").strip()
+        except BaseException:
+            cls.stop_all()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.stop_all()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        try:
+            for part in (cls.gw, cls.idp, cls.store, cls.pg):
+                if part is not None:
+                    part.__exit__(None, None, None)
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self) -> None:
+        self.store.set(delay_seconds=0.0, gzip=False, chunked=False, encoding_override=None,
+                       huge_bytes=0, lie_trace_id=None, status_override=None,
+                       close_after_response=False)
+
+    # -- helpers --
+
+    def bearer(self, trace: str, connection: str = "traces-http", client: str = "agent") -> str:
+        status, grant = self.api.grant(self.idp.token(client), trace, connection=connection)
+        self.assertEqual(status, 201, grant)
+        self.assertIn("http", grant)
+        self.assertTrue(grant["http"]["url"].startswith("https://"), grant["http"])
+        return grant["http"]["bearer"]
+
+    def curl(self, path: str, bearer: str | None, *extra: str,
+             port: int | None = None) -> tuple[int, dict | str, dict[str, str]]:
+        """curl through the gateway's listener (HTTPS with the gateway's certificate)."""
+        cmd = ["curl", "-sS", "--cacert", self.ca_file, "-D", "-", "--max-time", "20",
+               *extra, f"https://127.0.0.1:{port or self.http_port}{path}"]
+        if bearer is not None:
+            cmd[1:1] = ["-H", f"Authorization: Bearer {bearer}"]
+        out = subprocess.run(cmd, capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        head, _, body = out.stdout.decode().partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in lines[1:])}
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = body
+        return status, parsed, headers
+
+    def assert_refused(self, result, status: int, code: str) -> dict:
+        got_status, body, headers = result
+        self.assertEqual(got_status, status, body)
+        self.assertIsInstance(body, dict, body)
+        self.assertEqual(body["error"], code, body)
+        self.assertEqual(headers.get("content-type"), "application/json")
+        return body
+
+    def store_requests_for(self, trace: str) -> list:
+        return [r for r in self.store.requests() if trace in r.target]
+
+    # -- the data path --
+
+    def test_fetch_is_masked_and_uses_the_gateway_credential(self):
+        bearer = self.bearer(PII)
+        self.store.clear_requests()
+        status, body, headers = self.curl(f"/api/public/traces/{PII}", bearer)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["id"], PII)
+        text = json.dumps(body)
+        for planted in (EMAIL, CARD, AWS_KEY):
+            self.assertNotIn(planted, text)
+        self.assertIn("[REDACTED:EMAIL]", text)
+        self.assertTrue(headers["x-tracegate-session"].startswith("h"))
+        self.assertEqual(headers.get("cache-control"), "no-store")
+        # The store saw the gateway's own Basic credential, never the agent's grant.
+        (seen,) = self.store_requests_for(PII)
+        self.assertTrue(seen.header("authorization").startswith("Basic "))
+        for name, value in seen.headers:
+            self.assertNotIn("tgb_", value, name)
+        self.assertEqual(seen.target, f"/api/public/traces/{PII}")
+
+    def test_a_credential_works_once(self):
+        bearer = self.bearer(self.trace_ids[0])
+        status, body, _ = self.curl(f"/api/public/traces/{self.trace_ids[0]}", bearer)
+        self.assertEqual(status, 200, body)
+        body = self.assert_refused(
+            self.curl(f"/api/public/traces/{self.trace_ids[0]}", bearer), 403, "grant_unusable")
+        self.assertIn("already used", body["message"])
+
+    def test_another_trace_is_refused_before_the_store_is_asked(self):
+        bearer = self.bearer(self.trace_ids[0])
+        self.store.clear_requests()
+        body = self.assert_refused(
+            self.curl(f"/api/public/traces/{self.trace_ids[1]}", bearer), 403, "trace_mismatch")
+        self.assertIn(self.trace_ids[1], body["message"])
+        self.assertEqual(self.store.requests(), [])
+
+    def test_list_and_export_endpoints_are_refused(self):
+        for path in ("/api/public/traces", "/api/public/traces?limit=100",
+                     "/api/public/observations", "/api/public/sessions"):
+            bearer = self.bearer(self.trace_ids[0])
+            self.assert_refused(self.curl(path, bearer), 403, "no_route")
+
+    def test_other_methods_are_refused(self):
+        bearer = self.bearer(self.trace_ids[0])
+        self.assert_refused(self.curl(f"/api/public/traces/{self.trace_ids[0]}", bearer,
+                                      "-X", "DELETE"), 405, "method_not_allowed")
+
+    def test_path_tricks_are_refused(self):
+        t0, t1 = self.trace_ids[0], self.trace_ids[1]
+        for path in (f"/api/public/traces/{t0}/../{t1}", f"/api/public/traces/{t0}%2F..%2F{t1}",
+                     f"/api/public/observations?traceId={t0}&traceId={t1}",
+                     f"/api/public/observations?traceId={t0}&userId=u1"):
+            bearer = self.bearer(t0)
+            status, body, _ = self.curl(path, bearer, "--path-as-is")
+            self.assertIn(status, (400, 403), (path, body))
+            self.assertNotEqual(body.get("error"), None, body)
+
+    def test_observations_route_with_paging(self):
+        t0 = self.trace_ids[0]
+        bearer = self.bearer(t0)
+        status, body, _ = self.curl(f"/api/public/observations?traceId={t0}&page=1&limit=5",
+                                    bearer)
+        self.assertEqual(status, 200, body)
+        self.assertTrue(all(o["traceId"] == t0 for o in body["data"]), body)
+
+    def test_a_response_for_another_trace_is_refused(self):
+        t0, t1 = self.trace_ids[0], self.trace_ids[1]
+        self.store.set(lie_trace_id=t1)
+        bearer = self.bearer(t0)
+        status, body, _ = self.curl(f"/api/public/traces/{t0}", bearer)
+        self.assertEqual((status, body["error"]), (403, "response_trace_mismatch"), body)
+        self.assertNotIn(t1 + "\"", json.dumps(body).replace(f"\\\"{t1}\\\"", ""))
+
+    def test_store_down_is_502(self):
+        status, grant = self.api.grant(self.idp.token("agent"), self.trace_ids[0],
+                                       connection="dead-http")
+        self.assertEqual(status, 201, grant)
+        self.assert_refused(self.curl(f"/api/public/traces/{self.trace_ids[0]}",
+                                      grant["http"]["bearer"], port=self.dead_port),
+                            502, "upstream_unavailable")
+
+    def test_slow_store_is_504(self):
+        self.store.set(delay_seconds=4.0)
+        self.assert_refused(self.curl(f"/api/public/traces/{self.trace_ids[0]}",
+                                      self.bearer(self.trace_ids[0])), 504, "upstream_timeout")
+
+    def test_huge_body_is_refused(self):
+        self.store.set(huge_bytes=3 * 1024 * 1024)
+        self.assert_refused(self.curl(f"/api/public/traces/{self.trace_ids[0]}",
+                                      self.bearer(self.trace_ids[0])), 502, "response_too_large")
+
+    def test_gzip_is_decoded_to_mask_and_chunked_works(self):
+        for knobs in ({"gzip": True}, {"chunked": True}, {"gzip": True, "chunked": True}):
+            self.store.set(**knobs)
+            status, body, headers = self.curl(f"/api/public/traces/{PII}", self.bearer(PII))
+            self.assertEqual(status, 200, (knobs, body))
+            self.assertNotIn(EMAIL, json.dumps(body))
+            self.assertNotIn("content-encoding", headers)
+
+    def test_an_encoding_masking_cannot_read_is_refused(self):
+        self.store.set(encoding_override="br")
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "unsupported_encoding")
+
+    def test_store_errors_are_mapped(self):
+        self.store.set(status_override=500)
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "upstream_error")
+        self.store.set(status_override=401)
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "upstream_refused")
+        self.store.set(status_override=None)
+        self.assert_refused(self.curl("/api/public/traces/no-such-trace",
+                                      self.bearer("no-such-trace")), 404, "not_found")
+
+    def test_missing_or_forged_credentials(self):
+        path = f"/api/public/traces/{self.trace_ids[0]}"
+        self.assert_refused(self.curl(path, None), 401, "missing_credential")
+        self.assert_refused(self.curl(path, "tgb_aaaaaaaaaaaaaaaaaaaaaaaaaa_" + "A" * 43),
+                            401, "invalid_credential")
+        real = self.bearer(self.trace_ids[0])
+        forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
+        self.assert_refused(self.curl(path, forged), 401, "invalid_credential")
+        # An OIDC token is not a grant credential.
+        self.assert_refused(self.curl(path, self.idp.token("agent")), 401, "invalid_credential")
+
+    def test_keep_alive_carries_several_grants(self):
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        conn = http.client.HTTPSConnection(self.http_host, self.http_port, context=ctx,
+                                           timeout=20)
+        try:
+            for trace in self.trace_ids[:3]:
+                conn.request("GET", f"/api/public/traces/{trace}",
+                             headers={"Authorization": f"Bearer {self.bearer(trace)}"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read())
+                self.assertEqual((resp.status, body["id"]), (200, trace))
+        finally:
+            conn.close()
+
+    def test_oversize_request_is_413_or_431(self):
+        bearer = self.bearer(self.trace_ids[0])
+        status, body, _ = self.curl(f"/api/public/traces/{self.trace_ids[0]}", bearer,
+                                    "-H", "X-Padding: " + "a" * 70000)
+        self.assertIn(status, (413, 431), body)
+
+    # -- one-call fetch --
+
+    def test_one_call_fetch_over_http(self):
+        status, out, headers = self.api.call("GET", f"/v1/connections/traces-http/traces/{PII}"
+                                             "?reason=incident-7", self.idp.token("agent"))
+        self.assertEqual(status, 200, out)
+        self.assertEqual((out["connection"], out["trace_id"]), ("traces-http", PII))
+        self.assertEqual(out["trace"]["id"], PII)
+        self.assertGreater(out["masked"].get("EMAIL", 0), 0, out["masked"])
+        self.assertNotIn(EMAIL, json.dumps(out))
+        self.assertEqual(headers["x-tracegate-session"], out["session_id"])
+        status, grant, _ = self.api.call("GET", f"/v1/grants/{out['grant_id']}",
+                                         self.idp.token("agent"))
+        self.assertEqual(grant["state"], "completed", grant)
+
+    def test_one_call_fetch_over_postgres(self):
+        status, out, _ = self.api.call(
+            "GET", f"/v1/connections/traces-pg/traces/{self.pg_trace}", self.idp.token("agent"))
+        self.assertEqual(status, 200, out)
+        self.assertEqual(len(out["trace"]), 1, out)
+        self.assertEqual(out["trace"][0]["id"], self.pg_trace)
+        self.assertIsInstance(out["trace"][0]["input"], (dict, list), out["trace"][0])
+
+    def test_one_call_fetch_refusals(self):
+        token = self.idp.token("agent")
+        status, out, _ = self.api.call("GET", f"/v1/connections/nope/traces/{PII}", token)
+        self.assertEqual(status, 404, out)
+        status, out, _ = self.api.call("GET", f"/v1/connections/other-pg/traces/{PII}", token)
+        self.assertIn(status, (403, 409), out)
+        status, out, _ = self.api.call("GET", f"/v1/connections/traces-http/traces/{PII}",
+                                       self.idp.token("stranger"))
+        self.assertEqual(status, 403, out)
+        status, out, _ = self.api.call("GET", f"/v1/connections/traces-http/traces/{PII}", None)
+        self.assertEqual(status, 401, out)
+        status, out, _ = self.api.call("POST", f"/v1/connections/traces-http/traces/{PII}", token)
+        self.assertEqual(status, 405, out)
+
+    def test_one_call_fetch_with_approval(self):
+        path = f"/v1/connections/traces-http/traces/{PII}"
+        status, pending, _ = self.api.call("GET", path, self.idp.token("careful"))
+        self.assertEqual(status, 202, pending)
+        self.assertEqual(pending["state"], "pending")
+        grant_id, bearer = pending["grant_id"], pending["http"]["bearer"]
+        # Not before the approval.
+        status, out, _ = self.api.call("GET", path, self.idp.token("careful"),
+                                       headers={"X-Tracegate-Grant": bearer})
+        self.assertEqual(status, 403, out)
+        self.assertIn("approval", out["message"])
+        status, out, _ = self.api.call("POST", f"/v1/grants/{grant_id}/approve",
+                                       self.idp.token("approver"), {"comment": "ok"})
+        self.assertEqual(status, 200, out)
+        # Someone else cannot use it.
+        status, out, _ = self.api.call("GET", path, self.idp.token("agent"),
+                                       headers={"X-Tracegate-Grant": bearer})
+        self.assertEqual(status, 404, out)
+        status, out, _ = self.api.call("GET", path, self.idp.token("careful"),
+                                       headers={"X-Tracegate-Grant": bearer})
+        self.assertEqual(status, 200, out)
+        self.assertEqual((out["grant_id"], out["trace"]["id"]), (grant_id, PII))
+
+    # -- evidence --
+
+    def test_sessions_are_recorded_without_credentials(self):
+        bearer = self.bearer(PII)
+        status, _, headers = self.curl(f"/api/public/traces/{PII}", bearer)
+        self.assertEqual(status, 200)
+        session = headers["x-tracegate-session"]
+        out = audit(self.gw.config_path, "replay", session, "--format", "json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        replay = json.loads(out.stdout)
+        self.assertEqual(replay["session"]["kind"], "http")
+        kinds = [s["kind"] for s in replay["steps"]]
+        self.assertIn("http_request", kinds)
+        self.assertIn("http_response", kinds)
+        response = next(s for s in replay["steps"] if s["kind"] == "http_response")
+        self.assertEqual(response["status"], 200)
+        self.assertIn("[REDACTED:EMAIL]", response["body"])
+        self.assertNotIn(EMAIL, out.stdout)
+        secret = bearer.split("_", 2)[2]
+        self.assertNotIn(secret, out.stdout)
+        self.assertEqual(replay["end"]["outcome"], "completed")
+
+
+if __name__ == "__main__":
+    unittest.main()
