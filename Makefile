@@ -21,7 +21,7 @@ CMAKE_FLAGS += -DTRACEGATE_SANITIZE=ON
 endif
 
 .PHONY: all deps build run test test-asan format format-check bench bench-jit bench-gate bench-mask \
-	bench-record fuzz clean
+	bench-record bench-http fuzz clean
 
 all: build
 
@@ -88,6 +88,16 @@ bench-record: deps
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS) --target tracegate
 	TRACEGATE_BIN=$(BUILD)/tracegate ./bench/recording.sh
+
+# The HTTP data path: wrk fetching a 30 KB trace from the test store (tests/http_store.py)
+# directly vs through tracegate's HTTP listener with masking (strict and batched recording),
+# req/s, p50/p99, plus the one-call fetch's latency; JSON to
+# bench/results/http_proxy-<timestamp>.json. Builds only tracegate. Knobs as variables:
+# make bench-http DURATION=3 ROUNDS=1 (quick), CONNECTIONS=16, ROWS="direct masked".
+bench-http: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target tracegate
+	TRACEGATE_BIN=$(BUILD)/tracegate ./bench/http_proxy.sh
 
 # Runs every libFuzzer target for FUZZ_SECONDS each (clang), from its committed corpus.
 fuzz: deps
