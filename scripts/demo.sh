@@ -10,10 +10,14 @@
 #   4. one just-in-time grant walked through (token → grant → psql once → refused again),
 #   5. the recording of that session: found by trace, replayed, the log verified,
 #   6. a read that needs a person's consent: a pending grant, psql held until an approver
-#      (another process, the CLI) approves, and the commands to do it yourself.
+#      (another process, the CLI) approves, and the commands to do it yourself,
+#   7. an HTTP trace store in Langfuse's API shape (tests/http_store.py, behind Basic auth)
+#      read through tracegate's HTTP listener with a grant's bearer credential, and the
+#      one-call fetch (GET /v1/connections/{name}/traces/{id}) for both stores.
 #
 # Ctrl-C (or SIGTERM) stops everything it started and removes the temp dir.
-# Knobs: DEMO_PORT (6432), DEMO_API_PORT (8443), DEMO_ADMIN_PORT (9187), DEMO_TRACES (200).
+# Knobs: DEMO_PORT (6432), DEMO_API_PORT (8443), DEMO_ADMIN_PORT (9187), DEMO_HTTP_PORT (8444),
+# DEMO_TRACES (200).
 set -euo pipefail
 
 build=${1:-build}
@@ -23,6 +27,7 @@ case "$build" in /*) tracegate="$build/tracegate" ;; *) tracegate="$root/$build/
 port=${DEMO_PORT:-6432}
 admin_port=${DEMO_ADMIN_PORT:-9187}
 api_port=${DEMO_API_PORT:-8443}
+http_port=${DEMO_HTTP_PORT:-8444}
 traces=${DEMO_TRACES:-200}
 pgbin=/usr/lib/postgresql/15/bin
 
@@ -30,9 +35,11 @@ tmp=$(mktemp -d /tmp/tracegate-demo.XXXXXX)
 chmod 755 "$tmp"
 pg_pid=""
 gw_pid=""
+store_pid=""
 cleanup() {
   trap - EXIT INT TERM
   [ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null || true
+  [ -n "$store_pid" ] && kill -TERM "$store_pid" 2>/dev/null && wait "$store_pid" 2>/dev/null || true
   if [ -f "$tmp/pgdata/postmaster.pid" ]; then
     as_pg "$pgbin/pg_ctl" -D "$tmp/pgdata" -m fast -w stop >/dev/null 2>&1 || true
   fi
@@ -79,6 +86,22 @@ python3 "$root/scripts/gen_traces.py" --traces "$traces" -o "$tmp/traces.sql"
 [ "$(id -u)" -eq 0 ] && chown postgres "$tmp/traces.sql"
 spsql -d traces -f "$tmp/traces.sql" >/dev/null
 spsql -d traces -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO tracegate"
+
+# An HTTP trace store in Langfuse's public-API shape (GET /api/public/traces/{id}, …) behind
+# Basic auth, serving generated traces plus pii-1 (a trace with personal data planted).
+store_pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+printf '%s\n' "$store_pw" > "$tmp/store.pw"
+chmod 600 "$tmp/store.pw"
+python3 "$root/tests/http_store.py" --port 0 --user pk-lf-demo --password "$store_pw" \
+  --traces 20 > "$tmp/store.out" 2>"$tmp/store.err" &
+store_pid=$!
+for _ in $(seq 1 100); do
+  grep -q '^listening on' "$tmp/store.out" 2>/dev/null && break
+  kill -0 "$store_pid" 2>/dev/null || { echo "demo: the HTTP trace store exited" >&2; cat "$tmp/store.err" >&2; exit 1; }
+  sleep 0.1
+done
+store_url=$(sed -n 's/^listening on //p' "$tmp/store.out")
+echo "demo: HTTP trace store (Langfuse API shape) on $store_url"
 
 # The gateway's own backend credential lives in a file only it reads.
 printf '%s\n' "$backend_pw" > "$tmp/backend.pw"
@@ -132,7 +155,7 @@ policy:
       groups: [contractors]
     - name: agents-read-one-trace
       groups: [ai-agents]
-      connections: [traces-pg]
+      connections: [traces-pg, traces-http]
       ttl: 30s
       uses: 1
       masking_profile: default
@@ -172,6 +195,25 @@ connections:
         - {table: traces, id_column: id}
         - {table: observations, id_column: trace_id}
         - {table: scores, id_column: trace_id}
+      # What the one-call fetch runs (GET /v1/connections/traces-pg/traces/{id}).
+      queries:
+        - name: trace-by-id
+          sql: "select id, name, user_id, input, output, metadata from traces where id = \$1"
+    fetch_query: trace-by-id
+  # An HTTP trace store: agents send their usual request to this listener with a grant's
+  # bearer credential; tracegate asks the store with its own Basic credential.
+  - name: traces-http
+    type: http
+    listen: 127.0.0.1:$http_port
+    upstream:
+      url: $store_url
+      auth: {scheme: basic, username: pk-lf-demo, secret_file: $tmp/store.pw}
+    routes:
+      - {name: trace, path: "/api/public/traces/{trace_id}", response_trace_id: id}
+      - name: observations
+        path: "/api/public/observations?traceId={trace_id}"
+        response_trace_id: "data[*].traceId"
+        allow_query: [page, limit]
 YAML
 "$tracegate" config check "$tmp/tracegate.yaml"
 
@@ -255,6 +297,39 @@ echo "        the requester cannot approve its own request:"
 "$tracegate" approvals approve "$pending_id" --token-file "$tmp/support.token" 2>&1 |
   sed 's/^/        /' || true
 
+echo "demo: 9. an HTTP trace store through tracegate: a grant for trace pii-1 on traces-http,"
+echo "        then curl with its bearer credential (the store holds an email, a card, an AWS key):"
+bearer=$(curl -s --cacert "$tmp/gateway.crt" -H "Authorization: Bearer $(cat "$tmp/agent.token")" \
+  "https://127.0.0.1:$api_port/v1/grants" \
+  -d '{"connection":"traces-http","trace_id":"pii-1","reason":"demo"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["http"]["bearer"])')
+curl -s --cacert "$tmp/gateway.crt" -H "Authorization: Bearer $bearer" \
+  "https://127.0.0.1:$http_port/api/public/traces/pii-1" |
+  python3 -c 'import json,re,sys; t=sys.stdin.read(); j=json.loads(t)
+print("        200, trace", j["id"], len(t), "bytes;", len(re.findall(r"\[REDACTED:[A-Z_]+\]", t)),
+      "values masked, e.g.", sorted(set(re.findall(r"\[REDACTED:[A-Z_]+\]", t)))[:4])
+print("        jane.doe@example.com in the answer:", "jane.doe@example.com" in t)'
+new_bearer() {
+  curl -s --cacert "$tmp/gateway.crt" -H "Authorization: Bearer $(cat "$tmp/agent.token")" \
+    "https://127.0.0.1:$api_port/v1/grants" -d '{"connection":"traces-http","trace_id":"pii-1"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["http"]["bearer"])'
+}
+echo "        the same credential again; a fresh one for the list endpoint; one for another trace:"
+for request in "$bearer /api/public/traces/pii-1" "$(new_bearer) /api/public/traces?limit=100" \
+               "$(new_bearer) /api/public/traces/$trace_id"; do
+  set -- $request
+  curl -s --cacert "$tmp/gateway.crt" -H "Authorization: Bearer $1" \
+    "https://127.0.0.1:$http_port$2" | sed 's/^/        /'; echo
+done
+echo "demo: 10. one call does it all: GET /v1/connections/{name}/traces/{id} with the OIDC token"
+for target in "traces-http/traces/pii-1" "traces-pg/traces/$trace_id"; do
+  curl -s --cacert "$tmp/gateway.crt" -H "Authorization: Bearer $(cat "$tmp/agent.token")" \
+    "https://127.0.0.1:$api_port/v1/connections/$target?reason=demo" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)
+print("        ", r.get("connection"), r.get("trace_id"), "session", r.get("session_id"),
+      "masked", r.get("masked"), "trace bytes", len(json.dumps(r.get("trace"))) if "trace" in r else r)'
+done
+
 cat <<MSG
 
   tracegate is running in front of a throwaway trace store. Nobody holds a standing
@@ -289,6 +364,14 @@ cat <<MSG
     $tracegate approvals list --token-file /tmp/approver.token
     $tracegate approvals approve <grant id> --comment "ticket" --token-file /tmp/approver.token
     $tracegate approvals deny <grant id> --comment "why not" --token-file /tmp/approver.token
+
+  HTTP trace store (Langfuse API shape) behind tracegate's listener on :$http_port:
+    curl -s --cacert $tmp/gateway.crt -H "Authorization: Bearer \$(cat /tmp/token)" \\
+      https://127.0.0.1:$api_port/v1/connections/traces-http/traces/pii-1      # one call
+    curl -s --cacert $tmp/gateway.crt -H "Authorization: Bearer \$(cat /tmp/token)" \\
+      https://127.0.0.1:$api_port/v1/grants -d '{"connection":"traces-http","trace_id":"pii-1"}'
+    curl -s --cacert $tmp/gateway.crt -H "Authorization: Bearer tgb_…" \\
+      https://127.0.0.1:$http_port/api/public/traces/pii-1                     # once
 
   Why a rule decides:  $tracegate policy explain -c $tmp/tracegate.yaml --token /tmp/token \\
                          --connection traces-pg --trace $trace_id
