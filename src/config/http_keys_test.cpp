@@ -9,10 +9,11 @@
 
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "config/config.h"
@@ -389,10 +390,20 @@ TEST_P(HttpErrorTest, ReportsOneErrorAtItsKey) {
   const std::string message = ErrorOf(GetParam().http);
   std::vector<std::string> lines = absl::StrSplit(message, '\n');
   ASSERT_EQ(lines.size(), 1u) << message << "\n" << Yaml(GetParam().http);
-  std::smatch m;
-  ASSERT_TRUE(std::regex_match(lines[0], m, std::regex("t\\.yaml:[0-9]+:[0-9]+: (.*)")))
-      << lines[0];
-  EXPECT_EQ(m[1].str(), absl::StrCat(GetParam().path, ": ", GetParam().reason))
+  // "t.yaml:<line>:<column>: <rest>" (no std::regex: g++ 12 warns inside it under ASan).
+  const std::string& line = lines[0];
+  ASSERT_TRUE(absl::StartsWith(line, "t.yaml:")) << line;
+  size_t at = 7;
+  for (int field = 0; field < 2; ++field) {
+    const size_t digits = at;
+    while (at < line.size() && absl::ascii_isdigit(static_cast<unsigned char>(line[at]))) {
+      ++at;
+    }
+    ASSERT_TRUE(at > digits && at < line.size() && line[at] == ':') << line;
+    ++at;
+  }
+  ASSERT_EQ(line.substr(at, 1), " ") << line;
+  EXPECT_EQ(line.substr(at + 1), absl::StrCat(GetParam().path, ": ", GetParam().reason))
       << Yaml(GetParam().http);
 }
 
