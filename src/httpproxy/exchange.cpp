@@ -1,5 +1,7 @@
 #include "httpproxy/exchange.h"
 
+#include <spdlog/spdlog.h>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -77,9 +79,13 @@ Outcome Examine(const absl::StatusOr<UpstreamResponse>& response, const config::
       return Refuse(502, "bad_upstream_response",
                     Cat("the trace store's response is not valid JSON: ", MessageOf(checked)));
     }
+    // Which path and which other id stay in the log: the caller learns only that the answer
+    // was not its trace, not which other trace exists.
+    spdlog::warn("route {}: the store's answer for trace {} failed the trace check: {}", route.name,
+                 trace_id, MessageOf(checked));
     return Refuse(
         403, "response_trace_mismatch",
-        Cat("the trace store's response is not only trace ", trace_id, ": ", MessageOf(checked)));
+        Cat("the trace store's response is not only trace ", trace_id, "; it was withheld"));
   }
   Outcome out;
   out.status = 200;

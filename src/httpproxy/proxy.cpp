@@ -194,6 +194,12 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
         co_return Refuse(503, "unavailable",
                          Cat("connection ", connection.name, " has no fetch route"));
       }
+      if (!httproute::TraceFitsRoute(*route, grant.trace_id)) {
+        // "..", "." or an id with '/' would name another resource once in the path.
+        co_return Refuse(400, "bad_trace_id",
+                         Cat("trace id \"", grant.trace_id.substr(0, 128),
+                             "\" cannot be put into route ", route->name, "'s path"));
+      }
       upstream_target = httproute::BuildTarget(*route, grant.trace_id);
     }
     absl::StatusOr<masking::Scanner*> scanner = ScannerFor(worker, grant.masking_profile);
