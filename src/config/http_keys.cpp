@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/strings.h"
 #include "config/scalars.h"
 
 namespace tracegate::config::internal {
@@ -35,19 +36,6 @@ bool IsPathChar(char c) {
          absl::string_view("-._~!$&'()*+,;=:@").find(c) != absl::string_view::npos;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
 // Strict: every '%' starts an escape of two hex digits.
 absl::StatusOr<std::string> PercentDecode(absl::string_view text) {
   std::string out;
@@ -57,8 +45,8 @@ absl::StatusOr<std::string> PercentDecode(absl::string_view text) {
       out.push_back(text[i]);
       continue;
     }
-    const int high = i + 2 < text.size() ? HexValue(text[i + 1]) : -1;
-    const int low = i + 2 < text.size() ? HexValue(text[i + 2]) : -1;
+    const int high = i + 2 < text.size() ? HexDigitValue(text[i + 1]) : -1;
+    const int low = i + 2 < text.size() ? HexDigitValue(text[i + 2]) : -1;
     if (high < 0 || low < 0) {
       return InvalidArgumentError(absl::StrCat("malformed percent-escape in ", Quote(text)));
     }

@@ -390,7 +390,7 @@ TEST_P(HttpErrorTest, ReportsOneErrorAtItsKey) {
   const std::string message = ErrorOf(GetParam().http);
   std::vector<std::string> lines = absl::StrSplit(message, '\n');
   ASSERT_EQ(lines.size(), 1u) << message << "\n" << Yaml(GetParam().http);
-  // "t.yaml:<line>:<column>: <rest>" (no std::regex: g++ 12 warns inside it under ASan).
+  // "t.yaml:<line>:<column>: <rest>", read by hand.
   const std::string& line = lines[0];
   ASSERT_TRUE(absl::StartsWith(line, "t.yaml:")) << line;
   size_t at = 7;

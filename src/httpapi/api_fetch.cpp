@@ -22,13 +22,6 @@ using json = nlohmann::json;
 
 constexpr size_t kMaxReasonBytes = 1024;
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Strict %XX decoding of one path segment; nullopt for a malformed escape, a decoded '/' or NUL.
 std::optional<std::string> DecodeSegment(std::string_view in) {
   std::string out;
@@ -37,10 +30,10 @@ std::optional<std::string> DecodeSegment(std::string_view in) {
       out.push_back(in[i]);
       continue;
     }
-    if (i + 2 >= in.size() || HexValue(in[i + 1]) < 0 || HexValue(in[i + 2]) < 0) {
+    if (i + 2 >= in.size() || HexDigitValue(in[i + 1]) < 0 || HexDigitValue(in[i + 2]) < 0) {
       return std::nullopt;
     }
-    out.push_back(static_cast<char>(HexValue(in[i + 1]) * 16 + HexValue(in[i + 2])));
+    out.push_back(static_cast<char>(HexDigitValue(in[i + 1]) * 16 + HexDigitValue(in[i + 2])));
     i += 2;
   }
   if (out.find('/') != std::string::npos || out.find('\0') != std::string::npos) {
