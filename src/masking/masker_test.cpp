@@ -124,6 +124,15 @@ std::vector<Row> Rows() {
       {"iban_fr", "FR1420041010050500013M02606", "[REDACTED:IBAN]"},
       {"iban_neg_checksum", "GB82 WEST 1234 5698 7654 33", "GB82 WEST 1234 5698 7654 33"},
       {"iban_neg_length", "DE8937040044053201300", "DE8937040044053201300"},
+      // Honduras, in the registry since release 99.
+      {"iban_hn_compact", "HN88CABF00000000000250005469", "[REDACTED:IBAN]"},
+      {"iban_hn_spaced", "pay to IBAN HN88 CABF 0000 0000 0002 5000 5469.",
+       "pay to IBAN [REDACTED:IBAN]."},
+      {"iban_hn_neg_checksum", "HN89CABF00000000000250005469", "HN89CABF00000000000250005469"},
+      {"iban_hn_neg_length", "HN88CABF0000000000025000546", "HN88CABF0000000000025000546"},
+      // Yemen and Oman, added in 2024.
+      {"iban_ye", "YE15CBYE0001018861234567891234", "[REDACTED:IBAN]"},
+      {"iban_om_spaced", "OM81 0180 0000 0129 9123 456", "[REDACTED:IBAN]"},
       // SSN
       {"ssn_dashed", "SSN 536-22-8726", "SSN [REDACTED:SSN]"},
       {"ssn_dashed_no_context", "536-22-8726", "[REDACTED:SSN]"},
@@ -242,6 +251,32 @@ TEST_P(TextTable, Masks) {
 
 INSTANTIATE_TEST_SUITE_P(Rows, TextTable, ::testing::ValuesIn(Rows()),
                          [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
+
+// The registry's example IBAN of every country, compact and in groups of four, is masked by
+// the whole engine (class scanner and validator), not only accepted by IbanValid.
+TEST(MaskerIban, EveryRegistryCountry) {
+  auto scanner = Scanner::Create(TableMasker());
+  ASSERT_TRUE(scanner.ok()) << scanner.status();
+  for (const test_support::IbanRegistryEntry& e : test_support::kIbanRegistry) {
+    const std::string compact = e.example;
+    std::string grouped;
+    for (size_t k = 0; k < compact.size(); ++k) {
+      if (k > 0 && k % 4 == 0) {
+        grouped += ' ';
+      }
+      grouped += compact[k];
+    }
+    for (const std::string& iban : {compact, grouped}) {
+      std::string out;
+      Counts counts;
+      auto changed = scanner->MaskText("account " + iban + " ok", {}, out, counts);
+      ASSERT_TRUE(changed.ok()) << changed.status();
+      EXPECT_TRUE(*changed) << e.country << ": " << iban;
+      EXPECT_EQ(out, "account [REDACTED:IBAN] ok") << e.country << ": " << iban;
+      EXPECT_EQ(counts.Of("IBAN"), 1u) << e.country;
+    }
+  }
+}
 
 TEST(MaskerCounts, CountsPerEntityAcrossCalls) {
   auto scanner = Scanner::Create(TableMasker());

@@ -3,7 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <iterator>
+#include <string>
+
 #include "masking/json_path.h"
+#include "masking/test_support.h"
 
 namespace tracegate::masking {
 namespace {
@@ -35,6 +39,90 @@ TEST(Validators, Iban) {
   EXPECT_FALSE(IbanValid("DE8937040044053201300"));
   EXPECT_EQ(IbanLength('N', 'O'), 15);
   EXPECT_EQ(IbanLength('Z', 'Z'), 0);
+}
+
+// `country` + check digits + `bban`, the check digits computed with ISO 7064 mod 97-10 (the
+// IBAN with "00" as check digits, rearranged, letters as 10..35; check = 98 - remainder).
+std::string WithCheckDigits(std::string_view country, std::string_view bban) {
+  int rem = 0;
+  for (char c : std::string(bban) + std::string(country) + "00") {
+    rem = IsDigit(c) ? (rem * 10 + (c - '0')) % 97 : (rem * 100 + (c - 'A' + 10)) % 97;
+  }
+  const int check = 98 - rem;
+  return std::string(country) + static_cast<char>('0' + check / 10) +
+         static_cast<char>('0' + check % 10) + std::string(bban);
+}
+
+using test_support::IbanRegistryEntry;
+using test_support::kIbanRegistry;
+
+class IbanRegistry : public ::testing::TestWithParam<IbanRegistryEntry> {};
+
+// One row per registry country: its length, its registry example, an IBAN built from another
+// BBAN of the same shape, and near misses one character too short or too long (with check
+// digits that fit, so only the length is wrong) and with a wrong checksum.
+TEST_P(IbanRegistry, Country) {
+  const IbanRegistryEntry& e = GetParam();
+  const std::string_view country = e.country;
+  const std::string example = e.example;
+  ASSERT_EQ(example.size(), static_cast<size_t>(e.length)) << "registry row is inconsistent";
+  ASSERT_EQ(example.substr(0, 2), country);
+  EXPECT_EQ(IbanLength(country[0], country[1]), e.length);
+  EXPECT_TRUE(IbanValid(example)) << example;
+
+  // The example's BBAN with every digit shifted: same national shape, new check digits.
+  std::string bban = example.substr(4);
+  for (char& c : bban) {
+    if (IsDigit(c)) {
+      c = static_cast<char>('0' + (c - '0' + 3) % 10);
+    }
+  }
+  const std::string built = WithCheckDigits(country, bban);
+  EXPECT_TRUE(IbanValid(built)) << built;
+
+  const std::string too_long = WithCheckDigits(country, bban + "7");
+  const std::string too_short = WithCheckDigits(country, bban.substr(0, bban.size() - 1));
+  EXPECT_FALSE(IbanValid(too_long)) << too_long;
+  EXPECT_FALSE(IbanValid(too_short)) << too_short;
+
+  // One changed check digit, and one changed BBAN digit: mod 97 catches every single
+  // substitution.
+  std::string bad_check = example;
+  bad_check[3] = bad_check[3] == '9' ? '0' : static_cast<char>(bad_check[3] + 1);
+  EXPECT_FALSE(IbanValid(bad_check)) << bad_check;
+  std::string bad_bban = built;
+  size_t last_digit = bad_bban.find_last_of("0123456789");
+  ASSERT_GT(last_digit, 3u);
+  bad_bban[last_digit] = bad_bban[last_digit] == '0' ? '5' : '0';
+  EXPECT_FALSE(IbanValid(bad_bban)) << bad_bban;
+}
+
+INSTANTIATE_TEST_SUITE_P(Swift, IbanRegistry, ::testing::ValuesIn(kIbanRegistry),
+                         [](const ::testing::TestParamInfo<IbanRegistryEntry>& info) {
+                           return std::string(info.param.country);
+                         });
+
+// The validator knows exactly the registry's countries: no code outside the list has a length
+// (territories such as GF or JE use their parent's prefix, FR or GB).
+TEST(Validators, IbanCountriesAreTheRegistry) {
+  int known = 0;
+  for (char c0 = 'A'; c0 <= 'Z'; ++c0) {
+    for (char c1 = 'A'; c1 <= 'Z'; ++c1) {
+      if (IbanLength(c0, c1) == 0) {
+        continue;
+      }
+      ++known;
+      bool listed = false;
+      for (const IbanRegistryEntry& e : kIbanRegistry) {
+        listed = listed || (e.country[0] == c0 && e.country[1] == c1);
+      }
+      EXPECT_TRUE(listed) << c0 << c1 << " is not in the registry";
+    }
+  }
+  EXPECT_EQ(known, static_cast<int>(std::size(kIbanRegistry)));
+  EXPECT_EQ(std::size(kIbanRegistry), 89u);
+  EXPECT_EQ(IbanLength('G', 'F'), 0);
+  EXPECT_EQ(IbanLength('J', 'E'), 0);
 }
 
 TEST(Validators, Ssn) {
