@@ -45,7 +45,13 @@ ROOT = (os.environ.get("TRACEGATE_ROOT")
         or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PG_BINDIR = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
 GEN_TRACES = os.path.join(ROOT, "scripts", "gen_traces.py")
-SHARED_DATA = "/work/shared/data/langfuse-framework-traces"
+# The real framework traces live next to the repository, in ../shared/data (absent on most
+# machines). They only add to the generated traces the tests always use.
+SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data",
+                                            "langfuse-framework-traces"))
+if not os.path.isdir(SHARED_DATA):
+    print(f"harness: real traces absent ({SHARED_DATA}); using generated traces only",
+          file=sys.stderr)
 KEEP_TMP = os.environ.get("TG_KEEP_TMP") == "1"
 
 
