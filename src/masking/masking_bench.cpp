@@ -1,8 +1,9 @@
 // Masking throughput and latency on trace JSON, all default detectors, redact strategy.
-// Uses /work/shared/data/langfuse-framework-traces (or $TRACEGATE_TRACE_DIR) when present,
-// else generated Langfuse-shaped traces. Targets (DESIGN.md): >= 300 MB/s per core; p99 <=
-// 2 ms for a 10 KB trace. bench/masking.sh runs it and reports MB/s, p50/p99 and the
-// memcpy ceiling.
+// Uses the real framework traces (../shared/data/langfuse-framework-traces next to the
+// repository root, or $TRACEGATE_TRACE_DIR; test_support::TraceDir) when present, else
+// generated Langfuse-shaped traces, and says on stderr which. Targets (DESIGN.md):
+// >= 300 MB/s per core; p99 <= 2 ms for a 10 KB trace. bench/masking.sh runs it and reports
+// MB/s, p50/p99 and the memcpy ceiling.
 //
 //   build-masking/src/masking/masking_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>

@@ -715,26 +715,53 @@ inline bool ValidJson(std::string_view s) {
   return parser.parse(padded).error() == simdjson::SUCCESS;
 }
 
-// The trace corpus: files of /work/shared/data/langfuse-framework-traces (or
-// $TRACEGATE_TRACE_DIR) when present, else empty.
+// Where the real framework traces are: $TRACEGATE_TRACE_DIR if set, else
+// ../shared/data/langfuse-framework-traces next to the repository root. The root comes from
+// TRACEGATE_SOURCE_DIR, a compile definition that src/masking/CMakeLists.txt gives the
+// targets reading the traces; without it (and without the variable) there is no directory.
+inline std::filesystem::path TraceDir() {
+  const char* env = std::getenv("TRACEGATE_TRACE_DIR");
+  if (env != nullptr && *env != '\0') {
+    return env;
+  }
+#ifdef TRACEGATE_SOURCE_DIR
+  return (std::filesystem::path(TRACEGATE_SOURCE_DIR) / ".." / "shared" / "data" /
+          "langfuse-framework-traces")
+      .lexically_normal();
+#else
+  return {};
+#endif
+}
+
+// The real trace corpus: the .json files of TraceDir(), sorted by name, or empty when the
+// directory is absent (most machines). Says on stderr, once per process, which it was, so a
+// run's output shows whether the real traces took part.
 inline std::vector<std::pair<std::string, std::string>> LoadTraceFiles() {
   std::vector<std::pair<std::string, std::string>> out;
-  const char* env = std::getenv("TRACEGATE_TRACE_DIR");
-  std::filesystem::path dir = env != nullptr ? env : "/work/shared/data/langfuse-framework-traces";
+  const std::filesystem::path dir = TraceDir();
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) {
-    return out;
-  }
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (entry.path().extension() != ".json") {
-      continue;
+  if (!dir.empty() && std::filesystem::is_directory(dir, ec)) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.path().extension() != ".json") {
+        continue;
+      }
+      std::ifstream in(entry.path(), std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      out.emplace_back(entry.path().filename().string(), ss.str());
     }
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    out.emplace_back(entry.path().filename().string(), ss.str());
+    std::sort(out.begin(), out.end());
   }
-  std::sort(out.begin(), out.end());
+  static bool said = false;
+  if (!said) {
+    said = true;
+    if (out.empty()) {
+      std::fprintf(stderr, "note: real traces absent (%s); using generated traces only\n",
+                   dir.empty() ? "no TRACEGATE_TRACE_DIR or TRACEGATE_SOURCE_DIR" : dir.c_str());
+    } else {
+      std::fprintf(stderr, "note: %zu real traces from %s\n", out.size(), dir.c_str());
+    }
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
-// Evaluation on real traces: the framework traces of /work/shared/data (or generated
-// Langfuse-shaped traces when absent) and generated free texts, with synthetic PII, secrets,
+// Evaluation on traces: generated Langfuse-shaped traces, plus the real framework traces of
+// ../shared/data next to the repository when present (test_support::TraceDir; they add to
+// the generated ones, never replace them), and generated free texts, with synthetic PII, secrets,
 // false-positive traps and opaque reasoning fields planted by a seeded generator
 // (test_support::SyntheticPii, seed kSeed). Prints, per entity, recall and precision, per
 // placement recall, and trap precision; asserts the targets: recall >= 0.99 for
@@ -27,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "common/strings.h"
 #include "masking/json_lex.h"
 #include "masking/masker.h"
 #include "masking/test_support.h"
@@ -728,20 +730,18 @@ class TraceEvaluation : public ::testing::Test {
     auto scanner = Scanner::Create(*masker);
     ASSERT_TRUE(scanner.ok());
     scanner_ = std::make_unique<Scanner>(std::move(*scanner));
+    for (uint32_t i = 0; i < 13; ++i) {
+      traces_.push_back(GeneratedTrace(6000u << (i % 5), 0, i + 1));
+    }
     for (auto& [name, body] : LoadTraceFiles()) {
       traces_.push_back(std::move(body));
-    }
-    real_ = !traces_.empty();
-    if (!real_) {
-      for (uint32_t i = 0; i < 13; ++i) {
-        traces_.push_back(GeneratedTrace(6000u << (i % 5), 0, i + 1));
-      }
+      ++real_;
     }
   }
 
   std::unique_ptr<Scanner> scanner_;
   std::vector<std::string> traces_;
-  bool real_ = false;
+  size_t real_ = 0;  // how many of traces_ (the last ones) are real framework traces
 };
 
 TEST_F(TraceEvaluation, RecallPrecisionOpaqueAndValidity) {
@@ -794,7 +794,10 @@ TEST_F(TraceEvaluation, RecallPrecisionOpaqueAndValidity) {
     EXPECT_EQ(MaskCounts(text_changed), text_engine) << "alignment lost masks in free text " << d;
     board.Score(plants, trap_counter - doc.traps, text_changed, {});
   }
-  double trap_precision = board.Print(real_ ? "the real framework traces" : "generated traces");
+  const std::string corpus =
+      real_ > 0 ? Cat(traces_.size() - real_, " generated and ", real_, " real framework traces")
+                : Cat(traces_.size(), " generated traces (real traces absent)");
+  double trap_precision = board.Print(corpus.c_str());
   for (const std::string& entity : SyntheticPii::Entities()) {
     auto it = board.by_entity().find(entity);
     ASSERT_NE(it, board.by_entity().end()) << entity;
