@@ -11,7 +11,7 @@ packages=(
   # libraries
   libboost1.74-dev libboost-program-options1.74-dev libssl-dev libyaml-cpp-dev libabsl-dev
   libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev nlohmann-json3-dev libsimdjson-dev
-  libzstd-dev zlib1g-dev libsqlite3-dev libcurl4-openssl-dev libpq-dev libpg-query-dev libprotobuf-c-dev libhyperscan-dev libcjose-dev
+  libzstd-dev zlib1g-dev libsqlite3-dev libcurl4-openssl-dev libpq-dev libpg-query-dev libprotobuf-c-dev libhyperscan-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   postgresql-15 postgresql-client-15 postgresql-contrib pgbouncer curl openssl wrk

@@ -13,13 +13,16 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "common/strings.h"
+#include "sql/nesting.h"
 
 namespace tracegate::sql::internal {
 namespace {
 
 using Node = PgQuery__Node;
 
-constexpr int kMaxDepth = 400;
+// The walk's own recursion limit (each tree level is two or three of its frames). The
+// nesting bound refuses deeper statements before parsing; this is the backstop.
+constexpr int kMaxDepth = 4 * kMaxNesting;
 
 // ---- small accessors ----------------------------------------------------------------------
 
@@ -144,6 +147,150 @@ bool IsClientValue(const Node* node) {
   return false;
 }
 
+// Functions whose result is a size, a position or a type, never any part of a value: a
+// computation on their result reveals nothing the masker hides.
+bool MeasuresOnly(std::string_view name) {
+  static const auto* const kMeasures = new absl::flat_hash_set<std::string>{
+      "count",      "length",       "char_length", "character_length",   "octet_length",
+      "bit_length", "array_length", "cardinality", "jsonb_array_length", "json_array_length",
+      "row_number", "rank",         "dense_rank",  "jsonb_typeof",       "json_typeof",
+      "pg_typeof"};
+  return kMeasures->contains(std::string(name));
+}
+
+// Whether evaluating `message` can read stored data: a column, a whole row, or a subquery,
+// outside a function that only measures (count, length …). Literals, parameters and
+// functions of them do not. Past the walk's depth limit it answers yes (fail closed).
+bool ReadsData(const ProtobufCMessage* message, int depth = 0) {
+  if (message == nullptr) {
+    return false;
+  }
+  if (depth > 4 * kMaxNesting) {
+    return true;
+  }
+  const ProtobufCMessageDescriptor* d = message->descriptor;
+  if (d == &pg_query__node__descriptor) {
+    const auto* node = reinterpret_cast<const Node*>(message);
+    switch (node->node_case) {
+      case PG_QUERY__NODE__NODE_COLUMN_REF:
+      case PG_QUERY__NODE__NODE_SUB_LINK:
+      case PG_QUERY__NODE__NODE_SELECT_STMT:
+        return true;
+      case PG_QUERY__NODE__NODE_FUNC_CALL: {
+        const PgQuery__FuncCall* call = node->func_call;
+        if (call->n_funcname > 0 && call->n_funcname <= 2) {
+          const char* last = StringOf(call->funcname[call->n_funcname - 1]);
+          const char* schema = call->n_funcname == 2 ? StringOf(call->funcname[0]) : nullptr;
+          if (last != nullptr && MeasuresOnly(last) &&
+              (call->n_funcname == 1 ||
+               (schema != nullptr && std::string_view(schema) == "pg_catalog"))) {
+            return false;
+          }
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    return ReadsData(InnerOf(node), depth + 1);
+  }
+  const auto* base = reinterpret_cast<const char*>(message);
+  for (unsigned f = 0; f < d->n_fields; ++f) {
+    const ProtobufCFieldDescriptor& field = d->fields[f];
+    if (field.type != PROTOBUF_C_TYPE_MESSAGE) {
+      continue;
+    }
+    if (field.label == PROTOBUF_C_LABEL_REPEATED) {
+      const size_t n = *reinterpret_cast<const size_t*>(base + field.quantifier_offset);
+      auto* const* items = *reinterpret_cast<ProtobufCMessage* const* const*>(base + field.offset);
+      for (size_t i = 0; i < n; ++i) {
+        if (ReadsData(items[i], depth + 1)) {
+          return true;
+        }
+      }
+      continue;
+    }
+    if ((field.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+        *reinterpret_cast<const uint32_t*>(base + field.quantifier_offset) != field.id) {
+      continue;
+    }
+    if (ReadsData(*reinterpret_cast<const ProtobufCMessage* const*>(base + field.offset),
+                  depth + 1)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ReadsData(const Node* node) {
+  return ReadsData(reinterpret_cast<const ProtobufCMessage*>(node));
+}
+
+// Operators that select, compare or test values rather than compute new ones: their result
+// is a value whole (JSON selectors) or a boolean (comparisons, containment, patterns: the
+// documented boolean-oracle gap). Every other operator on stored data computes a new value
+// (`card + 1` fails the Luhn check and reads back by subtraction; `jsonb - 'key'` and
+// `ts - interval` are caught too, since the gate does not know the operands' types).
+bool SelectsOrCompares(std::string_view op, bool prefix) {
+  if (prefix) {
+    return false;  // -x, ~x, @x, |/x …
+  }
+  static const auto* const kOps = new absl::flat_hash_set<std::string>{
+      "=",  "<>", "!=", "<",  ">",   "<=",  ">=",   "->", "->>", "#>", "#>>", "@>", "<@", "?",
+      "?|", "?&", "&&", "~~", "~~*", "!~~", "!~~*", "~",  "~*",  "!~", "!~*", "@?", "@@"};
+  return kOps->contains(std::string(op));
+}
+
+// Whether a jsonpath (a literal's text) only selects and filters: no arithmetic (`$.card +
+// 1`) and no item methods other than .size(), .type() and .keyvalue() (`.double()`,
+// `.datetime()`, `.floor()` … compute new values). Wildcards (`.*`, `[*]`) and quoted keys
+// are fine; `-` is refused everywhere outside quotes (`last - 1` included: conservative).
+bool JsonPathSelectsOnly(std::string_view path) {
+  char previous = '\0';  // the last character outside quotes that is not a blank
+  for (size_t i = 0; i < path.size(); ++i) {
+    const char c = path[i];
+    if (c == '"') {
+      for (++i; i < path.size() && path[i] != '"'; ++i) {
+        if (path[i] == '\\') {
+          ++i;
+        }
+      }
+      previous = '"';
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+      continue;
+    }
+    if (c == '+' || c == '-' || c == '/' || c == '%') {
+      return false;
+    }
+    if (c == '*' && previous != '.' && previous != '[') {
+      return false;
+    }
+    if (c == '(') {
+      // A method call is `.name(`; a filter is `?(`, and `exists (`, `like_regex` … have
+      // no dot before their name.
+      size_t end = i;
+      while (end > 0 && (path[end - 1] == ' ' || path[end - 1] == '\t')) {
+        --end;
+      }
+      size_t start = end;
+      while (start > 0 && (std::isalnum(static_cast<unsigned char>(path[start - 1])) ||
+                           path[start - 1] == '_')) {
+        --start;
+      }
+      if (start > 0 && start < end && path[start - 1] == '.') {
+        const std::string_view method = path.substr(start, end - start);
+        if (method != "size" && method != "type" && method != "keyvalue") {
+          return false;
+        }
+      }
+    }
+    previous = c;
+  }
+  return true;
+}
+
 // The name of a type as written, without pg_catalog ("varchar(4)", "bytea[]").
 std::string TypeDisplay(const PgQuery__TypeName* type) {
   std::string name = DottedName(type->n_names, type->names);
@@ -178,11 +325,13 @@ std::string TypeDisplay(const PgQuery__TypeName* type) {
 }
 
 // Whether a cast to `type` leaves a value's text for the masker to find. Text without a
-// length, JSON (the masker decodes its strings), and the number, boolean and time types: a
-// cast to those either fails or keeps the digits (what numbers go through is the documented
-// numeric gap). Not: bytea (hex), char(n)/varchar(n)/name/"char" (truncate), bit, uuid
-// (re-cases and re-groups hex), inet/macaddr (re-format), money (adds separators), tsvector,
-// xml, regclass and the rest, nor anything unknown.
+// length, JSON (the masker decodes its strings), integers and numeric without a typmod (a
+// cast either fails or prints the same digits), and boolean (one bit, like `=`). Not:
+// float4/float8 (4.111111111111111e+15 is a card in another shape), numeric(p,s) (rounds),
+// date/time/interval and uuid (the masker passes those types unread: `card::int8 *
+// interval '1 microsecond'` reads back exactly), bytea (hex), char(n)/varchar(n)/name/"char"
+// (truncate), bit, inet/macaddr (re-format), money (adds separators), tsvector, xml,
+// regclass and the rest, nor anything unknown.
 bool CastKeepsText(const PgQuery__TypeName* type) {
   if (type == nullptr || type->setof || type->pct_type || type->n_names == 0 || type->n_names > 2) {
     return false;
@@ -197,25 +346,33 @@ bool CastKeepsText(const PgQuery__TypeName* type) {
   if (last == nullptr) {
     return false;
   }
-  const std::string_view name = last;
-  if (name == "text" || name == "varchar" || name == "bpchar") {
-    return type->n_typmods == 0;
+  if (type->n_typmods > 0) {
+    return false;
   }
   static const auto* const kKeeps = new absl::flat_hash_set<std::string>{
-      "json",   "jsonb", "bool", "int2",   "int4",      "int8",        "numeric", "float4",
-      "float8", "date",  "time", "timetz", "timestamp", "timestamptz", "interval"};
+      "text", "varchar", "bpchar", "json", "jsonb", "bool", "int2", "int4", "int8", "numeric"};
   return kKeeps->contains(last);
 }
 
 // ---- the walk ----------------------------------------------------------------------------
+
+// A conjunct of WHERE or of a join's ON, with the names it can see. PostgreSQL resolves a
+// column of an ON clause against that join's own items only (and then the enclosing
+// queries), and a join with an alias hides the items inside it from everything outside it:
+// `u.id` there is another query's `u`, or an error, never the hidden one.
+struct Conjunct {
+  const Node* node = nullptr;
+  int visibility = -1;  // -1: WHERE (every occurrence not hidden); else a join's, by index
+};
 
 // One declared trace table in one SELECT's FROM.
 struct Occurrence {
   const config::TraceTable* table = nullptr;
   std::string refname;  // alias, or the table's name
   bool aliased = false;
-  std::string schema;                     // as written, or "public"
-  std::vector<const Node*> on_conjuncts;  // ON conditions that hold whenever it has a row
+  std::string schema;                  // as written, or "public"
+  std::vector<Conjunct> on_conjuncts;  // ON conditions that hold whenever it has a row
+  bool hidden = false;                 // inside a join with an alias: not visible by name
 };
 
 // A term of an equality: a column of an occurrence, a string literal, or a parameter.
@@ -264,7 +421,9 @@ class Analyzer {
     int from_items = 0;
     // ON conditions of joins outside the nullable side of any outer join: they hold for
     // every row of the FROM clause, like WHERE.
-    std::vector<const Node*> global_on;
+    std::vector<Conjunct> global_on;
+    // Per join, by index: the occurrences its ON clause can see by name.
+    std::vector<std::vector<int>> join_visible;
   };
 
   bool Block(Rule rule, std::string message) {
@@ -277,11 +436,11 @@ class Analyzer {
   bool Blocked() const { return rule_ != Rule::kNone; }
 
   bool Select(const PgQuery__SelectStmt* s);
-  bool From(const Node* item, const std::vector<const Node*>& applicable, bool global,
+  bool From(const Node* item, const std::vector<Conjunct>& applicable, bool global,
             SelectScope& scope);
   bool CheckPinned(const PgQuery__SelectStmt* s, SelectScope& scope);
-  Term TermOf(const Node* node, const SelectScope& scope) const;
-  int ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& scope,
+  Term TermOf(const Node* node, const SelectScope& scope, int visibility) const;
+  int ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& scope, int visibility,
                     std::string& column) const;
   const config::TraceTable* FindTable(std::string_view schema, std::string_view name) const;
 
@@ -323,7 +482,7 @@ const config::TraceTable* Analyzer::FindTable(std::string_view schema,
 bool Analyzer::Select(const PgQuery__SelectStmt* s) {
   DepthGuard guard(depth_);
   if (depth_ > kMaxDepth) {
-    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+    return Block(Rule::kTooComplex, "the statement is nested too deeply");
   }
   if (s->into_clause != nullptr) {
     return Block(Rule::kWrite, "SELECT ... INTO creates a table");
@@ -393,7 +552,7 @@ bool Analyzer::Select(const PgQuery__SelectStmt* s) {
   }
 
   SelectScope scope;
-  const std::vector<const Node*> none;
+  const std::vector<Conjunct> none;
   for (size_t i = 0; i < s->n_from_clause; ++i) {
     if (!From(s->from_clause[i], none, true, scope)) {
       return false;
@@ -410,11 +569,11 @@ bool Analyzer::Select(const PgQuery__SelectStmt* s) {
          Visit(s->limit_count) && visit_all(s->n_distinct_clause, s->distinct_clause);
 }
 
-bool Analyzer::From(const Node* item, const std::vector<const Node*>& applicable, bool global,
+bool Analyzer::From(const Node* item, const std::vector<Conjunct>& applicable, bool global,
                     SelectScope& scope) {
   DepthGuard guard(depth_);
   if (depth_ > kMaxDepth) {
-    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+    return Block(Rule::kTooComplex, "the statement is nested too deeply");
   }
   switch (item->node_case) {
     case PG_QUERY__NODE__NODE_RANGE_VAR: {
@@ -456,10 +615,16 @@ bool Analyzer::From(const Node* item, const std::vector<const Node*>& applicable
     }
     case PG_QUERY__NODE__NODE_JOIN_EXPR: {
       const PgQuery__JoinExpr* join = item->join_expr;
-      std::vector<const Node*> on;
-      Conjuncts(join->quals, on);
-      std::vector<const Node*> left = applicable;
-      std::vector<const Node*> right = applicable;
+      const int visibility = static_cast<int>(scope.join_visible.size());
+      scope.join_visible.emplace_back();
+      std::vector<const Node*> on_nodes;
+      Conjuncts(join->quals, on_nodes);
+      std::vector<Conjunct> on;
+      for (const Node* n : on_nodes) {
+        on.push_back({.node = n, .visibility = visibility});
+      }
+      std::vector<Conjunct> left = applicable;
+      std::vector<Conjunct> right = applicable;
       // ON holds for every row a side contributes, except on the preserved side of an outer
       // join (its rows come through whether ON holds or not). An inner join's ON holds for
       // every row of the whole FROM unless the join sits on a nullable side.
@@ -488,9 +653,22 @@ bool Analyzer::From(const Node* item, const std::vector<const Node*>& applicable
       if (join->larg == nullptr || join->rarg == nullptr) {
         return Block(Rule::kUnsupported, "malformed join");
       }
+      const size_t first = scope.occurrences.size();
       if (!From(join->larg, left, left_global, scope) ||
           !From(join->rarg, right, right_global, scope)) {
         return false;
+      }
+      // Its ON sees the items inside it that no inner alias hides; its own alias then hides
+      // them all from everything outside it.
+      for (size_t i = first; i < scope.occurrences.size(); ++i) {
+        if (!scope.occurrences[i].hidden) {
+          scope.join_visible[visibility].push_back(static_cast<int>(i));
+        }
+      }
+      if (join->alias != nullptr) {
+        for (size_t i = first; i < scope.occurrences.size(); ++i) {
+          scope.occurrences[i].hidden = true;
+        }
       }
       return Visit(join->quals);
     }
@@ -526,7 +704,7 @@ bool Analyzer::From(const Node* item, const std::vector<const Node*>& applicable
   }
 }
 
-int Analyzer::ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& scope,
+int Analyzer::ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& scope, int visibility,
                             std::string& column) const {
   const std::string dotted = DottedName(ref->n_fields, ref->fields);
   if (dotted.empty()) {
@@ -537,16 +715,30 @@ int Analyzer::ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& sc
     parts.emplace_back(StringOf(ref->fields[i]));
   }
   if (parts.size() == 1) {
-    // Unqualified: only when the table is the single item of this FROM, so the name cannot
-    // belong to a neighbour (and an id column the table has wins over an outer query's).
-    if (scope.from_items == 1 && scope.occurrences.size() == 1) {
+    // Unqualified: only in WHERE, when the table is the single item of this FROM, so the
+    // name cannot belong to a neighbour (and an id column the table has wins over an outer
+    // query's).
+    if (visibility < 0 && scope.from_items == 1 && scope.occurrences.size() == 1 &&
+        !scope.occurrences[0].hidden) {
       column = std::string(parts[0]);
       return 0;
     }
     return -1;
   }
+  std::vector<int> all;
+  const std::vector<int>* visible = nullptr;
+  if (visibility >= 0) {
+    visible = &scope.join_visible[visibility];
+  } else {
+    for (size_t i = 0; i < scope.occurrences.size(); ++i) {
+      if (!scope.occurrences[i].hidden) {
+        all.push_back(static_cast<int>(i));
+      }
+    }
+    visible = &all;
+  }
   int found = -1;
-  for (size_t i = 0; i < scope.occurrences.size(); ++i) {
+  for (const int i : *visible) {
     const Occurrence& o = scope.occurrences[i];
     bool match = false;
     if (parts.size() == 2) {
@@ -558,7 +750,7 @@ int Analyzer::ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& sc
       if (found >= 0) {
         return -1;  // ambiguous: PostgreSQL refuses it anyway
       }
-      found = static_cast<int>(i);
+      found = i;
     }
   }
   if (found >= 0) {
@@ -567,14 +759,14 @@ int Analyzer::ResolveColumn(const PgQuery__ColumnRef* ref, const SelectScope& sc
   return found;
 }
 
-Term Analyzer::TermOf(const Node* node, const SelectScope& scope) const {
+Term Analyzer::TermOf(const Node* node, const SelectScope& scope, int visibility) const {
   Term term;
   if (node == nullptr) {
     return term;
   }
   switch (node->node_case) {
     case PG_QUERY__NODE__NODE_COLUMN_REF: {
-      term.occurrence = ResolveColumn(node->column_ref, scope, term.column);
+      term.occurrence = ResolveColumn(node->column_ref, scope, visibility, term.column);
       if (term.occurrence >= 0) {
         term.kind = Term::kColumn;
       }
@@ -609,7 +801,7 @@ Term Analyzer::TermOf(const Node* node, const SelectScope& scope) const {
       const Node* arg = node->type_cast->arg;
       if (arg != nullptr && (arg->node_case == PG_QUERY__NODE__NODE_A_CONST ||
                              arg->node_case == PG_QUERY__NODE__NODE_PARAM_REF)) {
-        return TermOf(arg, scope);
+        return TermOf(arg, scope, visibility);
       }
       return term;
     }
@@ -619,11 +811,15 @@ Term Analyzer::TermOf(const Node* node, const SelectScope& scope) const {
 }
 
 bool Analyzer::CheckPinned(const PgQuery__SelectStmt* s, SelectScope& scope) {
-  std::vector<const Node*> where;
-  Conjuncts(s->where_clause, where);
+  std::vector<const Node*> where_nodes;
+  Conjuncts(s->where_clause, where_nodes);
+  std::vector<Conjunct> where;
+  for (const Node* n : where_nodes) {
+    where.push_back({.node = n, .visibility = -1});
+  }
   for (size_t oi = 0; oi < scope.occurrences.size(); ++oi) {
     const Occurrence& o = scope.occurrences[oi];
-    std::vector<const Node*> conjuncts = where;
+    std::vector<Conjunct> conjuncts = where;
     conjuncts.insert(conjuncts.end(), scope.global_on.begin(), scope.global_on.end());
     conjuncts.insert(conjuncts.end(), o.on_conjuncts.begin(), o.on_conjuncts.end());
     Classes classes;
@@ -645,12 +841,13 @@ bool Analyzer::CheckPinned(const PgQuery__SelectStmt* s, SelectScope& scope) {
       }
       return -1;
     };
-    for (const Node* c : conjuncts) {
+    for (const Conjunct& conjunct : conjuncts) {
+      const Node* c = conjunct.node;
       if (c->node_case != PG_QUERY__NODE__NODE_A_EXPR || !IsEqualsOperator(c->a_expr)) {
         continue;
       }
-      const Term left = TermOf(c->a_expr->lexpr, scope);
-      const Term right = TermOf(c->a_expr->rexpr, scope);
+      const Term left = TermOf(c->a_expr->lexpr, scope, conjunct.visibility);
+      const Term right = TermOf(c->a_expr->rexpr, scope, conjunct.visibility);
       if (left.kind == Term::kNone || right.kind == Term::kNone ||
           (left.kind != Term::kColumn && right.kind != Term::kColumn)) {
         continue;
@@ -717,17 +914,34 @@ void Analyzer::CheckMaskedFunction(const PgQuery__FuncCall* call, const std::str
     MaskingHazard("to_char() with a format that is not a literal or parameter");
     return;
   }
+  // jsonpath can compute: `jsonb_path_query(metadata, '$.card + 1')`, `.double()`.
+  if ((shown == "jsonb_path_query" || shown == "jsonb_path_query_first") && call->n_args >= 2) {
+    const Node* path = call->args[1];
+    while (path != nullptr && path->node_case == PG_QUERY__NODE__NODE_TYPE_CAST) {
+      path = path->type_cast->arg;
+    }
+    const bool literal = path != nullptr && path->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+                         path->a_const->val_case == PG_QUERY__A__CONST__VAL_SVAL &&
+                         path->a_const->sval != nullptr;
+    bool reads_data = false;  // the document, or the variables of `$x` (third argument)
+    for (size_t i = 0; i < call->n_args && !reads_data; ++i) {
+      reads_data = i != 1 && ReadsData(call->args[i]);
+    }
+    if (reads_data && (!literal || !JsonPathSelectsOnly(path->a_const->sval->sval))) {
+      MaskingHazard(Cat(shown, "() with a path that computes (arithmetic or an item method)"));
+      return;
+    }
+  }
   if (rules_.masked_functions.contains(std::string(shown))) {
     return;
   }
-  // On client values only (to_timestamp($1), SIMILAR TO's similar_to_escape('a%')) it
-  // cannot reveal anything.
-  bool client_values =
-      call->agg_filter == nullptr && call->over == nullptr && call->n_agg_order == 0;
-  for (size_t i = 0; client_values && i < call->n_args; ++i) {
-    client_values = IsClientValue(call->args[i]);
+  // On client values only (to_timestamp($1), SIMILAR TO's similar_to_escape('a%'),
+  // round(count(*) / 3.0)) it cannot reveal anything.
+  bool reads_data = call->agg_filter != nullptr || call->over != nullptr || call->n_agg_order > 0;
+  for (size_t i = 0; !reads_data && i < call->n_args; ++i) {
+    reads_data = ReadsData(call->args[i]);
   }
-  if (!client_values) {
+  if (reads_data) {
     MaskingHazard(Cat(shown, "()"));
   }
 }
@@ -745,7 +959,7 @@ bool Analyzer::Visit(const Node* node) {
   }
   DepthGuard guard(depth_);
   if (depth_ > kMaxDepth) {
-    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+    return Block(Rule::kTooComplex, "the statement is nested too deeply");
   }
   switch (node->node_case) {
     case PG_QUERY__NODE__NODE__NOT_SET:
@@ -763,13 +977,15 @@ bool Analyzer::Visit(const Node* node) {
                                             " is not allowed (only pg_catalog operators)"));
         }
       }
-      // `||` glues text to a value: the masker takes a digit run glued to a letter for part
-      // of a word ('x' || card is not a card number any more).
-      if (e->n_name > 0 && masking_hazard_.empty()) {
+      // An operator that computes a new value from stored data hides it from the masker:
+      // `||` glues text to it (a digit run glued to a letter is part of a word, not a card),
+      // `card + 1` fails the Luhn check and reads back by subtraction.
+      if (e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP && e->n_name > 0 &&
+          masking_hazard_.empty()) {
         const char* op = StringOf(e->name[e->n_name - 1]);
-        if (op != nullptr && std::string_view(op) == "||" &&
-            !(IsClientValue(e->lexpr) && IsClientValue(e->rexpr))) {
-          MaskingHazard("the || operator");
+        if (op == nullptr || (!SelectsOrCompares(op, e->lexpr == nullptr) &&
+                              (ReadsData(e->lexpr) || ReadsData(e->rexpr)))) {
+          MaskingHazard(Cat("the ", op != nullptr ? op : "?", " operator on stored data"));
         }
       }
       return Children(&e->base);
@@ -780,7 +996,7 @@ bool Analyzer::Visit(const Node* node) {
         return true;
       }
       if (masking_hazard_.empty() && cast->type_name != nullptr &&
-          !CastKeepsText(cast->type_name) && !IsClientValue(cast->arg)) {
+          !CastKeepsText(cast->type_name) && ReadsData(cast->arg)) {
         MaskingHazard(Cat("a cast to ", TypeDisplay(cast->type_name)));
       }
       return Children(&cast->base);
@@ -851,7 +1067,7 @@ bool Analyzer::Message(const ProtobufCMessage* message) {
 bool Analyzer::Children(const ProtobufCMessage* message) {
   DepthGuard guard(depth_);
   if (depth_ > kMaxDepth) {
-    return Block(Rule::kUnsupported, "the statement is nested too deeply");
+    return Block(Rule::kTooComplex, "the statement is nested too deeply");
   }
   const ProtobufCMessageDescriptor* d = message->descriptor;
   const auto* base = reinterpret_cast<const char*>(message);
@@ -1057,6 +1273,23 @@ Classification Classify(std::string_view sql, const Rules& rules) {
   if (text.find('\0') != std::string::npos) {
     out.verdict.rule = Rule::kSyntax;
     out.verdict.message = "the statement contains a NUL byte";
+    return out;
+  }
+  // Nothing may recurse over a statement before its depth is known to be bounded
+  // (sql/nesting.h): libpg_query's output and protobuf-c's unpack recurse per tree level.
+  if (text.size() > kMaxStatementBytes) {
+    out.verdict.rule = Rule::kTooComplex;
+    out.verdict.message =
+        Cat("the statement is ", text.size(), " bytes; tracegate examines statements of at most ",
+            kMaxStatementBytes, " bytes");
+    return out;
+  }
+  if (const NestingBound nesting = BoundNesting(text.c_str());
+      nesting.scanned && nesting.bound > kMaxNesting) {
+    out.verdict.rule = Rule::kTooComplex;
+    out.verdict.message = Cat(
+        "the statement nests up to ", nesting.bound,
+        " levels of operators, keywords and brackets; tracegate examines at most ", kMaxNesting);
     return out;
   }
   PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(text.c_str());

@@ -47,6 +47,8 @@ enum class Rule {
   kMaskingBypass,   // "masking_bypass": a masked session, and SQL that could rewrite values
                     // before the masker sees them (a function, cast or operator)
   kUnsupported,     // "unsupported": any other statement or syntax the gate does not examine
+  kTooComplex,      // "too_complex": longer than kMaxStatementBytes, or nested deeper than
+                    // kMaxNesting (sql/nesting.h); 54001, refused before anything recurses
 };
 std::string_view RuleName(Rule rule);
 
@@ -73,7 +75,7 @@ struct Verdict {
   [[nodiscard]] bool allowed() const { return rule == Rule::kNone; }
   // "tracegate: statement blocked (bulk_export): COPY is not allowed"
   [[nodiscard]] std::string ErrorMessage() const;
-  // "42501", or "42601" for kSyntax.
+  // "42501", "42601" for kSyntax, "54001" for kTooComplex.
   [[nodiscard]] std::string_view SqlState() const;
 };
 

@@ -38,10 +38,14 @@ TEST(Shape, GivesUpWhereTokenisingNeedsMore) {
   Shape s;
   for (const char* sql : {"SELECT E'a'", "SELECT U&'a'", "SELECT x'1f'", "SELECT $$a$$",
                           "SELECT 'a\\'", "SELECT 'a'\n'b'", "SELECT 'a' /* c */ 'b'",
-                          "SELECT 'open", "SELECT /* open", "SELECT U&\"a\" UESCAPE '!'"}) {
+                          "SELECT 'open", "SELECT /* open", "SELECT U&\"a\" UESCAPE '!'",
+                          // After a number or a parameter, `$` starts a new token (a dollar
+                          // quote here), not the rest of an identifier.
+                          "SELECT 1$$ 'x' $$", "SELECT $1$$ 'x' $$", "SELECT 1e5$$ 'x' $$",
+                          "SELECT 0x1F$a$ 'x' $a$"}) {
     EXPECT_FALSE(ShapeOf(sql, s)) << sql;
   }
-  EXPECT_TRUE(ShapeOf("SELECT a$b, \"q''\", 'x' FROM t /* /* nested */ */", s));
+  EXPECT_TRUE(ShapeOf("SELECT a$b, a1$, _9$$, \"q''\", 'x' FROM t /* /* nested */ */", s));
   EXPECT_EQ(s.literals.size(), 1u);
 }
 
@@ -154,7 +158,7 @@ TEST(GateMasked, RefusesFunctionsThatRewriteValuesWithTheRuleAndWording) {
       gate->Check("SELECT CAST(name AS bytea) FROM traces WHERE id = 'T'", "T", kMasked).message,
       HasSubstr("a cast to bytea could rewrite"));
   EXPECT_THAT(gate->Check("SELECT 'x' || name FROM traces WHERE id = 'T'", "T", kMasked).message,
-              HasSubstr("the || operator could rewrite"));
+              HasSubstr("the || operator on stored data could rewrite"));
 }
 
 // One cache entry per shape serves both kinds of session, in either order, and with a new

@@ -140,7 +140,18 @@ bool ShapeOf(std::string_view s, Shape& shape) {
     }
     if (c == '$') {
       if (i > 0 && IsIdentChar(s[i - 1])) {
-        shape.key.push_back(c);  // inside an identifier such as a$b
+        // Inside an identifier such as a$b, if the run before it is one. After a number
+        // (`1$$…`) or a parameter (`$1$…`) PostgreSQL starts a new token at the `$`: a
+        // parameter or a dollar quote, whose text this scanner would misread. Give up.
+        size_t start = i;
+        while (start > 0 && IsIdentChar(s[start - 1])) {
+          --start;
+        }
+        const char first = s[start];
+        if ((first >= '0' && first <= '9') || first == '$') {
+          return false;
+        }
+        shape.key.push_back(c);
         ++i;
         continue;
       }
