@@ -42,10 +42,12 @@ from typing import Any
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, os.path.join(REPO_DIR, "tests"))
+sys.path.append(os.path.join(BENCH_DIR, "lib"))
 
 import harness  # noqa: E402
 from harness import (Gateway, HttpTraceStore, free_port, port_accepts,  # noqa: E402
                      to_yaml, wait_for)
+from result_paths import scrub  # noqa: E402
 
 NAME = "http_proxy"
 CONNECTION = "traces-http"
@@ -951,7 +953,8 @@ def main() -> int:
             if "rows" in b.result or rc in (0, 2, 3):
                 os.makedirs(os.path.dirname(OUT_JSON), exist_ok=True)
                 with open(OUT_JSON, "w") as f:
-                    json.dump(b.result, f, indent=2, default=str)
+                    json.dump(scrub(json.loads(json.dumps(b.result, default=str)),
+                                    work=getattr(b, "work", None)), f, indent=2)
                     f.write("\n")
                 log(f"wrote {os.path.relpath(OUT_JSON, REPO_DIR)}")
             if b.problems:

@@ -185,6 +185,7 @@ SKIPPED=""
 for t in "${!SKIP_REASON[@]}"; do SKIPPED+="$t"$'\t'"${SKIP_REASON[$t]}"$'\n'; done
 mkdir -p "$(dirname "$OUT_JSON")"
 rc=0
+BENCH_LIB=$BENCH_DIR/lib BENCH_WORK=$WORK \
 BENCH_RUNS_DIR=$WORK/runs BENCH_RUNS_TSV=$WORK/runs.tsv BENCH_OUT=$OUT_JSON BENCH_STRICT=$STRICT \
 BENCH_STARTED_AT=$STARTED_AT BENCH_FINISHED_AT=$FINISHED_AT \
 BENCH_LOAD_START=$LOAD_START BENCH_LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
@@ -373,8 +374,10 @@ out = {
     "tracegate_alive_after_runs": E.get("BENCH_TG_ALIVE") == "1",
     "tracegate_log_tail": tg_log,
 }
+sys.path.insert(0, E["BENCH_LIB"])
+from result_paths import scrub  # machine paths out of the committed result
 with open(E["BENCH_OUT"], "w") as fh:
-    json.dump(out, fh, indent=2)
+    json.dump(scrub(out, work=E["BENCH_WORK"]), fh, indent=2)
     fh.write("\n")
 print(f"wrote {E['BENCH_OUT']}")
 if E["BENCH_STRICT"] == "1" and any(ck["result"] == "MISS" for ck in checks):

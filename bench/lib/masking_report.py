@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from pgbench_report import env, fmt, machine_info, median, parse_log, ratio, tail_of
+from result_paths import scrub
 
 TARGET_ORDER = ("direct", "pgbouncer", "tracegate+gate", "tracegate+gate+mask")
 SHORT = {"direct": "direct", "pgbouncer": "pgb", "tracegate+gate": "gate",
@@ -447,7 +448,7 @@ def main() -> int:
         "tracegate_log_tail": tail_of(env("TG_LOG")) if env("TG_LOG") else [],
     }
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+        json.dump(scrub(result), f, indent=2)
         f.write("\n")
     print(f"\nwrote {args.out}")
     if args.strict == "1" and any(c["status"] == "MISS" for c in checks):

@@ -20,6 +20,8 @@ import statistics
 import sys
 from typing import Any
 
+from result_paths import scrub
+
 TARGET_ORDER = ("direct", "pgbouncer", "tracegate", "tracegate+gate")
 GATE = "tracegate+gate"
 
@@ -432,7 +434,7 @@ def main() -> int:
     }
     tmp = args.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+        json.dump(scrub(result), f, indent=2)
         f.write("\n")
     os.replace(tmp, args.out)
     print(f"\nwrote {args.out}")

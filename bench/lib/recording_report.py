@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 from pgbench_report import env, fmt, machine_info, median, parse_log, ratio, tail_of
+from result_paths import scrub
 
 TARGET_ORDER = ("direct", "tracegate+off", "tracegate+batched", "tracegate+strict")
 SHORT = {"direct": "direct", "tracegate+off": "off", "tracegate+batched": "batched",
@@ -428,7 +429,7 @@ def main() -> int:
         "problems": problems,
     }
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+        json.dump(scrub(result), f, indent=2)
         f.write("\n")
     print(f"\nwrote {args.out}")
     if args.strict == "1" and any(c["status"] == "MISS" for c in checks):
