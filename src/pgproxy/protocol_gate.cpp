@@ -1,6 +1,7 @@
 #include "pgproxy/protocol_gate.h"
 
 #include <algorithm>
+#include <cctype>
 #include <utility>
 
 #include "common/strings.h"
@@ -57,6 +58,16 @@ int32_t ReadInt32(const uint8_t* p) {
 }
 
 }  // namespace
+
+bool IsUtf8EncodingName(std::string_view name) {
+  std::string folded;
+  for (char c : name) {
+    if (std::isalnum(static_cast<unsigned char>(c))) {
+      folded.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+  }
+  return folded == "utf8" || folded == "unicode";
+}
 
 std::string TraceColumnsQuery(const std::vector<config::TraceTable>& tables) {
   // Names are validated by the config loader ([a-z0-9_$]), so quoting them is enough.
@@ -134,9 +145,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       }
       // SQL may close and declare cursors, which are portals too: describe any portal again
       // before its next Execute.
-      for (auto& [name, portal] : portals_) {
-        portal.described = false;
-      }
+      PortalsMayHaveChanged(nullptr);
       forward();
       pending_.push_back({.expect = Expect::kQuery});
       return Action::kForwarded;
@@ -169,7 +178,8 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       }
       Pending pending{.expect = Expect::kParse, .name = parse->statement};
       SaveStatement(pending, parse->statement);
-      statements_[parse->statement] = Statement{.trace_params = verdict.trace_params};
+      statements_[parse->statement] =
+          Statement{.trace_params = verdict.trace_params, .kind = verdict.kind};
       forward();
       pending_.push_back(std::move(pending));
       return Action::kForwarded;
@@ -207,7 +217,9 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
       }
       Pending pending{.expect = Expect::kBind, .name = bind->portal};
       SavePortal(pending, bind->portal);
-      portals_[bind->portal] = Portal{};
+      // A new portal of this name (a cursor a FETCH portal reads may be replaced by it).
+      PortalsMayHaveChanged(&bind->portal);
+      portals_[bind->portal] = Portal{.fetch_unrun = it->second.kind == sql::StatementKind::kFetch};
       forward();
       pending_.push_back(std::move(pending));
       return Action::kForwarded;
@@ -234,17 +246,35 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         return execute.status();
       }
       auto it = portals_.find(execute->portal);
-      if (it == portals_.end() || !it->second.described) {
+      if (it != portals_.end() && it->second.stale) {
+        const sql::Verdict verdict{
+            .rule = sql::Rule::kUnsupported,
+            .message = Cat("portal \"", execute->portal,
+                           "\" runs FETCH or MOVE, and a statement, Bind or Close was sent "
+                           "between its Bind and its Execute (PostgreSQL would return the "
+                           "cursor's rows under the columns it had at Bind); bind it again")};
+        Refuse(true, {std::string(verdict.SqlState()), verdict.ErrorMessage()}, to_backend);
+        return Action::kSubstituted;
+      }
+      const bool described = it != portals_.end() && it->second.described;
+      // This Execute may run anything (DECLARE, CLOSE, FETCH …): every other portal must be
+      // described again before its next Execute.
+      PortalsMayHaveChanged(&execute->portal);
+      if (!described) {
         // Learn the portal's columns before its rows arrive; the answer stays with us.
         pgwire::EncodeDescribe({.kind = 'P', .name = execute->portal}, to_backend);
         Pending pending{
             .expect = Expect::kDescribePortal, .name = execute->portal, .internal = true};
         SavePortal(pending, execute->portal);
         pending_.push_back(std::move(pending));
-        portals_[execute->portal].described = true;
       }
+      Pending pending{.expect = Expect::kExecute, .name = execute->portal};
+      SavePortal(pending, execute->portal);
+      Portal& portal = portals_[execute->portal];
+      portal.described = false;  // the next Execute of it is described again too
+      portal.fetch_unrun = false;
       forward();
-      pending_.push_back({.expect = Expect::kExecute, .name = execute->portal});
+      pending_.push_back(std::move(pending));
       return Action::kForwarded;
     }
     case fe::kClose: {
@@ -258,6 +288,7 @@ absl::StatusOr<ProtocolGate::Action> ProtocolGate::OnClientFrame(const pgwire::F
         statements_.erase(close->name);
       } else {
         SavePortal(pending, close->name);
+        PortalsMayHaveChanged(nullptr);
         portals_.erase(close->name);
       }
       forward();
@@ -407,6 +438,15 @@ void ProtocolGate::ForwardMessage(const pgwire::Frame& frame, pgwire::Bytes raw,
   to_client.append(AsView(raw));
 }
 
+void ProtocolGate::PortalsMayHaveChanged(const std::string* except) {
+  for (auto& [name, portal] : portals_) {
+    portal.described = false;
+    if (portal.fetch_unrun && (except == nullptr || name != *except)) {
+      portal.stale = true;
+    }
+  }
+}
+
 void ProtocolGate::SaveStatement(Pending& pending, const std::string& name) const {
   auto it = statements_.find(name);
   pending.saved_statement.emplace(it == statements_.end() ? std::nullopt
@@ -428,7 +468,8 @@ void ProtocolGate::Undo(const Pending& pending) {
   }
   if (pending.saved_portal.has_value()) {
     if (pending.saved_portal->has_value()) {
-      portals_[pending.name] = **pending.saved_portal;
+      Portal& portal = portals_[pending.name] = **pending.saved_portal;
+      portal.described = false;  // never trust an old Describe again: describe anew
     } else {
       portals_.erase(pending.name);
     }
@@ -478,8 +519,23 @@ absl::Status ProtocolGate::OnBackendFrame(const pgwire::Frame& frame, pgwire::By
                                           pgwire::Buffer& to_client) {
   auto forward = [&] { ForwardMessage(frame, raw, to_client); };
   switch (frame.type) {
+    case be::kParameterStatus: {
+      // The backend starts with client_encoding=UTF8 and the gate refuses any change of it;
+      // should the server still report another (a path nobody foresaw), the gate and the
+      // server would read the client's bytes differently from here on: end the session.
+      absl::StatusOr<pgwire::ParameterStatus> param = pgwire::ParseParameterStatus(frame.body);
+      if (!param.ok()) {
+        return param.status();
+      }
+      if (param->name == "client_encoding" && !IsUtf8EncodingName(param->value)) {
+        return PgError(absl::StatusCode::kFailedPrecondition, sqlstate::kFeatureNotSupported,
+                       Cat("tracegate: the trace store switched client_encoding to ", param->value,
+                           "; statements are checked as UTF-8, so the session is ended"));
+      }
+      forward();
+      return absl::OkStatus();
+    }
     case be::kNoticeResponse:
-    case be::kParameterStatus:
     case be::kNotificationResponse:
       forward();  // asynchronous: answers nothing
       return absl::OkStatus();

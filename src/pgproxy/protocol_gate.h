@@ -19,6 +19,7 @@
 //   FunctionCall, CopyData/CopyDone/CopyFail: refused or dropped (no COPY ever starts).
 //
 // Backend → client:
+//   A ParameterStatus that reports a client_encoding other than UTF8 ends the session.
 //   Every answer is matched to the request it answers (a queue of expected answers); rows
 //   are checked against the RowDescription they belong to: a declared trace-id column must
 //   hold the granted trace (or NULL), else the session ends. The grant's row and byte caps
@@ -29,6 +30,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -51,6 +53,11 @@ inline uint64_t TraceColumnKey(uint32_t table_oid, int16_t attnum) {
 // The catalog query that lists every column of the declared trace tables: rows of
 // (schema, table, column, table oid, attnum) as text.
 std::string TraceColumnsQuery(const std::vector<config::TraceTable>& tables);
+
+// Whether `name` is PostgreSQL's spelling of UTF-8 (case, `-` and `_` ignored, as the
+// server folds encoding names): the only client_encoding a grant session may run with, since
+// the statement gate reads statements as UTF-8.
+bool IsUtf8EncodingName(std::string_view name);
 
 struct GateLimits {
   uint64_t max_rows = 0;   // per session; 0 = unlimited
@@ -118,11 +125,21 @@ class ProtocolGate {
   // messages are forwarded (and undone when the backend skips them).
   struct Statement {
     std::vector<int> trace_params;  // 1-based
+    sql::StatementKind kind = sql::StatementKind::kOther;
   };
   struct Portal {
-    // A Describe (the client's or ours) follows its last Bind, and no simple Query (which
-    // may close and declare cursors) since.
+    // A Describe (the client's or ours) of this portal was sent after the last statement
+    // that ran (an Execute of any portal, a simple Query): what it answers is what the next
+    // Execute returns. Any statement may have closed and re-declared a cursor of this name
+    // (DECLARE, CLOSE, by either protocol), so nothing older is trusted.
     bool described = false;
+    // Bound from FETCH/MOVE and not executed yet. PostgreSQL fixes such a portal's columns
+    // at Bind from the cursor as it was then, and reads the rows the cursor has at the first
+    // Execute with those columns: a cursor closed and re-declared in between comes out under
+    // the old layout (and a Describe repeats the old one). So a FETCH portal is stale once
+    // anything that can change a portal was sent after its Bind, and its Execute is refused.
+    bool fetch_unrun = false;
+    bool stale = false;
   };
   enum class Expect {
     kQuery,              // a simple Query (or a substitute): up to ReadyForQuery
@@ -165,6 +182,9 @@ class ProtocolGate {
   // Delivers `error` in place of the rest of the statement's answer; the backend is
   // cancelled when that is safe, and its remaining rows are dropped.
   void EndStatement(Pending& pending, const Refusal& error, pgwire::Buffer& to_client);
+  // A statement may have run, or a portal was closed or bound: no portal's Describe is
+  // trusted any more, and FETCH portals bound before it (other than `except`) are stale.
+  void PortalsMayHaveChanged(const std::string* except);
   // Remember a statement's / portal's state before `pending` changes it, for Undo.
   void SaveStatement(Pending& pending, const std::string& name) const;
   void SavePortal(Pending& pending, const std::string& name) const;

@@ -1,6 +1,7 @@
 #include "pgproxy/protocol_gate.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -968,7 +969,7 @@ TEST(ProtocolGateTest, RowsAfterTheSlippedInDescribeAreChecked) {
   EXPECT_EQ(h.TakeToClient(), "");
 }
 
-TEST(ProtocolGateTest, DescribedOrSuspendedPortalIsNotDescribedAgain) {
+TEST(ProtocolGateTest, DescribedPortalIsNotDescribedAgainButASuspendedOneIs) {
   Harness h;
   h.PreparePinned("s1");
   EXPECT_EQ(h.Client(ClientBind("p", "s1", {"tr-1"})), "forwarded");
@@ -983,12 +984,14 @@ TEST(ProtocolGateTest, DescribedOrSuspendedPortalIsNotDescribedAgain) {
             BackendEmpty('s')});
   EXPECT_EQ(Types(h.ToClient()), "2TDs");
 
-  // The suspended portal resumes with the columns it had.
+  // A statement ran since the Describe (this very Execute): the suspended portal is described
+  // again before it resumes, and the answer stays with the gate.
   const std::string second = ClientExecute("p");
   EXPECT_EQ(h.Client(second), "forwarded");
-  EXPECT_EQ(h.TakeToBackend(), second);
+  EXPECT_EQ(h.TakeToBackend(), ClientDescribe('P', "p") + second);
   EXPECT_EQ(h.Client(ClientSync()), "forwarded");
-  h.Answer({BackendDataRow({"tr-1", "b"}), BackendComplete("SELECT 1"), BackendReady()});
+  h.Answer({PinnedRowDescription(), BackendDataRow({"tr-1", "b"}), BackendComplete("SELECT 1"),
+            BackendReady()});
   EXPECT_EQ(Types(h.ToClient()), "DCZ");
   const absl::Status status = h.Backend(BackendDataRow({"tr-2", "c"}));
   EXPECT_FALSE(status.ok());  // nothing is pending any more
@@ -1469,6 +1472,228 @@ TEST(ProtocolGateTest, CursorDeclaredInASimpleQueryIsDescribedBeforeItsRowsPass)
   EXPECT_EQ(h.TakeToBackend(), ClientDescribe('P', "c") + execute);
   h.Answer({BackendRowDescription({TraceIdColumn()})});
   EXPECT_EQ(h.Backend(BackendDataRow({"tr-2"})).code(), absl::StatusCode::kPermissionDenied);
+}
+
+// ---- Portals that change under the gate (issue 16, hole 3) --------------------------------
+
+constexpr uint32_t kTimestamptzOid = 1184;
+pgwire::FieldDescription UserIdColumn() { return Column("user_id", kTracesOid, 4); }
+
+// Runs `sql` as one extended-protocol statement on the unnamed portal (Parse, Bind, Execute,
+// Sync) and answers it as PostgreSQL would for a utility statement: the gate's slipped
+// Describe of the unnamed portal gets NoData.
+void RunExtendedUtility(Harness& h, std::string_view sql, std::string_view tag, char status = 'T') {
+  for (const std::string& m :
+       {ClientParse("", sql), ClientBind("", "", {}), ClientExecute(""), ClientSync()}) {
+    ASSERT_EQ(h.Client(m), "forwarded") << sql;
+  }
+  h.Answer({BackendEmpty('1'), BackendEmpty('2'), BackendEmpty('n'), BackendComplete(tag),
+            BackendReady(status)});
+  EXPECT_EQ(Types(h.ToClient()), "12CZ") << sql;
+  h.TakeToBackend();
+}
+
+void RunSimple(Harness& h, std::string_view sql, std::string_view tag) {
+  ASSERT_EQ(h.Client(ClientQuery(sql)), "forwarded") << sql;
+  h.Answer({BackendComplete(tag), BackendReady('T')});
+  EXPECT_EQ(Types(h.ToClient()), "CZ") << sql;
+  h.TakeToBackend();
+}
+
+// The issue's sequence: cursor c first returns a timestamptz (passed unread by the masker),
+// then is closed and re-declared over user_id through the extended protocol. Its next Execute
+// must be described again, so the email is masked.
+TEST(ProtocolGateTest, CursorRedeclaredThroughTheExtendedProtocolIsDescribedAgain) {
+  Harness h(GateLimits{}, kTrace, DefaultRowMasker());
+  RunSimple(h, "BEGIN READ ONLY", "BEGIN");
+  RunSimple(h, "DECLARE c CURSOR FOR SELECT now() FROM traces WHERE id = 'tr-1'", "DECLARE CURSOR");
+  // Execute c: the gate slips in a Describe and learns (timestamptz).
+  EXPECT_EQ(h.Client(ClientExecute("c", 1)), "forwarded");
+  EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+  EXPECT_EQ(h.TakeToBackend(), ClientDescribe('P', "c") + ClientExecute("c", 1) + ClientSync());
+  h.Answer({BackendRowDescription({Column("now", 0, 0, kTimestamptzOid)}),
+            BackendDataRow({"2026-12-01 10:00:00+00"}), BackendEmpty('s'), BackendReady('T')});
+  EXPECT_EQ(Types(h.ToClient()), "DsZ");
+
+  RunExtendedUtility(h, "CLOSE c", "CLOSE CURSOR");
+  RunExtendedUtility(h, "DECLARE c CURSOR FOR SELECT user_id FROM traces WHERE id = 'tr-1'",
+                     "DECLARE CURSOR");
+
+  const std::string execute = ClientExecute("c");
+  EXPECT_EQ(h.Client(execute), "forwarded");
+  EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+  EXPECT_EQ(h.TakeToBackend(), ClientDescribe('P', "c") + execute + ClientSync());
+  h.Answer({BackendRowDescription({UserIdColumn()}), BackendDataRow({"jane.doe@example.com"}),
+            BackendComplete("FETCH 1"), BackendReady('T')});
+  const std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "DCZ");
+  EXPECT_EQ(out[0].body, BackendDataRow({"[REDACTED:EMAIL]"}).substr(5));
+  EXPECT_EQ(h.masked()->Of("EMAIL"), 1u);
+}
+
+// Whatever happens between a portal's Describe and its Execute, if it can run a statement
+// or replace a portal, the Describe is not trusted: simple Query CLOSE + extended DECLARE,
+// extended CLOSE ALL + simple DECLARE, a Close message and a Bind of the name, or an Execute
+// of any other portal (the gate does not guess which statements touch cursors).
+TEST(ProtocolGateTest,
+     AnythingThatCanChangeAPortalBetweenItsDescribeAndItsExecuteVoidsTheDescribe) {
+  const std::vector<std::pair<std::string, std::function<void(Harness&)>>> cases = {
+      {"simple CLOSE, extended DECLARE",
+       [](Harness& h) {
+         RunSimple(h, "CLOSE c", "CLOSE CURSOR");
+         RunExtendedUtility(h, "DECLARE c CURSOR FOR SELECT id FROM traces WHERE id = 'tr-1'",
+                            "DECLARE CURSOR");
+       }},
+      {"extended CLOSE ALL, simple DECLARE",
+       [](Harness& h) {
+         RunExtendedUtility(h, "CLOSE ALL", "CLOSE CURSOR ALL");
+         RunSimple(h, "DECLARE c CURSOR FOR SELECT id FROM traces WHERE id = 'tr-1'",
+                   "DECLARE CURSOR");
+       }},
+      {"an extended SELECT",
+       [](Harness& h) { RunExtendedUtility(h, "SELECT 1 WHERE false", "SELECT 0"); }},
+      {"Close message, then Bind of the name",
+       [](Harness& h) {
+         h.PreparePinned("s9");
+         ASSERT_EQ(h.Client(ClientClose('P', "c")), "forwarded");
+         ASSERT_EQ(h.Client(ClientBind("c", "s9", {"tr-1"})), "forwarded");
+         ASSERT_EQ(h.Client(ClientSync()), "forwarded");
+         h.Answer({BackendEmpty('3'), BackendEmpty('2'), BackendReady('T')});
+         h.TakeToClient();
+         h.TakeToBackend();
+       }},
+  };
+  for (const auto& [what, change] : cases) {
+    SCOPED_TRACE(what);
+    Harness h;
+    RunSimple(h, "BEGIN READ ONLY", "BEGIN");
+    RunSimple(h, "DECLARE c CURSOR FOR SELECT 1", "DECLARE CURSOR");
+    // The client describes c itself, in a run of its own.
+    ASSERT_EQ(h.Client(ClientDescribe('P', "c")), "forwarded");
+    ASSERT_EQ(h.Client(ClientSync()), "forwarded");
+    h.Answer({BackendRowDescription({Column("?column?", 0, 0, kInt4Oid)}), BackendReady('T')});
+    h.TakeToClient();
+    h.TakeToBackend();
+    change(h);
+    const std::string execute = ClientExecute("c");
+    ASSERT_EQ(h.Client(execute), "forwarded");
+    EXPECT_EQ(h.TakeToBackend(), ClientDescribe('P', "c") + execute);
+    h.Answer({BackendRowDescription({TraceIdColumn()})});
+    EXPECT_EQ(h.Backend(BackendDataRow({"tr-2"})).code(), absl::StatusCode::kPermissionDenied);
+  }
+}
+
+// In one pipelined run: the client's Describe of c, then CLOSE c and DECLARE c on the unnamed
+// portal, then Execute c. The Describe answers for the old cursor; the Execute is described
+// again right before it runs.
+TEST(ProtocolGateTest, DescribeFollowedByARedeclareInTheSameRunIsNotTrusted) {
+  Harness h;
+  RunSimple(h, "BEGIN READ ONLY", "BEGIN");
+  RunSimple(h, "DECLARE c CURSOR FOR SELECT 1", "DECLARE CURSOR");
+  const std::string execute = ClientExecute("c");
+  for (const std::string& m :
+       {ClientDescribe('P', "c"), ClientParse("", "CLOSE c"), ClientBind("", "", {}),
+        ClientExecute(""),
+        ClientParse("", "DECLARE c CURSOR FOR SELECT id FROM traces WHERE id = 'tr-1'"),
+        ClientBind("", "", {}), ClientExecute(""), execute, ClientSync()}) {
+    ASSERT_EQ(h.Client(m), "forwarded");
+  }
+  const std::vector<Message> sent = h.ToBackend();
+  // D P P B D E P B D E D E S: the Describe of c is sent again just before its Execute.
+  EXPECT_EQ(Types(sent), "DPBDEPBDEDES");
+  h.Answer({BackendRowDescription({Column("?column?", 0, 0, kInt4Oid)}), BackendEmpty('1'),
+            BackendEmpty('2'), BackendEmpty('n'), BackendComplete("CLOSE CURSOR"),
+            BackendEmpty('1'), BackendEmpty('2'), BackendEmpty('n'),
+            BackendComplete("DECLARE CURSOR"), BackendRowDescription({TraceIdColumn()})});
+  EXPECT_EQ(h.Backend(BackendDataRow({"tr-2"})).code(), absl::StatusCode::kPermissionDenied);
+}
+
+// PostgreSQL fixes a FETCH portal's columns at Bind and reads the cursor at its first Execute:
+// a cursor re-declared in between comes out under the old columns, and a Describe repeats
+// them. Such an Execute is refused; one right after its Bind, or a resumed one, is not.
+TEST(ProtocolGateTest, FetchPortalBoundBeforeItsCursorChangedIsRefused) {
+  Harness h(GateLimits{}, kTrace, DefaultRowMasker());
+  RunSimple(h, "BEGIN READ ONLY", "BEGIN");
+  RunSimple(h, "DECLARE c CURSOR FOR SELECT now() FROM traces WHERE id = 'tr-1'", "DECLARE CURSOR");
+  for (const std::string& m :
+       {ClientParse("f", "FETCH ALL FROM c"), ClientBind("pf", "f", {}), ClientSync()}) {
+    ASSERT_EQ(h.Client(m), "forwarded");
+  }
+  h.Answer({BackendEmpty('1'), BackendEmpty('2'), BackendReady('T')});
+  h.TakeToClient();
+  h.TakeToBackend();
+  RunExtendedUtility(h, "CLOSE c", "CLOSE CURSOR");
+  RunExtendedUtility(h, "DECLARE c CURSOR FOR SELECT user_id FROM traces WHERE id = 'tr-1'",
+                     "DECLARE CURSOR");
+  // Describe pf answers the columns of the old c; the Execute is refused all the same.
+  EXPECT_EQ(h.Client(ClientDescribe('P', "pf")), "forwarded");
+  EXPECT_EQ(h.Client(ClientExecute("pf")), "substituted");
+  EXPECT_EQ(h.Client(ClientSync()), "forwarded");
+  const std::vector<Message> sent = h.ToBackend();
+  ASSERT_EQ(Types(sent), "DPS");
+  EXPECT_TRUE(IsPlaceholderParse(sent[1]));
+  h.Answer({BackendRowDescription({Column("now", 0, 0, kTimestamptzOid)}), BackendSyntaxError(),
+            BackendReady('E')});
+  const std::vector<Message> out = h.ToClient();
+  ASSERT_EQ(Types(out), "TEZ");
+  EXPECT_TRUE(
+      IsError(out[1], "42501", "tracegate: statement blocked (unsupported): portal \"pf\""));
+
+  // The same portal bound again, executed at once: allowed, and resumable after other
+  // statements (its rows were read at its first Execute).
+  RunSimple(h, "ROLLBACK", "ROLLBACK");
+  RunSimple(h, "BEGIN READ ONLY", "BEGIN");
+  RunSimple(h, "DECLARE c CURSOR FOR SELECT id FROM traces WHERE id = 'tr-1'", "DECLARE CURSOR");
+  for (const std::string& m : {ClientBind("pf", "f", {}), ClientExecute("pf", 1), ClientSync()}) {
+    ASSERT_EQ(h.Client(m), "forwarded");
+  }
+  h.Answer({BackendEmpty('2'), BackendRowDescription({TraceIdColumn()}), BackendDataRow({"tr-1"}),
+            BackendEmpty('s'), BackendReady('T')});
+  EXPECT_EQ(Types(h.ToClient()), "2DsZ");
+  RunSimple(h, "CLOSE c", "CLOSE CURSOR");
+  EXPECT_EQ(h.Client(ClientExecute("pf", 1)), "forwarded");
+}
+
+TEST(ProtocolGateTest, FetchPortalIsStaleAfterAPortalOfAnyNameIsBoundOrClosed) {
+  for (const bool close : {false, true}) {
+    SCOPED_TRACE(close ? "Close" : "Bind");
+    Harness h;
+    h.PreparePinned("s1");
+    for (const std::string& m :
+         {ClientParse("f", "FETCH ALL FROM c"), ClientBind("pf", "f", {}),
+          close ? ClientClose('P', "c") : ClientBind("c", "s1", {"tr-1"}), ClientExecute("pf")}) {
+      EXPECT_EQ(h.Client(m), m[0] == 'E' ? "substituted" : "forwarded");
+    }
+  }
+}
+
+// ---- client_encoding (issue 16, hole 4) ---------------------------------------------------
+
+TEST(ProtocolGateTest, ParameterStatusOfAnotherClientEncodingEndsTheSession) {
+  Harness h;
+  std::string utf8;
+  pgwire::EncodeParameterStatus({.name = "client_encoding", .value = "UTF8"}, utf8);
+  h.Answer({utf8});
+  EXPECT_EQ(h.TakeToClient(), utf8);
+  for (const char* encoding : {"SJIS", "LATIN1", "SQL_ASCII", ""}) {
+    std::string other;
+    pgwire::EncodeParameterStatus({.name = "client_encoding", .value = encoding}, other);
+    const absl::Status status = h.Backend(other);
+    EXPECT_EQ(SqlStateOf(status), "0A000") << encoding;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr(Cat("switched client_encoding to ", encoding)))
+        << encoding;
+    EXPECT_EQ(h.TakeToClient(), "") << "the report is not forwarded";
+  }
+}
+
+TEST(ProtocolGateTest, Utf8EncodingNames) {
+  for (const char* name : {"UTF8", "utf8", "UTF-8", "utf_8", "Unicode"}) {
+    EXPECT_TRUE(IsUtf8EncodingName(name)) << name;
+  }
+  for (const char* name : {"SJIS", "SQL_ASCII", "LATIN1", "", "utf16", "utf8x"}) {
+    EXPECT_FALSE(IsUtf8EncodingName(name)) << name;
+  }
 }
 
 TEST(ProtocolGateTest, BackendErrorBeforeTheClientsSyncMakesTheGateSkipToIt) {

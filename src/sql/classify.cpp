@@ -1152,9 +1152,11 @@ void Analyzer::SetStatement(const PgQuery__VariableSetStmt* set, Classification&
     if (value == nullptr || !IsUtf8Name(value)) {
       Block(Rule::kSessionState, "client_encoding must stay UTF8");
     }
-  } else if (name == "client_encoding" && set->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_RESET &&
-             set->kind != PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT) {
-    Block(Rule::kSessionState, "client_encoding must stay UTF8");
+  } else if (name == "client_encoding") {
+    // RESET / SET ... TO DEFAULT / FROM CURRENT: the default is whatever the role, database
+    // or server says (SJIS, say) unless the backend's startup packet pinned it; refused
+    // whatever the pin, so the gate never relies on it alone.
+    Block(Rule::kSessionState, "client_encoding must stay UTF8 (RESET and DEFAULT are refused)");
   }
 }
 

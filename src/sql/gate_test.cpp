@@ -95,6 +95,22 @@ TEST(Gate, ClientEncodingVerdictIsNotReusedAcrossValues) {
   EXPECT_EQ(gate->Check("SET client_encoding = 'SJIS'", "T").rule, Rule::kSessionState);
 }
 
+// Issue 16, hole 4: RESET / DEFAULT returned to the role's or database's SJIS.
+TEST(Gate, ClientEncodingCannotGoBackToADefault) {
+  auto gate = Make(TraceTables());
+  for (const char* sql :
+       {"RESET client_encoding", "SET client_encoding TO DEFAULT", "SET client_encoding = DEFAULT",
+        "SET SESSION client_encoding TO DEFAULT", "SET LOCAL client_encoding TO DEFAULT",
+        "SET client_encoding FROM CURRENT", "SET NAMES DEFAULT", "SET NAMES"}) {
+    const Verdict v = gate->Check(sql, "T");
+    EXPECT_EQ(v.rule, Rule::kSessionState) << sql;
+    EXPECT_THAT(v.message, HasSubstr("client_encoding must stay UTF8")) << sql;
+    EXPECT_EQ(v.SqlState(), "42501") << sql;
+  }
+  EXPECT_TRUE(gate->Check("SET client_encoding TO 'UTF8'", "T").allowed());
+  EXPECT_TRUE(gate->Check("SET NAMES 'utf-8'", "T").allowed());
+}
+
 TEST(Gate, AllowFunctionsExtendsTheDefaults) {
   config::Gate g = TraceTables();
   EXPECT_EQ(Make(g)->Check("SELECT string_agg(name, ',') FROM traces WHERE id = 'T'", "T").rule,
