@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 60
 # cannot compile pgproxy's Asio coroutines ("cannot represent a difference across
 # sections"); its corpus is replayed by `make test` like every other fuzz target's.
 FUZZ_TARGETS ?= config_fuzz jwks_fuzz jwt_fuzz json_mask_fuzz framing_fuzz messages_fuzz \
-                scram_fuzz gate_fuzz
+                scram_fuzz gate_fuzz gate_deep_fuzz
 
 CMAKE_FLAGS ?= -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 

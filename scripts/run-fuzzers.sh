@@ -14,9 +14,15 @@ for fuzzer in $(find "$build" -type f -perm -u+x -name '*_fuzz' | sort); do
   corpus=$(find "$root/src" -type d -name "${stem}_corpus" | head -1)
   [ -n "$corpus" ] || { echo "no corpus for $fuzzer" >&2; exit 1; }
   mkdir -p "$scratch/$stem"
+  # Inputs up to the real limits, not libFuzzer's 4 KB default: the gate's statement limit
+  # (sql/nesting.h) and past it.
+  max_len=()
+  case "$stem" in
+    gate) max_len=(-max_len=1100000) ;;
+  esac
   echo "== $stem: ${seconds}s from $corpus"
   "$fuzzer" -max_total_time="$seconds" -artifact_prefix="$root/$build/${stem}-" \
-    "$scratch/$stem" "$corpus"
+    "${max_len[@]}" "$scratch/$stem" "$corpus"
   found=$((found + 1))
 done
 [ "$found" -gt 0 ] || { echo "no fuzzers in $build (configure with -DTRACEGATE_FUZZ=ON)" >&2; exit 1; }
