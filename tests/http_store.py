@@ -54,6 +54,7 @@ import threading
 import time
 import types
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,6 +88,12 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "lie_trace_id": None,          # answer for trace A with trace B (or A relabelled B)
     "status_override": None,       # every /api request answers this status
     "close_after_response": False,  # Connection: close, then close
+    "interim_statuses": [],        # 1xx interim responses (e.g. [100, 103]) before the answer
+    "close_delimited": False,      # no Content-Length nor chunked: the body ends when the store
+                                   # half-closes (SHUT_WR); it keeps reading, so a request the
+                                   # client sends on that connection later is recorded, unanswered
+    "gzip_truncated_at": 0,        # trace bodies padded to N bytes, gzip'd and flushed but cut
+                                   # off before the stream's end (Content-Length of what is sent)
 }
 
 # Not a valid gzip, deflate, brotli or zstd stream (curl --compressed fails on it).
@@ -454,12 +461,16 @@ def check_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
             value = float(value or 0)
             if value < 0:
                 raise ValueError("delay_seconds must be >= 0")
-        elif name in ("gzip", "chunked", "close_after_response"):
+        elif name in ("gzip", "chunked", "close_after_response", "close_delimited"):
             value = bool(value)
-        elif name == "huge_bytes":
+        elif name in ("huge_bytes", "gzip_truncated_at"):
             value = int(value or 0)
             if value < 0:
-                raise ValueError("huge_bytes must be >= 0")
+                raise ValueError(f"{name} must be >= 0")
+        elif name == "interim_statuses":
+            value = [int(v) for v in (value or [])]
+            if not all(100 <= v <= 199 for v in value):
+                raise ValueError("interim_statuses must be 1xx statuses")
         elif name == "status_override":
             value = int(value) if value else None
             if value is not None and not 100 <= value <= 599:
@@ -678,6 +689,8 @@ class _Handler(BaseHTTPRequestHandler):
                                                                          lie)
         else:
             trace = data.traces[trace_id]
+        if knobs["gzip_truncated_at"]:
+            return 200, padded_body(trace, knobs["gzip_truncated_at"])
         if knobs["huge_bytes"]:
             return 200, padded_body(trace, knobs["huge_bytes"])
         if trace is data.traces.get(trace["id"]):
@@ -702,12 +715,24 @@ class _Handler(BaseHTTPRequestHandler):
         if knobs["encoding_override"]:
             body = GARBAGE_BODY
             headers.append(("Content-Encoding", knobs["encoding_override"]))
+        elif knobs["gzip_truncated_at"] and status == 200:
+            # Every byte of the body decodes, but the gzip stream never ends (no final block,
+            # no trailer): a body cut off in transit.
+            packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            body = packer.compress(body) + packer.flush(zlib.Z_SYNC_FLUSH)
+            headers.append(("Content-Encoding", "gzip"))
         elif knobs["gzip"] and accepts_gzip(self.headers.get_all("Accept-Encoding") or []):
             body = gzip_module.compress(body, compresslevel=6, mtime=0)
             headers.append(("Content-Encoding", "gzip"))
         if knobs["gzip"]:
             headers.append(("Vary", "Accept-Encoding"))
         no_body = status < 200 or status in (204, 304)
+        for interim in knobs["interim_statuses"]:
+            phrase = (HTTPStatus(interim).phrase if interim in HTTPStatus._value2member_map_
+                      else "Interim")
+            hints = b"Link: </static/app.css>; rel=preload\r\n" if interim == 103 else b""
+            self.wfile.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (interim, phrase.encode(), hints))
+            self.wfile.flush()
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -717,6 +742,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         send_body = self.command != "HEAD"
+        if knobs["close_delimited"]:
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+            self.wfile.flush()
+            # The end of the body is the end of what this connection sends. Reading goes on:
+            # a client that keeps the connection and sends another request is seen doing so.
+            socket.socket.shutdown(self.request, socket.SHUT_WR)
+            return
         if knobs["chunked"]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()

@@ -16,6 +16,8 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
 
 import harness
@@ -123,7 +125,8 @@ class HttpProxyTest(unittest.TestCase):
     def setUp(self) -> None:
         self.store.set(delay_seconds=0.0, gzip=False, chunked=False, encoding_override=None,
                        huge_bytes=0, lie_trace_id=None, status_override=None,
-                       close_after_response=False)
+                       close_after_response=False, interim_statuses=[], close_delimited=False,
+                       gzip_truncated_at=0)
 
     # -- helpers --
 
@@ -311,6 +314,119 @@ class HttpProxyTest(unittest.TestCase):
         status, body, _ = self.curl(f"/api/public/traces/{self.trace_ids[0]}", bearer,
                                     "-H", "X-Padding: " + "a" * 70000)
         self.assertIn(status, (413, 431), body)
+
+    # -- the store's answer, read right (issue 16) --
+
+    def test_interim_1xx_responses_are_skipped(self):
+        self.store.set(interim_statuses=[100, 103])
+        status, body, _ = self.curl(f"/api/public/traces/{PII}", self.bearer(PII))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["id"], PII)
+        self.assertNotIn(EMAIL, json.dumps(body))
+        # The connection is still in step: the next answer on it is the next trace's.
+        self.store.set(interim_statuses=[100])
+        t0 = self.trace_ids[0]
+        status, body, _ = self.curl(f"/api/public/traces/{t0}", self.bearer(t0))
+        self.assertEqual((status, body.get("id")), (200, t0), body)
+
+    def test_101_switching_protocols_is_refused(self):
+        # tracegate never asks to upgrade: a store that switches protocols is broken.
+        self.store.set(interim_statuses=[101])
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "bad_upstream_response")
+
+    def test_a_close_delimited_body_does_not_stay_in_the_keep_alive_pool(self):
+        t0 = self.trace_ids[0]
+        self.store.set(close_delimited=True)
+        self.store.clear_requests()
+        status, body, _ = self.curl(f"/api/public/traces/{t0}", self.bearer(t0))
+        self.assertEqual((status, body.get("id")), (200, t0), body)
+        (first,) = self.store_requests_for(t0)
+        self.store.set(close_delimited=False)
+        # One request per worker (new client connections go round robin), so the worker
+        # that read the close-delimited body is asked again.
+        for trace in self.trace_ids[1:4]:
+            status, body, _ = self.curl(f"/api/public/traces/{trace}", self.bearer(trace))
+            self.assertEqual((status, body.get("id")), (200, trace), body)
+
+        def on_closed_connection() -> list:
+            return [(r.target, r.seq) for r in self.store.requests()
+                    if r.connection == first.connection and r.seq > first.seq]
+
+        # A request written on the finished connection would reach the store at once; give
+        # it a moment to show up before concluding that none was sent.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and not on_closed_connection():
+            time.sleep(0.05)
+        self.assertEqual(on_closed_connection(), [])
+        for trace in self.trace_ids[1:4]:
+            self.assertEqual(len(self.store_requests_for(trace)), 1, trace)
+
+    def test_a_gzip_body_cut_off_at_the_limit_is_truncated_not_too_large(self):
+        # Exactly max_response_bytes (1 MiB) decode, then the gzip stream just stops.
+        self.store.set(gzip_truncated_at=1024 * 1024)
+        body = self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                                   502, "bad_upstream_response")
+        self.assertIn("truncated", body["message"])
+        # One byte more than the limit is too large, cut off or not.
+        self.store.set(gzip_truncated_at=1024 * 1024 + 1)
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "response_too_large")
+
+    def test_a_404_with_an_unreadable_encoding_is_still_404(self):
+        # The body of an error answer is never forwarded, so it is never decoded either.
+        for encoding in ("br", "zstd", "gzip"):  # gzip: GARBAGE_BODY is no gzip stream
+            self.store.set(encoding_override=encoding)
+            self.assert_refused(self.curl("/api/public/traces/no-such-trace",
+                                          self.bearer("no-such-trace")), 404, "not_found")
+        self.store.set(encoding_override="br", status_override=500)
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "upstream_error")
+        # A 200 the gateway cannot decode is still refused.
+        self.store.set(encoding_override="br", status_override=None)
+        self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
+                            502, "unsupported_encoding")
+
+    def test_a_grant_revoked_while_its_request_is_in_flight_is_cut(self):
+        t0 = self.trace_ids[0]
+        status, grant = self.api.grant(self.idp.token("agent"), t0, connection="traces-http")
+        self.assertEqual(status, 201, grant)
+        self.store.set(delay_seconds=1.8)  # under the upstream timeout (2 s)
+        self.store.clear_requests()
+        result: dict = {}
+
+        def fetch() -> None:
+            try:
+                result["answer"] = self.curl(f"/api/public/traces/{t0}", grant["http"]["bearer"])
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                result["error"] = e
+
+        caller = threading.Thread(target=fetch)
+        caller.start()
+        try:
+            wait_for(lambda: self.store_requests_for(t0), 10, what="the store being asked")
+            revoked_at = time.monotonic()
+            status, out, _ = self.api.call("DELETE", f"/v1/grants/{grant['grant_id']}",
+                                           self.idp.token("agent"))
+            self.assertEqual(status, 200, out)
+        finally:
+            caller.join(30)
+        answered_after = time.monotonic() - revoked_at
+        self.assertNotIn("error", result, result.get("error"))
+        status, body, headers = result["answer"]
+        self.assertEqual((status, body.get("error")), (403, "grant_revoked"), body)
+        self.assertIn("revoked", body["message"])
+        # Cut at once, not after the store's answer came in.
+        self.assertLess(answered_after, 1.2)
+        out = audit(self.gw.config_path, "replay", headers["x-tracegate-session"],
+                    "--format", "json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        replay = json.loads(out.stdout)
+        self.assertIn("grant_revoked", replay["end"]["reason"])
+        self.assertEqual(replay["end"]["outcome"], "error")  # not the caller's violation
+        status, after, _ = self.api.call("GET", f"/v1/grants/{grant['grant_id']}",
+                                         self.idp.token("agent"))
+        self.assertEqual(after["state"], "revoked", after)
 
     # -- one-call fetch --
 

@@ -23,6 +23,7 @@
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "httpproxy/grant_cut.h"
 #include "httpproxy/recording.h"
 #include "httpproxy/upstream.h"
 #include "httproute/route.h"
@@ -170,10 +171,11 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // The store's answer for a redeemed grant: route match (or the fetch route), upstream
-  // request, check, mask. Runs on `worker`.
+  // request, check, mask. Runs on `worker`. A grant that ends meanwhile cuts the exchange
+  // and turns the outcome into its refusal.
   asio::awaitable<Outcome> Exchange(Worker& worker, const config::Connection& connection,
                                     const store::GrantRecord& grant, const std::string* method,
-                                    const std::string* target) {
+                                    const std::string* target, GrantCut& cut) {
     const config::HttpRoute* route = nullptr;
     std::string upstream_target;
     if (method != nullptr) {
@@ -209,8 +211,11 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       co_return refused;
     }
     absl::StatusOr<UpstreamResponse> response =
-        co_await ClientFor(worker, connection).Get(upstream_target);
+        co_await ClientFor(worker, connection).Get(upstream_target, cut.cut());
     Outcome outcome = Examine(response, *route, grant.trace_id, *scanner);
+    if (std::optional<Outcome> refusal = cut.Refusal()) {
+      co_return *std::move(refusal);
+    }
     if (grant.max_bytes > 0 && outcome.error.empty() && outcome.body.size() > grant.max_bytes) {
       outcome =
           Refuse(403, "byte_cap",
@@ -262,6 +267,7 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       co_return !ec;
     }
 
+    GrantCut cut(*grants, grant, worker.context.get_executor());
     const std::string session_id = NewSessionId();
     absl::StatusOr<ExchangeRecording> recording =
         session_id.empty()
@@ -290,13 +296,25 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
     } else {
       const std::string method(request.method_string());
       const std::string target(request.target());
-      outcome = co_await Exchange(worker, connection, grant, &method, &target);
+      outcome = co_await Exchange(worker, connection, grant, &method, &target, cut);
     }
     auto response = MakeResponse(outcome, request.version(), keep_alive, session_id);
     std::string bytes = Serialize(response);
     absl::Status released = recording->Response(bytes);
     if (released.ok()) {
       released = co_await recording->Durable();
+    }
+    std::optional<Outcome> refusal = cut.Refusal();
+    if (released.ok() && refusal && outcome.error != refusal->error) {
+      // The grant ended while the answer was being made durable: it stays unsent, and the
+      // refusal sent instead is recorded after it.
+      outcome = *std::move(refusal);
+      response = MakeResponse(outcome, request.version(), false, session_id);
+      keep_alive = false;
+      released = recording->Response(Serialize(response));
+      if (released.ok()) {
+        released = co_await recording->Durable();
+      }
     }
     if (!released.ok()) {
       // Nothing of an answer that is not on record goes out.
@@ -446,13 +464,24 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
         Cat("GET /v1/connections/", connection->name, "/traces/", request.grant.trace_id,
             " (one-call fetch, api request ", request.request_id, ", route ",
             connection->fetch_route, ")");
-    result.outcome = co_await Exchange(worker, *connection, request.grant, nullptr, nullptr);
+    GrantCut cut(*grants, request.grant, worker.context.get_executor());
+    result.outcome = co_await Exchange(worker, *connection, request.grant, nullptr, nullptr, cut);
     absl::Status released = recording->Request(request_text);
     if (released.ok()) {
       released = recording->Response(result.outcome.body);
     }
     if (released.ok()) {
       released = co_await recording->Durable();
+    }
+    std::optional<Outcome> refusal = cut.Refusal();
+    if (released.ok() && refusal && result.outcome.error != refusal->error) {
+      // Ended during the durable wait: as on the listener, the refusal is recorded after the
+      // answer it replaces.
+      result.outcome = *std::move(refusal);
+      released = recording->Response(result.outcome.body);
+      if (released.ok()) {
+        released = co_await recording->Durable();
+      }
     }
     if (!released.ok()) {
       spdlog::error("session={}: recording failed, withholding the fetch: {}", result.session_id,

@@ -113,12 +113,14 @@ void ExchangeRecording::End(const Outcome& outcome, std::string_view grant_state
   (void)session_->GrantEvent("in_use", grant_state, "tracegate",
                              Cat("session ", session_->id(), " ended"));
   audit::SessionOutcome end;
-  end.outcome = outcome.error.empty()                            ? "completed"
-                : outcome.status == 403 || outcome.status == 405 ? "violation"
-                                                                 : "error";
+  // A grant that ended under the request is not the caller's violation (as a Postgres session
+  // cut by a revocation ends in "error", 57P01).
+  const bool grant_ended = outcome.error == "grant_revoked" || outcome.error == "grant_expired";
+  const bool violation = !grant_ended && (outcome.status == 403 || outcome.status == 405);
+  end.outcome = outcome.error.empty() ? "completed" : violation ? "violation" : "error";
   end.reason = outcome.error.empty() ? std::string() : Cat(outcome.error, ": ", outcome.message);
   end.statements = 1;
-  end.blocked = outcome.status == 403 || outcome.status == 405 ? 1 : 0;
+  end.blocked = violation ? 1 : 0;
   end.bytes_to_client = bytes_to_client_;
   end.bytes_from_client = bytes_from_client;
   end.masked.insert(outcome.masked.by_entity.begin(), outcome.masked.by_entity.end());

@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,26 @@ struct UpstreamResponse {
 absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeUpstreamTlsContext(
     const config::HttpUpstream& upstream);
 
+class CutScope;
+
+// Ends an upstream exchange from outside while it waits (its grant was revoked): Cut() closes
+// the socket, or abandons the name lookup, the exchange is waiting on, and Get returns
+// Cancelled with `reason` at once. A cut exchange's connection is never reused. Used on the
+// client's thread only.
+class ExchangeCut {
+ public:
+  void Cut(std::string reason);
+  [[nodiscard]] bool cut() const { return cut_; }
+  [[nodiscard]] const std::string& reason() const { return reason_; }
+
+ private:
+  friend class UpstreamClient;
+  friend class CutScope;
+  bool cut_ = false;
+  std::string reason_;
+  std::function<void()> abort_;  // what the exchange waits on now (set by the client)
+};
+
 class UpstreamClient {
  public:
   // `upstream` must outlive the client; all calls on `executor`'s thread.
@@ -42,13 +63,20 @@ class UpstreamClient {
   UpstreamClient& operator=(const UpstreamClient&) = delete;
 
   // GET prefix + `target`. Errors, each with a message fit for the caller (no credential):
-  //   Unavailable        cannot connect, TLS failed, the connection broke, malformed response
+  //   Unavailable        cannot resolve (within connect_timeout), connect or do TLS, the
+  //                      connection broke, malformed response
   //   DeadlineExceeded   no complete response within upstream.timeout
   //   ResourceExhausted  the response (raw or decoded) is larger than max_response_bytes
   //   FailedPrecondition a Content-Encoding that cannot be decoded
-  //   InvalidArgument    a corrupt encoded body
-  // A kept-alive connection the store had closed is retried once on a new one.
-  boost::asio::awaitable<absl::StatusOr<UpstreamResponse>> Get(std::string target);
+  //   InvalidArgument    a corrupt or truncated encoded body; 101 or too many 1xx answers
+  //   Cancelled          `cut` was cut
+  // Interim 1xx answers are skipped. Only a 2xx body is read and decoded: for any other status
+  // `body` is empty and the connection is not reused. A connection is kept alive only when
+  // its answer's end was not the end of the connection (no close-delimited body). A
+  // kept-alive connection the store had closed is retried once on a new one.
+  // connect_timeout covers the name lookup, TCP connect and TLS handshake together.
+  boost::asio::awaitable<absl::StatusOr<UpstreamResponse>> Get(std::string target,
+                                                               ExchangeCut* cut = nullptr);
 
   // Closes idle connections (shutdown).
   void CloseIdle();
@@ -57,7 +85,7 @@ class UpstreamClient {
  private:
   struct Conn;
   boost::asio::awaitable<absl::StatusOr<std::unique_ptr<Conn>>> Connect(
-      std::chrono::steady_clock::time_point deadline);
+      std::chrono::steady_clock::time_point deadline, ExchangeCut* cut);
   boost::asio::awaitable<absl::StatusOr<UpstreamResponse>> Exchange(
       Conn& conn, const std::string& request, std::chrono::steady_clock::time_point deadline,
       bool& keep, bool& nothing_read);
