@@ -578,6 +578,47 @@ def split_messages(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _cstr(s: str | bytes) -> bytes:
+    return (s.encode() if isinstance(s, str) else s) + b"\0"
+
+
+# Extended-protocol messages (text format unless told), for tests that drive the gate's
+# portal and statement bookkeeping by hand.
+def pg_parse(name: str, sql: str | bytes, param_types: Iterable[int] = ()) -> bytes:
+    types = list(param_types)
+    return message(b"P", _cstr(name) + _cstr(sql) + struct.pack("!H", len(types))
+                   + b"".join(struct.pack("!I", t) for t in types))
+
+
+def pg_bind(portal: str, statement: str, params: Iterable[str | None] = ()) -> bytes:
+    values = list(params)
+    body = _cstr(portal) + _cstr(statement) + struct.pack("!HH", 0, len(values))
+    for v in values:
+        body += struct.pack("!i", -1) if v is None else struct.pack("!I", len(v.encode())) + v.encode()
+    return message(b"B", body + struct.pack("!H", 0))
+
+
+def pg_describe(kind: bytes, name: str) -> bytes:
+    return message(b"D", kind + _cstr(name))
+
+
+def pg_execute(portal: str, max_rows: int = 0) -> bytes:
+    return message(b"E", _cstr(portal) + struct.pack("!I", max_rows))
+
+
+def pg_close(kind: bytes, name: str) -> bytes:
+    return message(b"C", kind + _cstr(name))
+
+
+def pg_sync() -> bytes:
+    return message(b"S")
+
+
+def pg_run(sql: str) -> bytes:
+    """One statement on the unnamed portal: Parse, Bind, Execute (no Sync)."""
+    return pg_parse("", sql) + pg_bind("", "") + pg_execute("")
+
+
 class PgProtocolError(Exception):
     def __init__(self, fields: dict[str, str]):
         self.fields = fields
@@ -730,6 +771,18 @@ class RawPgConn:
                 if error:
                     raise error
                 return rows
+
+    def exchange(self, data: bytes, ready: int = 1) -> list[tuple[bytes, bytes]]:
+        """Sends `data` and returns every message up to and including the `ready`-th
+        ReadyForQuery."""
+        self.send(data)
+        out: list[tuple[bytes, bytes]] = []
+        while ready > 0:
+            mtype, body = self.recv_message()
+            out.append((mtype, body))
+            if mtype == b"Z":
+                ready -= 1
+        return out
 
     def start_tls(self) -> None:
         """SSLRequest; on 'S' wrap the socket in TLS (no certificate check: tests pin

@@ -356,6 +356,81 @@ class GateReadTest(GateCase):
                                    else f"; the smuggled statement failed: {error}")
                     self.fail(detail)
 
+class GateClientEncodingTest(GateCase):
+    """Issue 16, hole 4: the backend role's default client_encoding is SJIS (a client-only
+    encoding whose characters can hide ' and \\). Sessions still run in UTF8 (pinned in the
+    backend's startup packet), cannot RESET or DEFAULT their way back to SJIS, and ask for
+    nothing but UTF8 at startup. (A ParameterStatus of another encoding ending the session
+    has no allowed SQL path to it: protocol_gate_test covers it with frames.)"""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.pg.psql("ALTER ROLE tracegate SET client_encoding = 'SJIS'")
+        # Pooled backends opened before (none should be) would carry the old default.
+        cls.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE usename = 'tracegate'")
+
+    def connect(self, extra: dict[str, str] | None = None) -> RawPgConn:
+        pg = self.session_grant()["postgres"]
+        conn = RawPgConn(self.gw.host, self.gw.port)
+        try:
+            conn.start_tls()
+            conn.startup(pg["user"], pg["password"], extra=extra)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def test_the_role_default_is_sjis_without_the_gateway(self):
+        with RawPgConn(self.pg.host, self.pg.port) as conn:
+            conn.startup("tracegate", self.pg.password_for("tracegate"))
+            self.assertEqual(conn.parameters["client_encoding"], "SJIS")
+            self.assertEqual(conn.simple_query("RESET client_encoding; SHOW client_encoding"),
+                             [("SJIS",)])
+
+    def test_sessions_run_in_utf8_and_cannot_return_to_the_default(self):
+        with self.connect() as conn:
+            self.assertEqual(conn.parameters["client_encoding"], "UTF8")
+            for sql in ("RESET client_encoding", "SET client_encoding TO DEFAULT",
+                        "SET client_encoding = DEFAULT", "SET SESSION client_encoding TO DEFAULT",
+                        "SET NAMES DEFAULT", "RESET CLIENT_ENCODING",
+                        "SET client_encoding FROM CURRENT"):
+                with self.subTest(sql=sql):
+                    rows, error = raw_query(conn, sql.encode())
+                    self.assertIsNotNone(error, sql)
+                    self.assertEqual(error["C"], "42501", error)
+                    self.assertIn("statement blocked (session_state): client_encoding must stay "
+                                  "UTF8", error["M"])
+            # The same through the extended protocol.
+            out = conn.exchange(harness.pg_run("RESET client_encoding") + harness.pg_sync())
+            errors = [harness.parse_error_fields(b) for t, b in out if t == b"E"]
+            self.assertEqual([e["C"] for e in errors], ["42501"], out)
+            self.assertEqual(conn.simple_query("SHOW client_encoding"), [("UTF8",)])
+            self.assertEqual(conn.simple_query("SET client_encoding TO 'UTF8'"), [])
+            self.assertEqual(conn.simple_query("SHOW client_encoding"), [("UTF8",)])
+            # The statement of the issue: read as SJIS, 0x95 0x5C is one character and the
+            # quote after it ends the string, so `OR true` would return every trace.
+            sql = (f"SELECT id FROM traces WHERE id = '{self.trace}' AND name <> E'".encode()
+                   + b"\x95\x5c' OR true --'")
+            rows, error = raw_query(conn, sql)
+            self.assertLessEqual(rows, 1, error)
+            self.assertEqual(conn.simple_query("SELECT 'usable'"), [("usable",)])
+
+    def test_only_utf8_may_be_asked_for_at_startup(self):
+        for encoding in ("UTF8", "utf-8", "unicode", "SQL_ASCII"):
+            with self.subTest(encoding=encoding), self.connect({"client_encoding": encoding}) as c:
+                self.assertEqual(c.parameters["client_encoding"], "UTF8")
+                self.assertEqual(c.simple_query("SHOW client_encoding"), [("UTF8",)])
+        for encoding in ("LATIN1", "EUC_JP", "WIN1252"):
+            with self.subTest(encoding=encoding):
+                with self.assertRaises(harness.PgProtocolError) as caught:
+                    self.connect({"client_encoding": encoding}).close()
+                self.assertEqual(caught.exception.fields["C"], "0A000")
+                self.assertIn(f"client_encoding {encoding} is not supported",
+                              caught.exception.fields["M"])
+
+
 class GateBlockTest(GateCase):
     """Every refused statement: 42501, the rule in the message, no other trace's data."""
 

@@ -297,5 +297,129 @@ class MaskedReadTest(MaskCase):
         self.assert_nothing_planted(self.gw.stderr_text())
 
 
+def _q(sql: str) -> bytes:
+    return harness.message(b"Q", sql.encode() + b"\0")
+
+
+def _ext(sql: str) -> bytes:
+    """One extended-protocol statement in a run of its own."""
+    return harness.pg_run(sql) + harness.pg_sync()
+
+
+class MaskedCursorTest(MaskCase):
+    """Issue 16, hole 3: a portal's columns can change under the gate (a cursor closed and
+    declared again, by either protocol). Whatever the order, values of the new cursor are
+    masked, and a FETCH portal bound before its cursor changed is refused. Raw pgwire, so
+    the exact message sequences of the issue are sent."""
+
+    NEW_CURSOR = f"DECLARE c CURSOR FOR SELECT name, user_id FROM traces WHERE id = '{TRACE}'"
+
+    def connect(self, client: str = "masked") -> harness.RawPgConn:
+        status, out = self.api.grant(self.idp.token(client), TRACE)
+        self.assertEqual(status, 201, out)
+        conn = harness.RawPgConn(self.gw.host, self.gw.port)
+        conn.start_tls()
+        conn.startup(out["postgres"]["user"], out["postgres"]["password"])
+        return conn
+
+    def open_timestamp_cursor(self, conn: harness.RawPgConn, describe: bool) -> None:
+        """BEGIN; DECLARE c over now() (a timestamptz, passed unread by the masker); Execute c
+        (the gate slips in a Describe); optionally the client's own Describe of c."""
+        for sql in ("BEGIN READ ONLY",
+                    f"DECLARE c CURSOR FOR SELECT now() FROM traces WHERE id = '{TRACE}'"):
+            self.assertNotIn(b"E", [t for t, _ in conn.exchange(_q(sql))], sql)
+        out = conn.exchange(harness.pg_execute("c") + harness.pg_sync())
+        self.assertEqual([t for t, _ in out], [b"D", b"C", b"Z"])
+        if describe:
+            out = conn.exchange(harness.pg_describe(b"P", "c") + harness.pg_sync())
+            self.assertEqual([t for t, _ in out], [b"T", b"Z"])
+
+    def assert_masked_rows(self, out: list[tuple[bytes, bytes]], what: str) -> None:
+        rows = [harness.parse_data_row(b) for t, b in out if t == b"D"]
+        errors = [harness.parse_error_fields(b) for t, b in out if t == b"E"]
+        self.assertEqual(errors, [], what)
+        self.assertEqual(len(rows), 1, f"{what}: {out}")
+        text = json.dumps(rows)
+        self.assert_nothing_planted(text)
+        self.assertIn("[REDACTED:EMAIL]", text, what)
+
+    def test_a_redeclared_cursor_is_described_again_and_masked(self):
+        changes = {
+            "extended CLOSE, extended DECLARE (the issue)": [_ext("CLOSE c"),
+                                                             _ext(self.NEW_CURSOR)],
+            "simple CLOSE, extended DECLARE": [_q("CLOSE c"), _ext(self.NEW_CURSOR)],
+            "extended CLOSE ALL, extended DECLARE": [_ext("CLOSE ALL"), _ext(self.NEW_CURSOR)],
+            "Close message, extended DECLARE": [harness.pg_close(b"P", "c") + harness.pg_sync(),
+                                                _ext(self.NEW_CURSOR)],
+            "CLOSE and DECLARE in one extended run": [
+                harness.pg_run("CLOSE c") + harness.pg_run(self.NEW_CURSOR) + harness.pg_sync()],
+        }
+        reads = {
+            "Execute c": harness.pg_execute("c") + harness.pg_sync(),
+            "extended FETCH bound after": _ext("FETCH ALL FROM c"),
+            "simple FETCH": _q("FETCH ALL FROM c"),
+        }
+        for change, steps in changes.items():
+            for read, frames in reads.items():
+                for describe in (False, True):
+                    what = f"{change}; {read}; client Describe before: {describe}"
+                    with self.subTest(what), self.connect() as conn:
+                        self.open_timestamp_cursor(conn, describe)
+                        for step in steps:
+                            out = conn.exchange(step)
+                            self.assertNotIn(b"E", [t for t, _ in out], f"{what}: {out}")
+                        self.assert_masked_rows(conn.exchange(frames), what)
+                        conn.terminate()
+
+    def test_the_same_sequence_unmasked_shows_the_planted_value(self):
+        with self.connect("plain") as conn:
+            self.open_timestamp_cursor(conn, True)
+            conn.exchange(_ext("CLOSE c"))
+            conn.exchange(_ext(self.NEW_CURSOR))
+            out = conn.exchange(harness.pg_execute("c") + harness.pg_sync())
+            rows = [harness.parse_data_row(b) for t, b in out if t == b"D"]
+            self.assertEqual(rows, [("contact " + EMAIL, CARD)])
+
+    def test_a_fetch_portal_bound_before_its_cursor_changed_is_refused(self):
+        with self.connect() as conn:
+            self.open_timestamp_cursor(conn, False)
+            out = conn.exchange(harness.pg_parse("f", "FETCH ALL FROM c")
+                                + harness.pg_bind("pf", "f") + harness.pg_sync())
+            self.assertEqual([t for t, _ in out], [b"1", b"2", b"Z"])
+            conn.exchange(_ext("CLOSE c"))
+            conn.exchange(_ext(self.NEW_CURSOR))
+            # PostgreSQL would run pf against the new c under the old (timestamptz) columns.
+            out = conn.exchange(harness.pg_describe(b"P", "pf") + harness.pg_execute("pf")
+                                + harness.pg_sync())
+            self.assertNotIn(b"D", [t for t, _ in out], out)
+            errors = [harness.parse_error_fields(b) for t, b in out if t == b"E"]
+            self.assertEqual(len(errors), 1, out)
+            self.assertEqual(errors[0]["C"], "42501")
+            self.assertIn('statement blocked (unsupported): portal "pf" runs FETCH',
+                          errors[0]["M"])
+            # The session goes on: a FETCH portal executed right after its Bind works.
+            conn.exchange(_q("ROLLBACK"))
+            conn.exchange(_q("BEGIN READ ONLY"))
+            conn.exchange(_q(self.NEW_CURSOR))
+            self.assert_masked_rows(conn.exchange(harness.pg_bind("pf", "f")
+                                                  + harness.pg_execute("pf") + harness.pg_sync()),
+                                    "FETCH portal executed after its Bind")
+
+    def test_a_prepared_statement_reused_after_a_declare_is_still_masked(self):
+        with self.connect() as conn:
+            self.open_timestamp_cursor(conn, False)
+            sql = "SELECT name, user_id FROM traces WHERE id = $1"
+            run = harness.pg_bind("", "s", [TRACE]) + harness.pg_execute("") + harness.pg_sync()
+            self.assert_masked_rows(conn.exchange(harness.pg_parse("s", sql) + run), "first")
+            conn.exchange(_ext("CLOSE c"))
+            conn.exchange(_ext(self.NEW_CURSOR))
+            self.assert_masked_rows(conn.exchange(run), "after DECLARE")
+            # A named portal of the cursor's name, bound from the statement: described anew.
+            conn.exchange(_ext("CLOSE c"))
+            self.assert_masked_rows(conn.exchange(harness.pg_bind("c", "s", [TRACE])
+                                                  + harness.pg_execute("c") + harness.pg_sync()),
+                                    "portal c bound from s")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -213,6 +213,12 @@ awaitable<absl::Status> BackendConn::Handshake(const BackendTarget& target) {
   // The statement gate reads '...' with standard_conforming_strings on (as libpg_query
   // does); pin it for the session whatever the role or database says.
   startup.parameters.emplace_back("standard_conforming_strings", "on");
+  // Likewise client_encoding: a role, database or server default of SJIS (a client-only
+  // encoding whose characters can hide ' and \) would otherwise become the session's, and
+  // RESET / SET ... TO DEFAULT would return to it. A startup parameter is the session's
+  // default, so RESET and DISCARD ALL come back to UTF8. (The gate refuses any change, and
+  // ends the session if the server ever reports another encoding.)
+  startup.parameters.emplace_back("client_encoding", "UTF8");
   if (backend.statement_timeout.count() > 0) {
     startup.parameters.emplace_back("statement_timeout",
                                     std::to_string(backend.statement_timeout.count()));

@@ -36,28 +36,21 @@ constexpr std::array<std::string_view, 6> kRelayedParameters = {
 constexpr std::array<std::string_view, 5> kReportedParameters = {
     "application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle"};
 
-// Client-only encodings whose multi-byte characters can contain the bytes of ' and \: the
-// statement gate reads statements as UTF-8 (as libpg_query does), so it must see the same
-// tokens as the server, which converts these first (PostgreSQL's PG_ENCODING_IS_CLIENT_ONLY).
-bool IsClientOnlyEncoding(std::string_view name) {
-  std::string folded;
-  for (char c : name) {
-    if (absl::ascii_isalnum(static_cast<unsigned char>(c))) {
-      folded.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
-    }
-  }
-  static constexpr std::string_view kClientOnly[] = {
-      "sjis",       "shiftjis",   "mskanji",    "shiftjis2004", "big5",   "gbk",    "gb18030",
-      "uhc",        "johab",      "win932",     "win936",       "win949", "win950", "windows932",
-      "windows936", "windows949", "windows950", "cp932",        "cp936",  "cp949",  "cp950"};
-  return std::find(std::begin(kClientOnly), std::end(kClientOnly), folded) != std::end(kClientOnly);
-}
-
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return absl::ascii_tolower(static_cast<unsigned char>(x)) ==
                   absl::ascii_tolower(static_cast<unsigned char>(y));
          });
+}
+
+// client_encoding values a client may ask for at startup. Sessions run in UTF8, pinned in
+// the backend's startup packet: the statement gate reads statements as UTF-8 (as libpg_query
+// does) and must see the same tokens as the server, and client-only encodings (SJIS, BIG5,
+// GBK, …) can hide ' and \ inside multi-byte characters. SQL_ASCII (what libpq sends for
+// "auto" in the C locale) means "no conversion", which on a UTF8 session reads the same
+// bytes: it is accepted and the session stays UTF8. Anything else is refused.
+bool AcceptedClientEncoding(std::string_view name) {
+  return IsUtf8EncodingName(name) || EqualsIgnoreCase(name, "SQL_ASCII");
 }
 
 absl::Status ProtocolViolation(std::string_view message) {
@@ -219,6 +212,12 @@ awaitable<absl::Status> AwaitDurable(audit::LogWriter& log, uint64_t seq) {
 }
 
 absl::Status RecordingFailed(std::string_view session, const absl::Status& why) {
+  if (absl::IsResourceExhausted(why)) {
+    // audit.max_session_bytes: fail closed, nothing goes on unrecorded.
+    spdlog::warn("session={}: {}; ending the session", session, MessageOf(why));
+    return PgError(absl::StatusCode::kResourceExhausted, sqlstate::kProgramLimitExceeded,
+                   Cat("tracegate: ", MessageOf(why), "; the session is ended"));
+  }
   spdlog::error("session={}: recording failed, ending the session: {}", session, MessageOf(why));
   return PgError(absl::StatusCode::kUnavailable, sqlstate::kIoError,
                  "tracegate: the session could not be recorded (audit log unavailable); "
@@ -477,10 +476,13 @@ awaitable<absl::Status> Session::CheckStartup(const pgwire::StartupMessage& star
       co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
                         Cat("tracegate: unsupported startup parameter: ", name));
     }
-    if (*relayed == "client_encoding" && IsClientOnlyEncoding(value)) {
-      co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
-                        Cat("tracegate: client_encoding ", value,
-                            " is not supported (statements are checked as UTF-8); use UTF8"));
+    if (*relayed == "client_encoding") {
+      if (!AcceptedClientEncoding(value)) {
+        co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
+                          Cat("tracegate: client_encoding ", value,
+                              " is not supported (statements are checked as UTF-8); use UTF8"));
+      }
+      continue;  // the backend session is UTF8 already (its startup packet says so)
     }
     client_parameters_.emplace_back(*relayed, value);
   }
@@ -860,13 +862,13 @@ awaitable<absl::Status> Session::AttachBackend() {
   }
   backend_ = std::move(*backend);
   TG_CO_RETURN_IF_ERROR(co_await ApplyClientParameters());
-  // PostgreSQL knows more spellings of the client-only encodings than any list here
-  // (windows932, ...): check the canonical name it reports once the client's is applied.
+  // The backend's startup packet pins client_encoding to UTF8: check what the server says.
   if (const std::string* encoding = backend_->Parameter("client_encoding");
-      encoding != nullptr && IsClientOnlyEncoding(*encoding)) {
+      encoding == nullptr || !IsUtf8EncodingName(*encoding)) {
     co_return PgError(absl::StatusCode::kInvalidArgument, sqlstate::kFeatureNotSupported,
-                      Cat("tracegate: client_encoding ", *encoding,
-                          " is not supported (statements are checked as UTF-8); use UTF8"));
+                      Cat("tracegate: the trace store's client_encoding is ",
+                          encoding != nullptr ? *encoding : std::string("not reported"),
+                          ", not UTF8 (statements are checked as UTF-8)"));
   }
   if (grant_.has_value()) {
     TG_CO_RETURN_IF_ERROR(co_await StartGate());
@@ -1076,9 +1078,13 @@ awaitable<void> Session::RelayClientToBackend() {
     if (stopping_) {
       co_return;
     }
-    // Validate every complete frame we have; forward them in one write.
+    // Validate every complete frame we have and record them, before the gate judges any:
+    // a statement that ends the session (or worse) is evidence. Then gate them and forward
+    // what goes on to the backend in one write.
     bool terminate = false;
     size_t bytes_needed = 0;
+    absl::Status invalid;
+    client_frames_.clear();
     for (;;) {
       pgwire::FrameResult result =
           pgwire::DecodeFrame(client_buffer_.Undecoded(), Direction::kFrontend, runtime_.limits);
@@ -1087,30 +1093,42 @@ awaitable<void> Session::RelayClientToBackend() {
         break;
       }
       if (result.status == pgwire::DecodeStatus::kError) {
-        metrics.protocol_errors->Increment();
-        Stop(ProtocolViolation(MessageOf(result.error)), true);
-        co_return;
+        invalid = ProtocolViolation(MessageOf(result.error));
+        break;
       }
       const pgwire::Frame& frame = result.frame;
-      absl::Status valid = pgwire::ValidateFrame(frame, Direction::kFrontend);
-      if (!valid.ok()) {
-        metrics.protocol_errors->Increment();
-        Stop(ProtocolViolation(MessageOf(valid)), true);
-        co_return;
+      if (absl::Status valid = pgwire::ValidateFrame(frame, Direction::kFrontend); !valid.ok()) {
+        invalid = ProtocolViolation(MessageOf(valid));
+        break;
       }
       if (frame.type == pgwire::frontend::kTerminate) {
         terminate = true;
         break;  // Terminate itself is not forwarded: the backend stays in the pool.
       }
       if (frame.type == pgwire::frontend::kPassword) {
-        metrics.protocol_errors->Increment();
-        Stop(ProtocolViolation("unexpected password message after authentication"), true);
+        // Never recorded: it could carry a secret.
+        invalid = ProtocolViolation("unexpected password message after authentication");
+        break;
+      }
+      client_frames_.emplace_back(frame, client_buffer_.Undecoded().first(frame.wire_size));
+      client_buffer_.MarkDecoded(frame.wire_size);
+    }
+    if (client_buffer_.HasDecoded()) {
+      if (absl::Status recorded = RecordClientFrames(client_buffer_.Decoded()); !recorded.ok()) {
+        Stop(recorded, true);
         co_return;
       }
+    }
+    if (!invalid.ok()) {
+      metrics.protocol_errors->Increment();
+      Stop(invalid, true);
+      co_return;
+    }
+    for (const auto& [frame, raw] : client_frames_) {
       char sent = frame.type;  // what the backend receives in its place, for the bookkeeping
       if (gate_) {
-        absl::StatusOr<ProtocolGate::Action> action = gate_->OnClientFrame(
-            frame, client_buffer_.Undecoded().first(frame.wire_size), gate_to_backend_);
+        absl::StatusOr<ProtocolGate::Action> action =
+            gate_->OnClientFrame(frame, raw, gate_to_backend_);
         if (!action.ok()) {
           metrics.protocol_errors->Increment();
           Stop(ProtocolViolation(MessageOf(action.status())), true);
@@ -1153,8 +1171,8 @@ awaitable<void> Session::RelayClientToBackend() {
         default:  // CopyData / CopyDone / CopyFail: part of a Query already counted
           break;
       }
-      client_buffer_.MarkDecoded(frame.wire_size);
     }
+    client_frames_.clear();
     while (cancel_in_flight_ && !stopping_) {
       error_code woken;  // cancelled = the cancel request is done
       cancel_done_.expires_at(asio::steady_timer::time_point::max());
@@ -1164,10 +1182,6 @@ awaitable<void> Session::RelayClientToBackend() {
       co_return;
     }
     if (client_buffer_.HasDecoded()) {
-      if (absl::Status recorded = RecordClientFrames(client_buffer_.Decoded()); !recorded.ok()) {
-        Stop(recorded, true);
-        co_return;
-      }
       error_code ec;
       pgwire::Bytes out =
           gate_ ? pgwire::Bytes(reinterpret_cast<const uint8_t*>(gate_to_backend_.data()),

@@ -170,6 +170,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Grant sessions only: every message in both directions goes through it.
   std::unique_ptr<ProtocolGate> gate_;
   pgwire::Buffer gate_to_backend_;
+  // The client's validated frames of one read, with their bytes: recorded before the gate
+  // judges any of them, so a statement that ends the session is in the log.
+  std::vector<std::pair<pgwire::Frame, pgwire::Bytes>> client_frames_;
   pgwire::Buffer gate_to_client_;
   std::unique_ptr<grants::GrantService::Watch> grant_watch_;
   std::unique_ptr<audit::Recorder::Session> recording_;
