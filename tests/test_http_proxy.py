@@ -56,6 +56,7 @@ ROUTES = [
     {"name": "observations", "path": "/api/public/observations?traceId={trace_id}",
      "response_trace_id": "data[*].traceId", "allow_query": ["page", "limit"]},
 ]
+WORKERS = 2
 FETCH_SQL = "select id, name, user_id, input, output, metadata from traces where id = $1"
 
 
@@ -89,6 +90,9 @@ class HttpProxyTest(unittest.TestCase):
                 http_connection("traces-http", cls.store.url, cls.store.user))
             cfg["connections"].append(http_connection(
                 "dead-http", f"http://127.0.0.1:{free_port()}", cls.store.user))
+            # Pinned, so that one request per worker reaches every worker's keep-alive pool
+            # (test_a_close_delimited_body_does_not_stay_in_the_keep_alive_pool).
+            cfg["workers"] = WORKERS
             cfg["masking_profiles"] = [{"name": "default"}]
             cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"), "auditor_groups": ["nobody"]}
             cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
@@ -345,7 +349,8 @@ class HttpProxyTest(unittest.TestCase):
         self.store.set(close_delimited=False)
         # One request per worker (new client connections go round robin), so the worker
         # that read the close-delimited body is asked again.
-        for trace in self.trace_ids[1:4]:
+        followers = self.trace_ids[1:2 + WORKERS]
+        for trace in followers:
             status, body, _ = self.curl(f"/api/public/traces/{trace}", self.bearer(trace))
             self.assertEqual((status, body.get("id")), (200, trace), body)
 
@@ -359,7 +364,7 @@ class HttpProxyTest(unittest.TestCase):
         while time.monotonic() < deadline and not on_closed_connection():
             time.sleep(0.05)
         self.assertEqual(on_closed_connection(), [])
-        for trace in self.trace_ids[1:4]:
+        for trace in followers:
             self.assertEqual(len(self.store_requests_for(trace)), 1, trace)
 
     def test_a_gzip_body_cut_off_at_the_limit_is_truncated_not_too_large(self):
