@@ -85,10 +85,16 @@ def audit_config(pg: PgServer, idp: OidcProvider, tmp: str) -> dict:
 
 
 class AuditCase(unittest.TestCase):
+    audit_overrides: dict = {}  # merged into the config's audit section
+
     @classmethod
     def setUpClass(cls) -> None:
-        start_access_plane(cls, "tg-audit-", lambda: audit_config(cls.pg, cls.idp, cls.tmp),
-                           clients=CLIENTS)
+        def config() -> dict:
+            cfg = audit_config(cls.pg, cls.idp, cls.tmp)
+            cfg["audit"].update(cls.audit_overrides)
+            return cfg
+
+        start_access_plane(cls, "tg-audit-", config, clients=CLIENTS)
         cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
         cls.pg.psql(f"INSERT INTO traces (id, name) VALUES ('{PII_TRACE}', 'mail {EMAIL}')")
         cls.config_path = cls.gw.config_path
@@ -279,6 +285,131 @@ class RecordAndReplayTest(AuditCase):
 # ---- a gateway of static users, stopped and started at will --------------------------------
 
 USERS = {"agent": "agent-password-1"}
+
+
+def raw_session(case: AuditCase, grant: dict) -> harness.RawPgConn:
+    conn = harness.RawPgConn(case.gw.host, case.gw.port)
+    try:
+        conn.start_tls()
+        conn.startup(grant["postgres"]["user"], grant["postgres"]["password"])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def answer_or_end(conn: harness.RawPgConn, sql: str) -> tuple[list, dict | None]:
+    """Sends one Query; returns (rows, None) when it was answered, or (rows so far, the
+    FATAL's fields) when the gateway ended the session instead (the connection then closes)."""
+    conn.send(harness.message(b"Q", sql.encode() + b"\0"))
+    rows: list = []
+    while True:
+        try:
+            mtype, body = conn.recv_message()
+        except harness.ConnectionClosed:
+            return rows, {"S": "(closed without an error)"}
+        if mtype == b"D":
+            rows.append(harness.parse_data_row(body))
+        elif mtype == b"E":
+            fields = harness.parse_error_fields(body)
+            if fields.get("S") == "FATAL":
+                conn.expect_closed()
+                return rows, fields
+        elif mtype == b"Z":
+            return rows, None
+
+
+class RecordingCapTest(AuditCase):
+    """The recording cap fails closed: a session that reaches audit.max_session_bytes is
+    ended with 54000, never kept going unrecorded (issue 16: huge comments pushed a session
+    past the cap, and what followed was not recorded). The client's frames are recorded
+    before the gate judges them, so the statement that ended the session, and refused ones,
+    are in the replay."""
+
+    CAP = 65536
+    audit_overrides = {"max_session_bytes": "64KiB"}
+
+    def ended_session(self, grant: dict) -> tuple[dict, dict]:
+        session = self.session_of(grant["grant_id"])
+        return session, json.loads(self.replay(session["id"], "json"))
+
+    def test_huge_comments_end_the_session_at_the_cap_and_the_log_says_so(self):
+        grant = self.grant()
+        padding = "x" * 20000
+        with raw_session(self, grant) as conn:
+            # A refused statement first: it is recorded like any other.
+            rows, fatal = answer_or_end(conn, "SELECT id FROM traces")
+            self.assertIsNone(fatal)
+            fatal = None
+            sent = []
+            for n in range(10):
+                sql = (f"SELECT 'marker-{n}' AS m, id FROM traces WHERE id = '{self.trace}' "
+                       f"/* {padding} */")
+                sent.append(f"marker-{n}")
+                rows, fatal = answer_or_end(conn, sql)
+                if fatal is not None:
+                    break
+                self.assertEqual(rows, [(f"marker-{n}", self.trace)])
+            self.assertIsNotNone(fatal, "the session went on past the recording cap")
+            self.assertEqual(fatal["C"], "54000", fatal)
+            self.assertEqual(fatal["M"],
+                             f"tracegate: the session's recording reached "
+                             f"audit.max_session_bytes ({self.CAP} bytes); the session is ended")
+            self.assertEqual(rows, [], "the statement that crossed the cap was answered")
+        self.assertLess(len(sent), 10)
+        session, replay = self.ended_session(grant)
+        self.assertEqual(session["outcome"], "error")
+        self.assertIn("[54000]", replay["end"]["reason"])
+        self.assertIn("max_session_bytes", replay["end"]["reason"])
+        queries = [s["sql"] for s in replay["steps"] if s["kind"] == "query"]
+        self.assertEqual(queries[0], "SELECT id FROM traces")
+        # Every statement sent is in the log, the one that crossed the cap included.
+        self.assertEqual([next(m for m in sent if f"'{m}'" in q) for q in queries[1:]], sent)
+        truncated = [s for s in replay["steps"] if s["kind"] == "truncated"]
+        self.assertEqual(len(truncated), 1, replay["steps"])
+        self.assertEqual(truncated[0]["limit_bytes"], self.CAP)
+        self.assertEqual(truncated[0]["action"], "session ended")
+        errors = [s for s in replay["steps"] if s["kind"] == "error"]
+        self.assertEqual(errors[0]["sqlstate"], "42501")  # the refusal, as sent
+        text = self.replay(session["id"], "text")
+        self.assertIn("recording truncated at 65536 bytes", text)
+        self.assertIn("max_session_bytes", self.gw.stderr_text())
+
+    def test_an_answer_that_would_cross_the_cap_is_not_released(self):
+        grant = self.grant()
+        sql = f"SELECT id, input FROM traces WHERE id = '{self.trace}'"
+        received = 0
+        with raw_session(self, grant) as conn:
+            for _ in range(40):
+                rows, fatal = answer_or_end(conn, sql)
+                if fatal is not None:
+                    break
+                received += sum(len(v or "") for r in rows for v in r)
+            self.assertIsNotNone(fatal, "the session went on past the recording cap")
+            self.assertEqual(fatal["C"], "54000", fatal)
+            self.assertEqual(rows, [])
+        self.assertLess(received, self.CAP)
+        session, replay = self.ended_session(grant)
+        self.assertEqual(session["outcome"], "error")
+        results = [s for s in replay["steps"] if s["kind"] == "result"]
+        queries = [s for s in replay["steps"] if s["kind"] == "query"]
+        # The last statement is recorded; its answer was neither recorded nor sent.
+        self.assertEqual(len(queries), len(results) + 1)
+
+    def test_the_statements_before_a_protocol_violation_are_recorded(self):
+        grant = self.grant()
+        marker = "before-the-violation"
+        with raw_session(self, grant) as conn:
+            # One write: a valid Query, then a Bind whose body is cut short.
+            conn.send(harness.message(b"Q", f"SELECT '{marker}'".encode() + b"\0")
+                      + harness.message(b"B", b"\0\0\0"))
+            fields = conn.read_until_error_or_close()
+        self.assertIsNotNone(fields)
+        self.assertEqual(fields["C"], "08P01", fields)
+        session, replay = self.ended_session(grant)
+        queries = [s["sql"] for s in replay["steps"] if s["kind"] == "query"]
+        self.assertEqual(queries, [f"SELECT '{marker}'"])
+        self.assertIn("[08P01]", replay["end"]["reason"])
 
 
 class StaticGateway:

@@ -245,20 +245,46 @@ Recorder::Session::Session(Recorder& recorder, store::SessionSummary summary)
     : recorder_(recorder), summary_(std::move(summary)), last_seq_(summary_.last_seq) {}
 
 absl::StatusOr<uint64_t> Recorder::Session::Frames(RecordType type, std::string_view frames) {
-  if (truncated_ || frames.empty()) {
+  const uint64_t limit = recorder_.max_session_bytes_;
+  auto cap_reached = [&] {
+    return absl::ResourceExhaustedError(
+        Cat("the session's recording reached audit.max_session_bytes (", limit, " bytes)"));
+  };
+  if (truncated_) {
+    return cap_reached();  // nothing goes on unrecorded: the caller ends the session
+  }
+  if (frames.empty()) {
     return last_seq_;
   }
-  if (recorded_bytes_ + frames.size() > recorder_.max_session_bytes_) {
+  if (recorded_bytes_ + frames.size() > limit) {
+    // Fail closed: the session ends here. The client's frames that cross the cap are still
+    // recorded (they were received; one read's worth at most, bounded by the message size
+    // limit), so the statement that ended the session is evidence. Server frames that would
+    // cross it are not recorded, and the caller must not release them.
     truncated_ = true;
+    uint64_t dropped = frames.size();
+    if (type == RecordType::kClientFrames) {
+      absl::StatusOr<uint64_t> seq = recorder_.log_->Append(type, summary_.id, std::string(frames));
+      if (!seq.ok()) {
+        return seq.status();
+      }
+      recorded_bytes_ += frames.size();
+      last_seq_ = *seq;
+      dropped = 0;
+    }
     const Json note = {{"session", summary_.id},
-                       {"limit_bytes", recorder_.max_session_bytes_},
-                       {"recorded_bytes", recorded_bytes_}};
+                       {"limit_bytes", limit},
+                       {"recorded_bytes", recorded_bytes_},
+                       {"unrecorded_bytes", dropped},
+                       {"direction", type == RecordType::kClientFrames ? "client" : "server"},
+                       {"action", "session ended"}};
     absl::StatusOr<uint64_t> seq =
         recorder_.log_->Append(RecordType::kTruncated, summary_.id, note.dump());
-    if (seq.ok()) {
-      last_seq_ = *seq;
+    if (!seq.ok()) {
+      return seq.status();
     }
-    return seq;
+    last_seq_ = *seq;
+    return cap_reached();
   }
   absl::StatusOr<uint64_t> seq = recorder_.log_->Append(type, summary_.id, std::string(frames));
   if (seq.ok()) {

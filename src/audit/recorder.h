@@ -8,7 +8,8 @@
 //   kClientFrames  the client's protocol messages, verbatim, as the gateway accepted them
 //   kServerFrames  the messages sent to the client, byte for byte (masked, refusals included)
 //   kGrantEvent    the grant transitions the session caused
-//   kTruncated     the session reached max_session_bytes: no more frames are recorded
+//   kTruncated     the session reached max_session_bytes: it is ended (nothing more is recorded
+//                  or released; the client frames that crossed the cap are still recorded)
 //   kSessionEnd    outcome, reason, counters
 // Nothing secret is ever passed in: the client's frames after authentication carry no
 // credential (password messages are refused before they would be recorded), and the
@@ -80,9 +81,10 @@ class Recorder {
 
   class Session {
    public:
-    // Each returns the seq of the record that holds the bytes (or of the last one recorded
-    // when the session is past its cap), for LogWriter::WhenDurable. An error means the
-    // bytes are not recorded: the caller must not release them.
+    // Each returns the seq of the record that holds the bytes, for LogWriter::WhenDurable.
+    // An error means the bytes are not recorded: the caller must not release them, and ends
+    // the session. ResourceExhausted: the session reached audit.max_session_bytes (a
+    // kTruncated record says so; client frames that crossed it were still recorded).
     absl::StatusOr<uint64_t> ClientFrames(std::string_view frames);
     absl::StatusOr<uint64_t> ServerFrames(std::string_view frames);
     absl::StatusOr<uint64_t> GrantEvent(std::string_view from, std::string_view to,
