@@ -392,33 +392,57 @@ class HttpProxyTest(unittest.TestCase):
         self.assert_refused(self.curl(f"/api/public/traces/{PII}", self.bearer(PII)),
                             502, "unsupported_encoding")
 
-    def test_a_grant_revoked_while_its_request_is_in_flight_is_cut(self):
-        t0 = self.trace_ids[0]
-        status, grant = self.api.grant(self.idp.token("agent"), t0, connection="traces-http")
-        self.assertEqual(status, 201, grant)
+    def revoke_while_in_flight(self, call, trace: str, grant_id: str, token: str):
+        """Runs call() in a thread against a store that answers after 1.8 s; once the store has
+        the request, revokes grant_id. Returns (call's result, seconds from the revocation
+        to the answer)."""
         self.store.set(delay_seconds=1.8)  # under the upstream timeout (2 s)
         self.store.clear_requests()
         result: dict = {}
 
-        def fetch() -> None:
+        def run() -> None:
             try:
-                result["answer"] = self.curl(f"/api/public/traces/{t0}", grant["http"]["bearer"])
+                result["answer"] = call()
             except BaseException as e:  # noqa: BLE001 - reported by the main thread
                 result["error"] = e
 
-        caller = threading.Thread(target=fetch)
+        caller = threading.Thread(target=run)
         caller.start()
         try:
-            wait_for(lambda: self.store_requests_for(t0), 10, what="the store being asked")
+            wait_for(lambda: self.store_requests_for(trace), 10, what="the store being asked")
             revoked_at = time.monotonic()
-            status, out, _ = self.api.call("DELETE", f"/v1/grants/{grant['grant_id']}",
-                                           self.idp.token("agent"))
+            status, out, _ = self.api.call("DELETE", f"/v1/grants/{grant_id}", token)
             self.assertEqual(status, 200, out)
         finally:
             caller.join(30)
         answered_after = time.monotonic() - revoked_at
         self.assertNotIn("error", result, result.get("error"))
-        status, body, headers = result["answer"]
+        return result["answer"], answered_after
+
+    def test_a_grant_revoked_while_its_one_call_fetch_is_in_flight_is_cut(self):
+        path = f"/v1/connections/traces-http/traces/{PII}"
+        status, pending, _ = self.api.call("GET", path, self.idp.token("careful"))
+        self.assertEqual(status, 202, pending)
+        grant_id, bearer = pending["grant_id"], pending["http"]["bearer"]
+        status, out, _ = self.api.call("POST", f"/v1/grants/{grant_id}/approve",
+                                       self.idp.token("approver"), {"comment": "ok"})
+        self.assertEqual(status, 200, out)
+        (status, out, _), answered_after = self.revoke_while_in_flight(
+            lambda: self.api.call("GET", path, self.idp.token("careful"),
+                                  headers={"X-Tracegate-Grant": bearer}),
+            PII, grant_id, self.idp.token("careful"))
+        self.assertEqual((status, out.get("error")), (403, "grant_revoked"), out)
+        self.assertNotIn(EMAIL, json.dumps(out))
+        self.assertNotIn("trace", out)
+        self.assertLess(answered_after, 1.2)
+
+    def test_a_grant_revoked_while_its_request_is_in_flight_is_cut(self):
+        t0 = self.trace_ids[0]
+        status, grant = self.api.grant(self.idp.token("agent"), t0, connection="traces-http")
+        self.assertEqual(status, 201, grant)
+        (status, body, headers), answered_after = self.revoke_while_in_flight(
+            lambda: self.curl(f"/api/public/traces/{t0}", grant["http"]["bearer"]),
+            t0, grant["grant_id"], self.idp.token("agent"))
         self.assertEqual((status, body.get("error")), (403, "grant_revoked"), body)
         self.assertIn("revoked", body["message"])
         # Cut at once, not after the store's answer came in.

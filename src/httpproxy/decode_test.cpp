@@ -173,6 +173,23 @@ INSTANTIATE_TEST_SUITE_P(Zlib, DecodeTest,
                                            Encoding{"deflate", kZlibWindow}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// gzip's ISIZE trailer only sizes the buffer: zlib checks it, so a lie is a corrupt body, and
+// costs no more memory than the limit.
+TEST(DecodeBodyTest, AGzipSizeTrailerThatLiesIsCorrupt) {
+  const std::string plain = Text(10000);
+  const std::string body = Compress(plain, kGzipWindow);
+  for (const uint32_t isize : {0u, 9999u, 10001u, 1u << 20, 0xffffffffu}) {
+    std::string lying = body;
+    for (int i = 0; i < 4; ++i) {
+      lying[lying.size() - 4 + i] = static_cast<char>(isize >> (8 * i));
+    }
+    absl::StatusCode code;
+    const size_t peak = PeakWhileDecoding("gzip", lying, 1 << 16, &code);
+    EXPECT_EQ(code, absl::StatusCode::kInvalidArgument) << isize;
+    EXPECT_LE(peak, (1u << 16) + (64u << 10)) << isize;
+  }
+}
+
 TEST(DecodeBodyTest, IdentityIsByteForByteWithinTheLimit) {
   absl::StatusOr<std::string> got = DecodeBody("", "{\"id\":1}", 8);
   ASSERT_TRUE(got.ok());
