@@ -958,7 +958,9 @@ class BackpressureTest(GatewayCase):
     result (its buffers hold one frame per direction)."""
 
     pg_options = {"traces": 10}
-    gateway_options = {"workers": 1}
+    # The ~300 MB result is recorded like any other; a recording that reaches
+    # audit.max_session_bytes (256 MiB by default) ends the session, so raise it here.
+    gateway_options = {"workers": 1, "audit": {"max_session_bytes": "1GiB"}}
     ROWS = 300_000
     # About 300 MB of DataRows.
     QUERY = f"select repeat('x', 1000) from generate_series(1, {ROWS})"
