@@ -65,6 +65,11 @@ using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
 TEST(UpstreamClientTest, ResolvingTheStoresHostHasADeadline) {
+  {
+    std::lock_guard lock(g_mu);
+    g_release = false;  // --gtest_repeat
+  }
+  g_hanging = 0;
   config::HttpUpstream upstream;
   upstream.url = "http://store.hang.test";
   upstream.host = "store.hang.test";
