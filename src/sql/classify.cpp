@@ -1286,6 +1286,12 @@ Classification Classify(std::string_view sql, const Rules& rules) {
             kMaxStatementBytes, " bytes");
     return out;
   }
+  if (OperatorRunCost(text) > kMaxOperatorRunCost) {
+    out.verdict.rule = Rule::kTooComplex;
+    out.verdict.message =
+        "the statement has runs of operator characters too long to examine (+-*/<>=~!@#%^&|`?)";
+    return out;
+  }
   if (const NestingBound nesting = BoundNesting(text.c_str());
       nesting.scanned && nesting.bound > kMaxNesting) {
     out.verdict.rule = Rule::kTooComplex;

@@ -46,7 +46,47 @@ Effect EffectOf(const PgQuery__ScanToken& token) {
   }
 }
 
+// scan.l's {op_chars}.
+bool IsOperatorChar(char c) {
+  switch (c) {
+    case '~':
+    case '!':
+    case '@':
+    case '#':
+    case '^':
+    case '&':
+    case '|':
+    case '`':
+    case '?':
+    case '+':
+    case '-':
+    case '*':
+    case '/':
+    case '%':
+    case '<':
+    case '>':
+    case '=':
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
+
+uint64_t OperatorRunCost(std::string_view sql) {
+  uint64_t cost = 0;
+  uint64_t run = 0;
+  for (const char c : sql) {
+    if (IsOperatorChar(c)) {
+      ++run;
+    } else {
+      cost += run * run;
+      run = 0;
+    }
+  }
+  return cost + run * run;
+}
 
 NestingBound BoundNesting(const char* sql) {
   NestingBound out;

@@ -9,6 +9,7 @@
 // exceeded") before parsing it, and nothing that follows can recurse deeper than that.
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace tracegate::sql {
@@ -20,6 +21,17 @@ inline constexpr int kMaxNesting = 1000;
 // Statements longer than this are refused before they are scanned (54000): a trace read is
 // never near it, and libpg_query's tree costs tens of bytes per byte of text.
 inline constexpr size_t kMaxStatementBytes = 1u << 20;
+
+// PostgreSQL's lexer rescans a run of operator characters (`+-*/<>=~!@#%^&|`?`) once per
+// token it cuts from it (a trailing `+` or `-` is given back, a `/*` inside starts a comment
+// and the rest is lexed again), so its work grows with the square of a run's length: 200,000
+// `+` took over a minute, nested `/*…*/` 20,000 deep two seconds. The sum of the squares of
+// the runs' lengths bounds that work; past this budget (a few milliseconds of lexing) the
+// statement is refused before PostgreSQL's lexer sees it. A 2,000-character run fits.
+inline constexpr uint64_t kMaxOperatorRunCost = uint64_t{1} << 22;
+
+// Sum over every run of operator characters in `sql` (quoted or not) of its length squared.
+uint64_t OperatorRunCost(std::string_view sql);
 
 struct NestingBound {
   bool scanned = false;  // false: PostgreSQL's lexer refused the text (a syntax error)

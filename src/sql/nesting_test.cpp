@@ -168,6 +168,28 @@ TEST(Nesting, StatementsJustUnderTheLimitAreParsedOnABoundedStack) {
   });
 }
 
+// PostgreSQL's lexer is quadratic in the length of a run of operator characters; runs long
+// enough to cost more than milliseconds are refused before it sees them.
+TEST(Nesting, LongOperatorRunsAreRefusedBeforeTheLexerSeesThem) {
+  EXPECT_EQ(OperatorRunCost("SELECT a->>'b' FROM t WHERE x <= 1"), 9u + 4u);
+  auto gate = TheGate();
+  const std::vector<std::string> quadratic = {
+      "SELECT 1 " + Repeat("+", 200000) + " 1",
+      "SELECT " + Repeat("/*", 20000) + "1" + Repeat("*/", 20000) + " 1",
+      "SELECT 1 " + Repeat("+/*", 100000),
+      "SELECT 1 " + Repeat("/**/", 100000),
+      "SELECT 1 " + Repeat("/*" + Repeat("+", 100), 4000) + Repeat("*/", 4000),
+  };
+  for (const std::string& sql : quadratic) {
+    const Verdict v = gate->CheckUncached(sql, "tr-1");
+    EXPECT_EQ(v.rule, Rule::kTooComplex) << sql.substr(0, 40);
+    EXPECT_NE(v.message.find("operator characters"), std::string::npos) << v.message;
+  }
+  // A long comment banner is fine.
+  const std::string banner = "/*" + Repeat("*", 1500) + "*/ SELECT * FROM traces WHERE id = 'tr-1'";
+  EXPECT_TRUE(gate->Check(banner, "tr-1").allowed());
+}
+
 // Up to the protocol's message limit (64 MiB): long statements are refused before they are
 // scanned, with their size in the message.
 TEST(Nesting, StatementsPastTheSizeLimitAreRefusedUnscanned) {
