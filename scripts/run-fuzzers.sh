@@ -18,7 +18,7 @@ for fuzzer in $(find "$build" -type f -perm -u+x -name '*_fuzz' | sort); do
   # (sql/nesting.h) and past it.
   max_len=()
   case "$stem" in
-    gate) max_len=(-max_len=1100000) ;;
+    gate) max_len=(-max_len=300000) ;;
   esac
   echo "== $stem: ${seconds}s from $corpus"
   "$fuzzer" -max_total_time="$seconds" -artifact_prefix="$root/$build/${stem}-" \
