@@ -226,7 +226,10 @@ SQL
     start_pgbouncer smoke_test "$PGB_PORT" pgbouncer || true
   fi
   want_target direct && want_part e2e && ACTIVE_TARGETS+=(direct)
+  # The stream records ~STREAM_MB in one session: past audit.max_session_bytes (256 MiB by
+  # default) the gateway ends the session, so the cap is raised for this run.
   if TG_STATIC_USER=1 TG_GATE=1 TG_MASKED_GROUP=$MASKED_GROUP \
+     TG_AUDIT=$'audit:\n  max_session_bytes: 8GiB' \
      TG_BACKEND_EXTRA="      statement_timeout: 0ms" \
      TG_RULE_TTL=${GRANT_TTL_S}s TG_MAX_TTL=${GRANT_TTL_S}s TG_RULE_MAX_SESSION=${GRANT_TTL_S}s \
      TG_RULE_USES=$GRANT_USES TG_RULE_MAX_ROWS=0 TG_RULE_MAX_BYTES=0 \

@@ -350,8 +350,8 @@ struct Audit {
   Duration checkpoint_interval{1000};  // a signed checkpoint of the chain head at most this often
   uint64_t segment_bytes = 64u << 20;  // a new segment file past this size
   uint32_t retention_days = 0;         // whole segments older than this are pruned; 0 = keep
-  uint64_t max_session_bytes = 256u << 20;  // per session; past it a truncation record, then
-                                            // only the session's end is recorded
+  uint64_t max_session_bytes = 256u << 20;  // per session; reaching it ends the session
+                                            // (54000) after a truncation record
   // Ed25519 private key (PEM) that signs checkpoints, from signing_key_file / signing_key_env.
   // Empty: a key is generated in `dir` on first start (fine for a demo; in production keep
   // the key, or at least its public half for verify, away from the log).
