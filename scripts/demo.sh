@@ -241,11 +241,17 @@ echo "        tracegate grant request --connection traces-pg --trace $trace_id -
 uri=$("$tracegate" grant request --connection traces-pg --trace "$trace_id" --reason demo \
   --token-file "$tmp/agent.token")
 echo "demo: 3. psql with the one-time credential reads the trace (and only that trace),"
-echo "        masked: the store holds jane.doe@example.com, a card, an IBAN and an AWS key:"
+echo "        masked: the store holds jane.doe@example.com, a card, an IBAN and an AWS key;"
+echo "        SQL that reshapes or computes from a value first, a table hidden in an aliased"
+echo "        join, and a statement 2,000 operators deep are refused:"
+deep="select 1$(printf '+1%.0s' $(seq 2000))"
 psql "$uri" -X -v VERBOSITY=default \
   -c "select id, name, user_id from traces where id = '$trace_id'" \
   -c "select metadata->'billing' as billing, metadata->>'tool_result' as tool_result from traces where id = '$trace_id'" \
   -c "select reverse(user_id) from traces where id = '$trace_id'" \
+  -c "select (metadata->'billing'->>'card')::float8 from traces where id = '$trace_id'" \
+  -c "select (select j.user_id from (traces u cross join traces v) as j where u.id = '$trace_id') from traces u where u.id = '$trace_id'" \
+  -c "$deep" \
   -c "select count(*) as observations from observations where trace_id = '$trace_id'" \
   -c "select count(*) from traces" \
   -c "select id from traces where id = '$trace_id' or true" \
