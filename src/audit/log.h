@@ -57,6 +57,7 @@ enum class RecordType : uint8_t {
   kRecovery = 8,      // JSON: what startup found (a torn tail cut off, sessions left open)
   kPruned = 9,        // JSON: segments retention removed, with the chain head each ended at
   kApproval = 10,     // JSON: an approval request opened, a vote, or the request settled
+  kAuthFailure = 11,  // JSON: a refused credential, or a count of them (auth_failures.h)
 };
 // "session_start", "client_frames", ...; "unknown" for anything else.
 std::string_view RecordTypeName(RecordType type);

@@ -14,7 +14,7 @@ namespace tracegate::audit {
 using Json = nlohmann::json;
 
 Json SessionSummaryJson(const store::SessionSummary& s) {
-  return Json{
+  Json out{
       {"id", s.id},
       {"kind", s.kind},
       {"connection", s.connection},
@@ -34,6 +34,11 @@ Json SessionSummaryJson(const store::SessionSummary& s) {
       {"first_seq", s.first_seq},
       {"last_seq", s.last_seq},
   };
+  if (s.outcome == "refused") {
+    // A refused credential (Recorder::AuthFailure): `blocked` counts the attempts.
+    out["attempts"] = s.blocked;
+  }
+  return out;
 }
 
 absl::StatusOr<SessionReplay> ReplaySession(const std::filesystem::path& dir,

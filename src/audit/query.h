@@ -17,7 +17,8 @@ namespace tracegate::audit {
 
 // {"id","kind","connection","trace_id","grant_id","principal":{issuer,subject,client_id},
 //  "user","client_address","started_at","ended_at"|null,"outcome"|null,"reason",
-//  "statements","blocked","rows","bytes_to_client","first_seq","last_seq"}
+//  "statements","blocked","rows","bytes_to_client","first_seq","last_seq"}; an entry with
+// outcome "refused" is a refused credential (Recorder::AuthFailure) and adds "attempts".
 nlohmann::json SessionSummaryJson(const store::SessionSummary& session);
 
 // The session's records, read from the log in `dir` starting at its first record, fed into a

@@ -33,6 +33,8 @@ std::string_view RecordTypeName(RecordType type) {
       return "pruned";
     case RecordType::kApproval:
       return "approval";
+    case RecordType::kAuthFailure:
+      return "auth_failure";
   }
   return "unknown";
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/chrono.h>
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -126,7 +127,8 @@ std::string FormatTime(std::chrono::system_clock::time_point at) {
 }
 
 absl::StatusOr<std::unique_ptr<Recorder>> Recorder::Open(const config::Audit& config,
-                                                         store::StateStore& store) {
+                                                         store::StateStore& store,
+                                                         AuthFailures::Options auth_failures) {
   absl::StatusOr<CheckpointKey> key = LoadKey(config);
   if (!key.ok()) {
     return key.status();
@@ -145,19 +147,60 @@ absl::StatusOr<std::unique_ptr<Recorder>> Recorder::Open(const config::Audit& co
   if (!log.ok()) {
     return log.status();
   }
-  std::unique_ptr<Recorder> recorder(new Recorder(config, store, *std::move(log)));
+  std::unique_ptr<Recorder> recorder(
+      new Recorder(config, store, *std::move(log), std::move(auth_failures)));
   TG_RETURN_IF_ERROR(recorder->CloseInterruptedSessions());
   return recorder;
 }
 
 Recorder::Recorder(const config::Audit& config, store::StateStore& store,
-                   std::unique_ptr<LogWriter> log)
+                   std::unique_ptr<LogWriter> log, AuthFailures::Options auth_failure_options)
     : max_session_bytes_(config.max_session_bytes),
       retention_days_(config.retention_days),
       store_(store),
-      log_(std::move(log)) {}
+      log_(std::move(log)),
+      auth_failures_(std::make_unique<AuthFailures>(
+          std::move(auth_failure_options),
+          [this](const AuthFailureRecord& record) { return WriteAuthFailure(record); })) {}
 
-Recorder::~Recorder() = default;
+Recorder::~Recorder() {
+  auth_failures_.reset();  // its last summaries go to the log before the final checkpoint
+}
+
+void Recorder::AuthFailure(const audit::AuthFailure& failure) { auth_failures_->Report(failure); }
+
+AuthFailures::Stats Recorder::auth_failure_stats() const { return auth_failures_->stats(); }
+
+absl::Status Recorder::WriteAuthFailure(const AuthFailureRecord& record) {
+  // Its own id, so that the index finds it and GET /v1/sessions/{id}/events replays it.
+  unsigned char random[8];
+  if (RAND_bytes(random, sizeof random) != 1) {
+    return absl::UnavailableError("no randomness for a record id");
+  }
+  std::string id = "af-";
+  for (unsigned char byte : random) {
+    id += fmt::format("{:02x}", byte);
+  }
+  absl::StatusOr<uint64_t> seq = log_->Append(RecordType::kAuthFailure, id, record.ToJson());
+  if (!seq.ok()) {
+    return seq.status();
+  }
+  store::SessionSummary summary;
+  summary.id = id;
+  summary.kind = std::string(AuthPathName(record.path));
+  summary.connection = record.connection;
+  summary.grant_id = record.grant_id;
+  summary.user = record.user;
+  summary.client_address = record.event == "overflow" ? "(many)" : record.client_address;
+  summary.started_at = record.first_at;
+  summary.ended_at = record.last_at;
+  summary.outcome = "refused";
+  summary.reason = record.reason;
+  summary.blocked = record.count;
+  summary.first_seq = *seq;
+  summary.last_seq = *seq;
+  return store_.PutSession(summary);
+}
 
 absl::Status Recorder::CloseInterruptedSessions() {
   store::SessionQuery query;

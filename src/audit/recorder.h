@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "audit/auth_failures.h"
 #include "audit/log.h"
 #include "config/config.h"
 #include "store/state_store.h"
@@ -68,8 +69,11 @@ class Recorder {
   // Opens the log in config.dir (key: config.signing_key, else the generated key file in the
   // directory, created on first start), and closes sessions an earlier run left open in the
   // index (crash): each gets a kSessionEnd "interrupted".
-  static absl::StatusOr<std::unique_ptr<Recorder>> Open(const config::Audit& config,
-                                                        store::StateStore& store);
+  // `auth_failures` sets the aggregation of failed attempts (window, keys; tests inject a
+  // clock).
+  static absl::StatusOr<std::unique_ptr<Recorder>> Open(
+      const config::Audit& config, store::StateStore& store,
+      AuthFailures::Options auth_failures = AuthFailures::Options{});
   ~Recorder();
 
   [[nodiscard]] Durability durability() const { return log_->durability(); }
@@ -115,18 +119,31 @@ class Recorder {
   // `payload` is a JSON object. Returns its seq.
   absl::StatusOr<uint64_t> Approval(std::string_view session, std::string payload);
 
+  // A refused credential on any data path (wrong secret, unknown user, a used, expired or
+  // revoked grant, a refused bearer), from any thread: aggregated (auth_failures.h) into
+  // kAuthFailure records, each also indexed as a session of kind `path` with outcome
+  // "refused" (reason, client, grant; `blocked` holds the attempts it stands for). Never
+  // blocks on the log's sync and never changes the refusal: a record that cannot be written
+  // is logged.
+  void AuthFailure(const audit::AuthFailure& failure);
+  [[nodiscard]] AuthFailures::Stats auth_failure_stats() const;
+
   // Appends kSessionStart and indexes the session. Errors: the recorder is broken, or the
   // index could not be written (the session must be refused).
   absl::StatusOr<std::unique_ptr<Session>> Begin(const SessionInfo& info);
 
  private:
-  Recorder(const config::Audit& config, store::StateStore& store, std::unique_ptr<LogWriter> log);
+  Recorder(const config::Audit& config, store::StateStore& store, std::unique_ptr<LogWriter> log,
+           AuthFailures::Options auth_failure_options);
   absl::Status CloseInterruptedSessions();
+  absl::Status WriteAuthFailure(const AuthFailureRecord& record);
 
   const uint64_t max_session_bytes_;
   const uint32_t retention_days_;
   store::StateStore& store_;
   std::unique_ptr<LogWriter> log_;
+  // After log_: destroyed first, so its last summaries reach the log.
+  std::unique_ptr<AuthFailures> auth_failures_;
 };
 
 // "2026-11-30T23:59:01.123456Z"

@@ -256,7 +256,7 @@ struct MessageStep {  // ErrorResponse or NoticeResponse
   std::optional<std::string> detail;
   std::optional<std::string> hint;
 };
-struct EventStep {  // kTruncated, kGrantEvent or kApproval: the record's JSON object
+struct EventStep {  // kTruncated, kGrantEvent, kApproval or kAuthFailure: the record's JSON object
   RecordType type = RecordType::kTruncated;
   json payload;
 };
@@ -307,6 +307,8 @@ std::string_view JsonRecordName(RecordType type) {
       return "truncated";
     case RecordType::kApproval:
       return "approval";
+    case RecordType::kAuthFailure:
+      return "auth_failure";
     default:
       return "grant_event";
   }
@@ -404,6 +406,7 @@ void SessionReplay::State::Add(const Record& record) {
     case RecordType::kTruncated:
     case RecordType::kGrantEvent:
     case RecordType::kApproval:
+    case RecordType::kAuthFailure:
       break;
     default:  // checkpoints, recovery, pruning: not part of a session
       return;
@@ -1189,7 +1192,18 @@ struct StepToText {
     }
   }
   void operator()(const EventStep& s) const {
-    if (s.type == RecordType::kTruncated) {
+    if (s.type == RecordType::kAuthFailure) {
+      // A refused credential (or a count of them): never a secret, only who and why.
+      const std::string grant = Field(s.payload, "grant_id", "");
+      const std::string user = Field(s.payload, "user", "");
+      Head(Cat("refused ", Field(s.payload, "path"), " credential: ", Field(s.payload, "reason"),
+               " (", Field(s.payload, "event"), ", ", Field(s.payload, "count"),
+               " attempt(s) from ", Field(s.payload, "first_at"), " to ",
+               Field(s.payload, "last_at"), ")"));
+      out += Cat("connection ", Field(s.payload, "connection", "-"), ", client ",
+                 Field(s.payload, "client_address", "-"), user.empty() ? "" : Cat(", user ", user),
+                 grant.empty() ? "" : Cat(", grant ", grant), "\n");
+    } else if (s.type == RecordType::kTruncated) {
       Head(Cat("recording truncated at ", Field(s.payload, "limit_bytes"), " bytes (",
                Field(s.payload, "recorded_bytes"), " recorded): nothing after this was recorded"));
     } else if (s.type == RecordType::kApproval && s.payload.contains("decisions")) {
@@ -1238,6 +1252,12 @@ struct StepToText {
 std::string SessionReplay::RenderText() const {
   const State& s = *state_;
   std::string out;
+  // Only refused credentials (Recorder::AuthFailure): no session began, none ended.
+  const bool refusal = !s.start.has_value() && !s.end.has_value() && !s.steps.empty() &&
+                       std::all_of(s.steps.begin(), s.steps.end(), [](const Step& step) {
+                         const EventStep* event = std::get_if<EventStep>(&step.body);
+                         return event != nullptr && event->type == RecordType::kAuthFailure;
+                       });
   if (s.start.has_value()) {
     const json& j = *s.start;
     const json none;
@@ -1254,11 +1274,17 @@ std::string SessionReplay::RenderText() const {
     out += Cat("database ", Field(j, "database"), ", rule ", Field(j, "rule"), ", masking ",
                Field(j, "masking_profile", "none"), ", ", tls, "\n");
     out += Cat("started ", FormatMicros(s.start_us, false), "\n");
+  } else if (refusal) {
+    out += Cat("refused attempt(s) ", Printable(s.session_id),
+               ": a credential the gateway refused, no session began\n");
   } else {
     out += Cat("session ", Printable(s.session_id), " (no session_start record)\n");
   }
   for (const Step& step : s.steps) {
     std::visit(StepToText{out, ClockOf(step.time_us)}, step.body);
+  }
+  if (refusal) {
+    return out;
   }
   if (!s.end.has_value()) {
     out += "\nnot ended: no session_end record\n";

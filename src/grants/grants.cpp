@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "grants/credentials.h"
@@ -19,33 +20,50 @@ using store::TimePoint;
 // The actor of transitions tracegate makes on its own.
 constexpr char kSystemActor[] = "tracegate";
 
+constexpr char kRefusalPayload[] = "tracegate.dev/refusal";
+
+// A refusal of a credential: PermissionDenied / Unauthenticated / NotFound with `message`,
+// carrying `reason` (the audit vocabulary of failed attempts) for RefusalReasonOf.
+absl::Status Refused(absl::StatusCode code, std::string_view reason, std::string_view message) {
+  absl::Status status(code, std::string(message));
+  status.SetPayload(kRefusalPayload, absl::Cord(std::string(reason)));
+  return status;
+}
+
 // Why a grant in `state` cannot be redeemed (a redemption from `active` was refused).
-std::string RefusalReason(const GrantRecord& grant, GrantState state, TimePoint now) {
+absl::Status RefusalOf(const GrantRecord& grant, GrantState state, TimePoint now) {
   std::string_view id = grant.id;
+  auto denied = [&](std::string_view reason, std::string_view what) {
+    return Refused(absl::StatusCode::kPermissionDenied, reason, Cat("grant ", id, " ", what));
+  };
   switch (state) {
     case GrantState::kActive:
     case GrantState::kApproved:
       // Still active (or approved) but refused: past its expiry (not swept yet), or out of uses.
-      return grant.expires_at <= now ? Cat("grant ", id, " has expired")
-                                     : Cat("grant ", id, " was already used");
+      return grant.expires_at <= now ? denied("grant_expired", "has expired")
+                                     : denied("grant_used", "was already used");
     case GrantState::kInUse:
-      return grant.uses_allowed > 1 ? Cat("grant ", id, " is in use by another session")
-                                    : Cat("grant ", id, " was already used");
+      return grant.uses_allowed > 1 ? denied("grant_in_use", "is in use by another session")
+                                    : denied("grant_used", "was already used");
     case GrantState::kCompleted:
-      return Cat("grant ", id, " was already used");
+      return denied("grant_used", "was already used");
     case GrantState::kExpired:
-      return Cat("grant ", id, " has expired");
+      return denied("grant_expired", "has expired");
     case GrantState::kRevoked:
-      return Cat("grant ", id, " was revoked");
+      return denied("grant_revoked", "was revoked");
     case GrantState::kPending:
-      return Cat("grant ", id, " is waiting for approval");
+      return denied("grant_pending", "is waiting for approval");
     case GrantState::kDenied:
-      return Cat("grant ", id, " was denied");
+      return denied("grant_denied", "was denied");
   }
-  return Cat("grant ", id, " cannot be used");
+  return denied("grant_unusable", "cannot be used");
 }
 
-absl::Status InvalidCredential() { return absl::UnauthenticatedError("invalid grant credential"); }
+// An unknown grant and a wrong secret look alike to the caller; the audit record tells them
+// apart (it is not shown to the caller).
+absl::Status InvalidCredential(std::string_view reason) {
+  return Refused(absl::StatusCode::kUnauthenticated, reason, "invalid grant credential");
+}
 
 class WatchHandle final : public GrantService::Watch {
  public:
@@ -76,8 +94,8 @@ absl::StatusOr<GrantRecord> GrantService::Impl::Redeem(const GrantRecord& grant,
                                                        std::string_view connection,
                                                        std::string_view actor) {
   if (grant.connection != connection) {
-    return absl::PermissionDeniedError(
-        Cat("grant ", grant.id, " is for connection ", grant.connection));
+    return Refused(absl::StatusCode::kPermissionDenied, "grant_other_connection",
+                   Cat("grant ", grant.id, " is for connection ", grant.connection));
   }
   TimePoint now = Now();
   auto redeemed = store.Transition(store::TransitionRequest{
@@ -97,7 +115,20 @@ absl::StatusOr<GrantRecord> GrantService::Impl::Redeem(const GrantRecord& grant,
   if (!state.has_value()) {
     return redeemed.status();  // NotFound or Unavailable
   }
-  return absl::PermissionDeniedError(RefusalReason(grant, *state, now));
+  return RefusalOf(grant, *state, now);
+}
+
+std::string RefusalReasonOf(const absl::Status& status) {
+  if (status.ok()) {
+    return "";
+  }
+  absl::optional<absl::Cord> reason = status.GetPayload(kRefusalPayload);
+  return reason.has_value() ? std::string(*reason) : std::string();
+}
+
+std::string BearerGrantId(std::string_view bearer) {
+  std::optional<internal::BearerParts> parts = internal::ParseBearer(bearer);
+  return parts.has_value() ? std::string(parts->grant_id) : std::string();
 }
 
 GrantService::GrantService(store::StateStore& store, Clock clock, pgwire::RandomBytes random)
@@ -218,10 +249,16 @@ absl::StatusOr<store::GrantRecord> GrantService::RedeemPostgres(std::string_view
                                                                 std::string_view connection,
                                                                 std::string_view actor) {
   if (!internal::IsGrantId(grant_id)) {
-    return absl::NotFoundError("no such grant (malformed id)");
+    return Refused(absl::StatusCode::kNotFound, "unknown_grant", "no such grant (malformed id)");
   }
-  TG_ASSIGN_OR_RETURN(GrantRecord grant, impl_->store.GetGrant(grant_id));
-  return impl_->Redeem(grant, connection, actor);
+  absl::StatusOr<GrantRecord> grant = impl_->store.GetGrant(grant_id);
+  if (absl::IsNotFound(grant.status())) {
+    return Refused(absl::StatusCode::kNotFound, "unknown_grant", MessageOf(grant.status()));
+  }
+  if (!grant.ok()) {
+    return grant.status();
+  }
+  return impl_->Redeem(*grant, connection, actor);
 }
 
 absl::StatusOr<store::GrantRecord> GrantService::RedeemBearer(std::string_view bearer,
@@ -229,16 +266,17 @@ absl::StatusOr<store::GrantRecord> GrantService::RedeemBearer(std::string_view b
                                                               std::string_view actor) {
   std::optional<internal::BearerParts> parts = internal::ParseBearer(bearer);
   if (!parts.has_value()) {
-    return absl::UnauthenticatedError("malformed grant credential");
+    return Refused(absl::StatusCode::kUnauthenticated, "malformed_credential",
+                   "malformed grant credential");
   }
   std::string hash = internal::Sha256(parts->secret);
   auto grant = impl_->store.GetGrant(parts->grant_id);
   if (!grant.ok()) {
     // An unknown grant looks like a wrong secret: nothing about the grant before the proof.
-    return absl::IsNotFound(grant.status()) ? InvalidCredential() : grant.status();
+    return absl::IsNotFound(grant.status()) ? InvalidCredential("unknown_grant") : grant.status();
   }
   if (!pgwire::ConstantTimeEquals(hash, grant->bearer_hash)) {
-    return InvalidCredential();
+    return InvalidCredential("wrong_secret");
   }
   return impl_->Redeem(*grant, connection, actor);
 }

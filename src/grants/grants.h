@@ -100,6 +100,7 @@ class GrantService {
   //                     "... was denied" / "... is in use by another session" (multi-use)
   //   NotFound          no such grant
   //   Unavailable       the state store failed (fail closed)
+  // Every refusal carries its reason for RefusalReasonOf.
   [[nodiscard]] absl::StatusOr<store::GrantRecord> RedeemPostgres(std::string_view grant_id,
                                                                   std::string_view connection,
                                                                   std::string_view actor);
@@ -143,6 +144,17 @@ class GrantService {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Why RedeemPostgres or RedeemBearer refused a credential, in the fixed vocabulary of failed
+// attempts the audit log records (audit/auth_failures.h): "unknown_grant",
+// "malformed_credential", "wrong_secret" (bearer), "grant_used", "grant_expired",
+// "grant_revoked", "grant_other_connection", "grant_in_use", "grant_pending", "grant_denied".
+// "" for an error that is not a refusal (the state store failed) or for OK.
+[[nodiscard]] std::string RefusalReasonOf(const absl::Status& status);
+
+// The grant id of a credential shaped "tgb_<id>_<secret>" (canonical id and secret), else "".
+// Never any part of the secret: what a refused bearer may leave in the audit log.
+[[nodiscard]] std::string BearerGrantId(std::string_view bearer);
 
 // SCRAM iteration count for grant secrets. The secret has 256 bits of entropy, so PBKDF2
 // stretching adds nothing against guessing; a low count keeps the client's login cheap.

@@ -704,5 +704,35 @@ TEST(GrantServiceFailureTest, AStoreOutageFailsClosed) {
   EXPECT_EQ(service.ExpireDue().status().code(), unavailable);
 }
 
+// ---- Refusal reasons (the audit record of a failed attempt) ---------------------------------
+
+TEST_F(GrantServiceTest, EveryRefusalCarriesItsReasonAndBearerGrantIdNeverTheSecret) {
+  IssuedGrant g = MustIssue();
+  IssuedGrant other = MustIssue();
+  auto reason = [](const auto& result) { return RefusalReasonOf(result.status()); };
+  EXPECT_EQ(reason(service_->RedeemBearer("tgb_nonsense", "traces", "a")), "malformed_credential");
+  EXPECT_EQ(reason(service_->RedeemBearer("tgb_" + g.grant.id + "_" + other.secret, "traces", "a")),
+            "wrong_secret");
+  EXPECT_EQ(
+      reason(service_->RedeemBearer("tgb_" + std::string(26, '0') + "_" + g.secret, "traces", "a")),
+      "unknown_grant");
+  EXPECT_EQ(reason(service_->RedeemPostgres(std::string(26, '0'), "traces", "a")), "unknown_grant");
+  EXPECT_EQ(reason(service_->RedeemPostgres("not-an-id", "traces", "a")), "unknown_grant");
+  EXPECT_EQ(reason(service_->RedeemBearer(g.bearer, "elsewhere", "a")), "grant_other_connection");
+  ASSERT_TRUE(service_->RedeemBearer(g.bearer, "traces", "a").ok());
+  EXPECT_EQ(reason(service_->RedeemBearer(g.bearer, "traces", "a")), "grant_used");
+  EXPECT_EQ(reason(service_->RedeemPostgres(g.grant.id, "traces", "a")), "grant_used");
+  ASSERT_TRUE(service_->Revoke(other.grant.id, "admin").ok());
+  EXPECT_EQ(reason(service_->RedeemPostgres(other.grant.id, "traces", "a")), "grant_revoked");
+  IssuedGrant late = MustIssue();
+  clock_.Advance(seconds(30));
+  EXPECT_EQ(reason(service_->RedeemPostgres(late.grant.id, "traces", "a")), "grant_expired");
+  EXPECT_EQ(RefusalReasonOf(absl::UnavailableError("store down")), "");
+
+  EXPECT_EQ(BearerGrantId(g.bearer), g.grant.id);
+  EXPECT_EQ(BearerGrantId("tgb_" + g.grant.id + "_short"), "");
+  EXPECT_EQ(BearerGrantId(g.secret), "");
+}
+
 }  // namespace
 }  // namespace tracegate::grants
