@@ -168,7 +168,7 @@ class AccessPlane {
           return validator->Validate(token);
         },
         *grants_, listener_address, [] { return std::chrono::system_clock::now(); },
-        recorder_ ? store_.get() : nullptr, approvals_.get());
+        recorder_ ? store_.get() : nullptr, approvals_.get(), recorder_.get());
     fetcher_ = std::make_unique<fetch::TraceFetcher>(config_, *grants_, recorder_.get(), proxy);
     server_ = std::make_unique<httpapi::ApiServer>(
         config_, *service_,

@@ -39,7 +39,7 @@ enum class AuthPath : uint8_t { kPostgres, kHttp, kFetch };
 std::string_view AuthPathName(AuthPath path);  // "postgres" | "http" | "fetch"
 
 // The fixed vocabulary of reasons. Anything else is recorded as "other".
-inline constexpr std::array<std::string_view, 14> kAuthFailureReasons = {
+inline constexpr std::array<std::string_view, 16> kAuthFailureReasons = {
     "wrong_secret",          // SCRAM proof or bearer secret wrong (grant or static user)
     "unknown_user",          // a Postgres user that is neither static nor a grant (g_… too)
     "unknown_grant",         // a bearer naming a grant that does not exist
@@ -49,6 +49,8 @@ inline constexpr std::array<std::string_view, 14> kAuthFailureReasons = {
     "grant_expired",
     "grant_revoked",
     "grant_other_connection",  // the grant is for another connection
+    "grant_other_trace",       // one-call fetch: the grant is for another trace
+    "grant_other_principal",   // one-call fetch: the grant is another caller's
     "grant_in_use",            // multi-use grant busy with another session
     "grant_pending",           // still waiting for approval
     "grant_denied",

@@ -136,7 +136,7 @@ std::string ErrorBody(std::string_view code, std::string_view message,
 ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
                        grants::GrantService& grants, ListenerAddress listener_address,
                        grants::Clock clock, store::StateStore* sessions,
-                       approvals::ApprovalService* approvals)
+                       approvals::ApprovalService* approvals, audit::Recorder* recorder)
     : config_(std::move(config)),
       authenticate_(std::move(authenticate)),
       grants_(grants),
@@ -144,6 +144,7 @@ ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticat
       clock_(std::move(clock)),
       sessions_(sessions),
       approvals_(approvals),
+      recorder_(recorder),
       policy_(config_),
       limiter_(config_->api ? config_->api->auth_failures_per_minute : 30) {}
 

@@ -45,6 +45,7 @@
 
 #include "absl/status/statusor.h"
 #include "approvals/approvals.h"
+#include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
 #include "httpapi/auth_limiter.h"
@@ -112,11 +113,12 @@ using ListenerAddress = std::function<std::pair<std::string, uint16_t>(const std
 class ApiService {
  public:
   // `sessions` (may be null: recording disabled) is the state store holding the session
-  // index; the log is read from config->audit.dir.
+  // index; the log is read from config->audit.dir. `recorder` (may be null) keeps the
+  // one-call fetch's refused X-Tracegate-Grant bearers as evidence.
   ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
              grants::GrantService& grants, ListenerAddress listener_address, grants::Clock clock,
-             store::StateStore* sessions = nullptr,
-             approvals::ApprovalService* approvals = nullptr);
+             store::StateStore* sessions = nullptr, approvals::ApprovalService* approvals = nullptr,
+             audit::Recorder* recorder = nullptr);
 
   ApiResponse Handle(const ApiRequest& request);
 
@@ -166,6 +168,10 @@ class ApiService {
   absl::StatusOr<store::GrantRecord> OwnGrant(const identity::Principal& principal,
                                               std::string_view id);
 
+  // A refused X-Tracegate-Grant (or a grant the fetch could not redeem), as evidence.
+  void FetchRefused(const ApiRequest& request, const identity::Principal& principal,
+                    std::string_view reason, std::string_view connection, std::string_view bearer);
+
   std::shared_ptr<const config::Config> config_;
   Authenticator authenticate_;
   grants::GrantService& grants_;
@@ -173,6 +179,7 @@ class ApiService {
   grants::Clock clock_;
   store::StateStore* sessions_;
   approvals::ApprovalService* approvals_;
+  audit::Recorder* recorder_;
   policy::PolicyEngine policy_;
   AuthLimiter limiter_;
 };

@@ -120,9 +120,21 @@ ApiResponse ApiService::FetchTrace(const ApiRequest& request, const identity::Pr
     // An approved grant from an earlier 202: it must be this caller's, for this trace.
     absl::StatusOr<store::GrantRecord> own = OwnGrant(principal, GrantIdOf(bearer));
     if (!own.ok()) {
+      if (absl::IsNotFound(own.status())) {
+        const bool malformed = grants::BearerGrantId(bearer).empty();
+        const bool exists = !malformed && grants_.Get(GrantIdOf(bearer)).ok();
+        FetchRefused(request, principal,
+                     malformed ? "malformed_credential"
+                     : exists  ? "grant_other_principal"
+                               : "unknown_grant",
+                     name, bearer);
+      }
       return StatusResponse(own.status(), request);
     }
     if (own->connection != name || own->trace_id != *trace_id) {
+      FetchRefused(request, principal,
+                   own->connection != name ? "grant_other_connection" : "grant_other_trace", name,
+                   bearer);
       return ErrorResponse(403, "forbidden",
                            Cat("grant ", own->id, " is for trace ", own->trace_id,
                                " on connection ", own->connection),
@@ -149,6 +161,9 @@ ApiResponse ApiService::FetchTrace(const ApiRequest& request, const identity::Pr
       bearer, name,
       Cat("one-call fetch by ", principal.Describe(), " from ", request.client_address));
   if (!redeemed.ok()) {
+    if (const std::string reason = grants::RefusalReasonOf(redeemed.status()); !reason.empty()) {
+      FetchRefused(request, principal, reason, name, bearer);
+    }
     if (absl::IsUnauthenticated(redeemed.status()) || absl::IsNotFound(redeemed.status())) {
       return ErrorResponse(401, "invalid_credential", MessageOf(redeemed.status()), request);
     }
@@ -163,6 +178,23 @@ ApiResponse ApiService::FetchTrace(const ApiRequest& request, const identity::Pr
                             .client_address = request.client_address,
                             .request_id = request.request_id};
   return response;
+}
+
+void ApiService::FetchRefused(const ApiRequest& request, const identity::Principal& principal,
+                              std::string_view reason, std::string_view connection,
+                              std::string_view bearer) {
+  if (recorder_ == nullptr) {
+    return;
+  }
+  // The grant id only when the bearer has the credential's shape: never a part of the secret.
+  const std::string grant_id = grants::BearerGrantId(bearer);
+  recorder_->AuthFailure({.path = audit::AuthPath::kFetch,
+                          .reason = reason,
+                          .connection = connection,
+                          .client_address = request.client_address,
+                          .grant_id = grant_id,
+                          .user = principal.subject,
+                          .session = request.request_id});
 }
 
 ApiResponse FetchResponse(const FetchJob& job, const FetchOutcome& outcome,

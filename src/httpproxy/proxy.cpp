@@ -93,6 +93,22 @@ std::string Serialize(const http::response<http::string_body>& response) {
   return std::move(out).str();
 }
 
+// A refused bearer, kept as evidence (audit::Recorder::AuthFailure aggregates it): the
+// grant id when the bearer is shaped tgb_<id>_<secret>, never any part of the secret.
+void RecordAuthFailure(audit::Recorder* recorder, audit::AuthPath path, std::string_view reason,
+                       std::string_view connection, std::string_view peer,
+                       std::string_view bearer) {
+  if (recorder == nullptr) {
+    return;
+  }
+  const std::string grant_id = grants::BearerGrantId(bearer);
+  recorder->AuthFailure({.path = path,
+                         .reason = reason.empty() ? std::string_view("other") : reason,
+                         .connection = connection,
+                         .client_address = peer,
+                         .grant_id = grant_id});
+}
+
 // "Bearer <token>" (scheme case-insensitive, RFC 7235) → token; "" if absent or another scheme.
 std::string_view BearerOf(std::string_view header) {
   constexpr std::string_view kScheme = "bearer ";
@@ -236,6 +252,7 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
     const std::string_view bearer = BearerOf(authorization);
     Outcome early;
     store::GrantRecord grant;
+    absl::Status redeem_status;
     if (bearer.empty()) {
       early = Refuse(401, "missing_credential",
                      "send the grant's credential as Authorization: Bearer tgb_<grant>_<secret>");
@@ -244,6 +261,7 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
     } else {
       absl::StatusOr<store::GrantRecord> redeemed =
           grants->RedeemBearer(bearer, connection.name, Cat("http request from ", peer));
+      redeem_status = redeemed.status();
       if (redeemed.ok()) {
         grant = *std::move(redeemed);
       } else if (absl::IsUnauthenticated(redeemed.status()) ||
@@ -258,6 +276,12 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     error_code ec;
+    if (!early.error.empty() && early.status != 503) {
+      // A refused bearer is evidence: why, from where, the grant if the bearer names one.
+      const std::string reason = bearer.empty() ? std::string("missing_credential")
+                                                : grants::RefusalReasonOf(redeem_status);
+      RecordAuthFailure(recorder, audit::AuthPath::kHttp, reason, connection.name, peer, bearer);
+    }
     if (!early.error.empty()) {
       spdlog::info("http connection={} peer={} {} {}: {} {}", connection.name, peer,
                    SV(request.method_string()), SV(request.target()).substr(0, 200), early.status,

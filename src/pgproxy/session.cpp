@@ -79,6 +79,40 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<const char*>(digest), len);
 }
 
+// A refused credential, kept as evidence (audit::Recorder::AuthFailure, aggregated there):
+// the user name, the grant id and the peer, never the secret. The refusal stands whatever
+// happens to the record.
+struct LoginFailure {
+  audit::Recorder* recorder;
+  std::string_view connection, peer, session, user;
+  void operator()(std::string_view reason, std::string_view grant_id) const {
+    if (recorder == nullptr) {
+      return;
+    }
+    recorder->AuthFailure({.path = audit::AuthPath::kPostgres,
+                           .reason = reason,
+                           .connection = connection,
+                           .client_address = peer,
+                           .grant_id = grant_id,
+                           .user = user,
+                           .session = session});
+  }
+};
+
+// The decision a held grant waited for, as a reason of the audit vocabulary.
+std::string_view NotApprovedReasonCode(store::GrantState state) {
+  switch (state) {
+    case store::GrantState::kDenied:
+      return "grant_denied";
+    case store::GrantState::kExpired:
+      return "grant_expired";
+    case store::GrantState::kRevoked:
+      return "grant_revoked";
+    default:
+      return "grant_unusable";
+  }
+}
+
 }  // namespace
 
 Session::Session(tcp::socket socket, const ConnectionRuntime& runtime, BackendPool& pool,
@@ -520,6 +554,18 @@ awaitable<absl::Status> Session::Authenticate() {
   const absl::Status wrong_password =
       PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidPassword,
               Cat("password authentication failed for user \"", user_, "\""));
+  const LoginFailure failed{runtime_.recorder, runtime_.config->name, peer_, id_, user_};
+  // A failed proof: a wrong secret for a grant or a static user, or a user nobody knows
+  // (a g_ name is a grant id, not a secret: it is kept).
+  auto proof_failed = [&] {
+    if (grant_id.has_value()) {
+      failed("wrong_secret", *grant_id);
+    } else if (grant_user) {
+      failed("unknown_user", std::string_view(user_).substr(2));
+    } else {
+      failed(known != runtime_.users.end() ? "wrong_secret" : "unknown_user", "");
+    }
+  };
 
   pgwire::Buffer out;
   pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kSasl, .mechanisms = {"SCRAM-SHA-256"}},
@@ -564,11 +610,13 @@ awaitable<absl::Status> Session::Authenticate() {
     if (!reply.ok()) {
       if (absl::IsPermissionDenied(reply.status())) {
         spdlog::info("session={} peer={} user={}: authentication failed", id_, peer_, user_);
+        proof_failed();
         co_return wrong_password;
       }
       co_return ProtocolViolation(MessageOf(reply.status()));
     }
     if (step == 1 && !grant_id.has_value() && (grant_user || known == runtime_.users.end())) {
+      proof_failed();
       co_return wrong_password;  // unreachable in practice: the proof cannot match
     }
     if (step == 1 && grant_id.has_value()) {
@@ -576,6 +624,7 @@ awaitable<absl::Status> Session::Authenticate() {
       if (login->state == store::GrantState::kPending && runtime_.approvals != nullptr) {
         pending_grant_ = *grant_id;  // held after the handshake, outside its deadline
       } else if (login->state == store::GrantState::kDenied && runtime_.approvals != nullptr) {
+        failed("grant_denied", *grant_id);
         co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
                           Cat("tracegate: ", NotApprovedReason(*grant_id, login->state)));
       } else {
@@ -703,6 +752,8 @@ awaitable<absl::Status> Session::AwaitApproval(const std::string& grant_id) {
   if (**decided != store::GrantState::kApproved) {
     const std::string reason = NotApprovedReason(grant_id, **decided);
     spdlog::info("session={} peer={} grant={}: refused: {}", id_, peer_, grant_id, reason);
+    LoginFailure{runtime_.recorder, runtime_.config->name, peer_, id_, user_}(
+        NotApprovedReasonCode(**decided), grant_id);
     co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
                       Cat("tracegate: ", reason));
   }
@@ -840,6 +891,9 @@ absl::Status Session::RedeemGrant(const std::string& grant_id) {
     }
     spdlog::info("session={} peer={} grant={}: refused: {}", id_, peer_, grant_id,
                  MessageOf(grant.status()));
+    const std::string reason = grants::RefusalReasonOf(grant.status());
+    LoginFailure{runtime_.recorder, runtime_.config->name, peer_, id_, user_}(
+        reason.empty() ? "grant_unusable" : reason, grant_id);
     return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
                    Cat("tracegate: ", MessageOf(grant.status())));
   }
