@@ -62,7 +62,7 @@ function(tracegate_module name)
   endforeach()
 
   find_package(benchmark QUIET)
-  if(benchmark_FOUND)
+  if(benchmark_FOUND AND TRACEGATE_BENCHMARKS)
     foreach(src ${benches})
       get_filename_component(stem ${src} NAME_WE)
       add_executable(${stem} ${src})
