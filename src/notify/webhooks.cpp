@@ -84,10 +84,36 @@ std::string Rfc3339(std::chrono::system_clock::time_point at) {
   return std::string(buf, n);
 }
 
+// Slack reads `<…>` in message text as a mention (`<!channel>`, `<@U123>`) or a link
+// (`<https://…|label>`), and `&` as the start of an entity. Reasons, comments and trace ids
+// are the caller's, so its three control characters are escaped as Slack asks: a reason of
+// `<!channel> <https://evil.example|approve here>` arrives as that text, not a ping and a
+// disguised link.
+std::string SlackText(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
+}
+
 std::string BuildBody(const config::Webhook& hook, const Delivery& d) {
   nlohmann::json body = nlohmann::json::object();
   if (hook.format == config::WebhookFormat::kSlack) {
-    body["text"] = d.event->text;
+    body["text"] = SlackText(d.event->text);
   } else {
     body["event"] = d.name;
     body["id"] = d.id;

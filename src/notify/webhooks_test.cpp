@@ -387,6 +387,27 @@ TEST(WebhooksTest, SlackBodyIsTextAndSignedOnlyWithASecret) {
   EXPECT_EQ(hooks.stats().delivered, 2u);
 }
 
+// Issue 17: a reason is the caller's text; Slack must not read it as a mention or a link.
+TEST(WebhooksTest, SlackTextEscapesMentionsLinksAndEntities) {
+  Receiver receiver;
+  config::Webhook hook = Hook(receiver.Url("/slack"), "");
+  hook.format = config::WebhookFormat::kSlack;
+  Webhooks hooks({hook});
+  Event event = Requested();
+  event.text =
+      "bob asks because \"<!channel> <https://evil.example|approve here> <@U123> &amp; x\"";
+  EXPECT_TRUE(hooks.Publish(event));
+  ASSERT_TRUE(hooks.WaitIdle(kPatience));
+  std::vector<Request> got = receiver.RequestsTo("/slack");
+  ASSERT_EQ(got.size(), 1u);
+  const std::string text = nlohmann::json::parse(got[0].body).at("text");
+  EXPECT_EQ(text,
+            "bob asks because \"&lt;!channel&gt; &lt;https://evil.example|approve here&gt; "
+            "&lt;@U123&gt; &amp;amp; x\"");
+  EXPECT_EQ(text.find('<'), std::string::npos);
+  EXPECT_EQ(text.find('>'), std::string::npos);
+}
+
 TEST(WebhooksTest, HooksGetOnlyTheEventsTheySubscribeTo) {
   Receiver receiver;
   config::Webhook decided_only = Hook(receiver.Url("/decided"));
