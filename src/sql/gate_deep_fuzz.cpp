@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sql/gate.h"
 #include "sql/nesting.h"
@@ -65,18 +66,26 @@ constexpr Construct kConstructs[] = {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The closing parts are kept innermost-first and joined in reverse at the end (inserting
+  // each at the front was quadratic: the harness timed out, not the gate).
   std::string open;
-  std::string close;
+  std::vector<std::string_view> closes;
+  size_t close_bytes = 0;
   constexpr size_t kCap = tracegate::sql::kMaxStatementBytes + 4096;
-  for (size_t i = 0; i + 2 < size && open.size() + close.size() < kCap; i += 3) {
+  for (size_t i = 0; i + 2 < size && open.size() + close_bytes < kCap; i += 3) {
     const Construct& c = kConstructs[data[i] % std::size(kConstructs)];
     const size_t n = (size_t{data[i + 1]} << 8) | data[i + 2];
-    for (size_t k = 0; k < n && open.size() + close.size() < kCap; ++k) {
+    for (size_t k = 0; k < n && open.size() + close_bytes < kCap; ++k) {
       open.append(c.open);
-      close.insert(0, c.close);
+      closes.push_back(c.close);
+      close_bytes += c.close.size();
     }
   }
-  const std::string sql = "SELECT " + open + "1" + close + " FROM traces WHERE id = 'tr-1'";
+  std::string sql = "SELECT " + open + "1";
+  for (auto it = closes.rbegin(); it != closes.rend(); ++it) {
+    sql.append(*it);
+  }
+  sql.append(" FROM traces WHERE id = 'tr-1'");
   const tracegate::sql::Gate& gate = TheGate();
   for (bool masked : {false, true}) {
     const auto uncached = gate.CheckUncached(sql, "tr-1", masked);

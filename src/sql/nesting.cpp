@@ -4,7 +4,9 @@
 #include <pg_query/pg_query.pb-c.h>
 
 #include <algorithm>
+#include <array>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 namespace tracegate::sql {
@@ -46,31 +48,14 @@ Effect EffectOf(const PgQuery__ScanToken& token) {
   }
 }
 
-// scan.l's {op_chars}.
-bool IsOperatorChar(char c) {
-  switch (c) {
-    case '~':
-    case '!':
-    case '@':
-    case '#':
-    case '^':
-    case '&':
-    case '|':
-    case '`':
-    case '?':
-    case '+':
-    case '-':
-    case '*':
-    case '/':
-    case '%':
-    case '<':
-    case '>':
-    case '=':
-      return true;
-    default:
-      return false;
+// scan.l's {op_chars}, as a table: OperatorRunCost runs on every statement, cached or not.
+constexpr std::array<bool, 256> kOperatorChars = [] {
+  std::array<bool, 256> table{};
+  for (const unsigned char c : std::string_view("~!@#^&|`?+-*/%<>=")) {
+    table[c] = true;
   }
-}
+  return table;
+}();
 
 }  // namespace
 
@@ -78,7 +63,7 @@ uint64_t OperatorRunCost(std::string_view sql) {
   uint64_t cost = 0;
   uint64_t run = 0;
   for (const char c : sql) {
-    if (IsOperatorChar(c)) {
+    if (kOperatorChars[static_cast<unsigned char>(c)]) {
       ++run;
     } else {
       cost += run * run;

@@ -185,6 +185,14 @@ TEST(Nesting, LongOperatorRunsAreRefusedBeforeTheLexerSeesThem) {
     EXPECT_EQ(v.rule, Rule::kTooComplex) << sql.substr(0, 40);
     EXPECT_NE(v.message.find("operator characters"), std::string::npos) << v.message;
   }
+  // Runs inside a literal count too (the safe side), and the cache must not answer for them
+  // from a shape whose literal was short: same shape, different verdicts.
+  const std::string short_literal = "SELECT * FROM traces WHERE id = 'tr-1' AND name = 'x'";
+  const std::string long_literal =
+      "SELECT * FROM traces WHERE id = 'tr-1' AND name = '" + Repeat("/*", 1500) + "'";
+  EXPECT_TRUE(gate->Check(short_literal, "tr-1").allowed());
+  EXPECT_EQ(gate->Check(long_literal, "tr-1").rule, Rule::kTooComplex);
+  EXPECT_EQ(gate->CheckUncached(long_literal, "tr-1").rule, Rule::kTooComplex);
   // A long comment banner is fine.
   const std::string banner = "/*" + Repeat("*", 1500) + "*/ SELECT * FROM traces WHERE id = 'tr-1'";
   EXPECT_TRUE(gate->Check(banner, "tr-1").allowed());
