@@ -193,10 +193,19 @@ absl::StatusOr<ApprovalView> ApprovalService::PendingForGrant(std::string_view g
   return Get(pending.front().id);
 }
 
+bool ApprovalService::IsRequester(const identity::Principal& principal,
+                                  const ApprovalRequest& request) const {
+  return config::SamePerson(config_->identity, principal.issuer, principal.subject,
+                            request.requester_issuer, request.requester_subject);
+}
+
+bool ApprovalService::RolesCount(const identity::Principal& principal) const {
+  return config::TrustsIssuer(config_->identity, config_->approvals.issuers, principal.issuer_name);
+}
+
 bool ApprovalService::MayDecide(const identity::Principal& principal,
                                 const ApprovalRequest& request) const {
-  if (principal.issuer == request.requester_issuer &&
-      principal.subject == request.requester_subject) {
+  if (IsRequester(principal, request) || !RolesCount(principal)) {
     return false;
   }
   return InAny(principal.groups, request.approver_groups) ||
@@ -211,10 +220,14 @@ absl::StatusOr<ApprovalView> ApprovalService::Decide(std::string_view id,
         Cat("the comment is longer than ", kMaxCommentBytes, " bytes"));
   }
   TG_ASSIGN_OR_RETURN(ApprovalRequest request, store_.GetApproval(id));
-  if (approver.issuer == request.requester_issuer &&
-      approver.subject == request.requester_subject) {
+  if (IsRequester(approver, request)) {
     return absl::PermissionDeniedError(
         Cat("you requested ", id, ": a requester never decides its own request"));
+  }
+  if (!RolesCount(approver)) {
+    return absl::PermissionDeniedError(Cat("groups from issuer ", approver.issuer_name,
+                                           " do not count for approvals of ", id,
+                                           " (approvals.issuers)"));
   }
   const bool forced = InAny(approver.groups, request.force_groups);
   if (!forced && !InAny(approver.groups, request.approver_groups)) {

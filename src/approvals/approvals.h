@@ -10,7 +10,10 @@
 //              discarded with an error. Id "<grant id>.r<n>".
 //
 // Rules for votes (Decide):
-//   - the requester (the grant's issuer and subject) never votes on its own request;
+//   - the requester never votes on its own request: not under the grant's issuer and
+//     subject, nor under another identity identity.people lists for the same person;
+//   - a voter's groups count only if its token comes from an issuer approvals.issuers names
+//     (with one issuer configured and approvals.issuers empty, from that issuer);
 //   - a voter must be in one of the request's approver groups, or in approvals.force_groups;
 //   - one vote per approver; a deny settles at once, so does a force-group member's vote;
 //     otherwise `required` distinct approvals settle it as approved;
@@ -116,6 +119,11 @@ class ApprovalService {
       std::string_view id, std::function<void(store::ApprovalRequest)> on_settled);
 
  private:
+  // The same person as the request's requester (config::SamePerson).
+  bool IsRequester(const identity::Principal& principal,
+                   const store::ApprovalRequest& request) const;
+  // Whether the principal's groups count for approval roles (approvals.issuers).
+  bool RolesCount(const identity::Principal& principal) const;
   void Settled(const store::ApprovalRequest& request,
                const std::vector<store::ApprovalDecision>& decisions);
   void Record(const store::ApprovalRequest& request, std::string_view event, std::string_view actor,

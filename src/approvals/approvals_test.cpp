@@ -748,5 +748,114 @@ TEST_F(ApprovalServiceTest, TheAuditLogHoldsRequestsVotesAndExpiries) {
   service_.reset();  // before the recorder it writes to
 }
 
+// ---- issuer scopes (issue 17) ------------------------------------------------------------------
+
+// A workforce IdP and an agents realm, each with a "trace-approvers", "security-leads" and
+// "agents" group of its own. Only the workforce's approver and force groups count; alice is
+// one person under both issuers.
+constexpr const char* kTwoIssuers = R"(identity:
+  issuers:
+    - {name: workforce, issuer: "https://wf.example", audiences: [tg], jwks_uri: "https://wf.example/jwks"}
+    - {name: agents, issuer: "https://agents.example", audiences: [tg], jwks_uri: "https://agents.example/jwks"}
+  people:
+    - {name: alice, identities: ["workforce:alice", "agents:alice-bot"]}
+approvals:
+  approver_groups: [trace-approvers]
+  force_groups: [security-leads]
+  issuers: [workforce]
+policy:
+  rules:
+    - {name: sensitive, issuers: [agents, workforce], groups: [agents], require_approval: true}
+)";
+
+identity::Principal From(std::string issuer_name, std::string subject,
+                         std::vector<std::string> groups) {
+  identity::Principal p = Person(std::move(subject), std::move(groups));
+  p.issuer = Cat("https://", issuer_name == "workforce" ? "wf" : issuer_name, ".example");
+  p.issuer_name = std::move(issuer_name);
+  return p;
+}
+
+TEST_F(ApprovalServiceTest, RolesCountOnlyFromTheIssuersApprovalsTrust) {
+  config_ = LoadConfig(kTwoIssuers);
+  ASSERT_NE(config_, nullptr);
+  StartService(config_, nullptr);
+  struct Row {
+    identity::Principal voter;
+    absl::StatusCode code;  // kOk: the vote counts
+    bool forced;
+  } rows[] = {
+      {From("workforce", "wanda", {"trace-approvers"}), absl::StatusCode::kOk, false},
+      {From("workforce", "lena", {"security-leads"}), absl::StatusCode::kOk, true},
+      // Same group names from the agents realm: not approvers, not a force group.
+      {From("agents", "alice", {"trace-approvers"}), absl::StatusCode::kPermissionDenied, false},
+      {From("agents", "mallory", {"security-leads"}), absl::StatusCode::kPermissionDenied, false},
+      {From("agents", "mallory", {"trace-approvers", "security-leads"}),
+       absl::StatusCode::kPermissionDenied, false},
+      {From("workforce", "bob", {"agents"}), absl::StatusCode::kPermissionDenied, false},
+  };
+  for (const Row& row : rows) {
+    SCOPED_TRACE(row.voter.Describe());
+    // The requester is an agent of the agents realm.
+    store::GrantRecord grant = MustOpen("sensitive", From("agents", "bot-9", {"agents"}));
+    auto request = store_->GetApproval(grant.id);
+    ASSERT_TRUE(request.ok());
+    EXPECT_EQ(service_->MayDecide(row.voter, *request), row.code == absl::StatusCode::kOk);
+    auto vote = service_->Decide(grant.id, row.voter, true, "");
+    EXPECT_EQ(vote.status().code(), row.code) << vote.status();
+    if (vote.ok()) {
+      EXPECT_EQ(vote->request.state, ApprovalState::kApproved);
+      ASSERT_EQ(vote->decisions.size(), 1u);
+      EXPECT_EQ(vote->decisions[0].forced, row.forced);
+    } else {
+      EXPECT_EQ(GrantStateOf(grant.id), GrantState::kPending);
+      if (row.voter.issuer_name == "agents") {
+        EXPECT_THAT(Msg(vote.status()), HasSubstr("groups from issuer agents do not count"));
+      }
+      auto listed = service_->ListFor(row.voter, ApprovalState::kPending, 100);
+      ASSERT_TRUE(listed.ok());
+      for (const ApprovalRequest& r : *listed) {
+        EXPECT_NE(r.id, grant.id) << "listed for a voter whose roles do not count";
+      }
+    }
+  }
+}
+
+TEST_F(ApprovalServiceTest, OnePersonUnderTwoIssuersNeverDecidesItsOwnRequest) {
+  config_ = LoadConfig(kTwoIssuers);
+  ASSERT_NE(config_, nullptr);
+  StartService(config_, nullptr);
+  // alice asks through her agents identity; her workforce identity is an approver and in the
+  // force group, and is still the requester.
+  const identity::Principal requester = From("agents", "alice-bot", {"agents"});
+  const identity::Principal alice =
+      From("workforce", "alice", {"trace-approvers", "security-leads"});
+  store::GrantRecord grant = MustOpen("sensitive", requester);
+  auto request = store_->GetApproval(grant.id);
+  ASSERT_TRUE(request.ok());
+  EXPECT_FALSE(service_->MayDecide(alice, *request));
+  for (bool approve : {true, false}) {
+    auto vote = service_->Decide(grant.id, alice, approve, "");
+    EXPECT_EQ(vote.status().code(), absl::StatusCode::kPermissionDenied) << vote.status();
+    EXPECT_THAT(Msg(vote.status()), HasSubstr("never decides its own request"));
+  }
+  EXPECT_EQ(GrantStateOf(grant.id), GrantState::kPending);
+
+  // Someone else with the same groups decides; so would a workforce "alice-bot" (not listed).
+  EXPECT_TRUE(service_->MayDecide(From("workforce", "alice-bot", {"trace-approvers"}), *request));
+  const ApprovalView view =
+      MustDecide(grant.id, From("workforce", "wanda", {"trace-approvers"}), true);
+  EXPECT_EQ(view.request.state, ApprovalState::kApproved);
+
+  // The other way round: a request by workforce/alice, agents/alice-bot is her too.
+  store::GrantRecord second = MustOpen("sensitive", From("workforce", "alice", {"agents"}));
+  auto other = store_->GetApproval(second.id);
+  ASSERT_TRUE(other.ok());
+  identity::Principal bot = From("agents", "alice-bot", {"trace-approvers"});
+  EXPECT_FALSE(service_->MayDecide(bot, *other));
+  EXPECT_THAT(Msg(service_->Decide(second.id, bot, true, "").status()),
+              HasSubstr("never decides its own request"));
+}
+
 }  // namespace
 }  // namespace tracegate::approvals

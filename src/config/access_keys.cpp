@@ -24,6 +24,7 @@ using namespace std::chrono_literals;
 constexpr size_t kMaxIssuers = 64;
 constexpr size_t kMaxRules = 10000;
 constexpr size_t kMaxSelectors = 10000;
+constexpr size_t kMaxPeople = 100000;
 
 }  // namespace
 
@@ -254,6 +255,19 @@ void CheckIdentity(const Item& map, Identity& identity, NoExtra&, Context& ctx) 
 
 std::string IssuerIdentity(const Issuer& issuer) { return issuer.name; }
 
+const Table<Person>& PersonKeys() {
+  using K = Keys<Person>;
+  static const auto* const table = new Table<Person>{
+      .keys =
+          {
+              K::Required("name", &Person::name, kReloadable, Selector()),
+              K::Strings("identities", &Person::identities, {}, kReloadable, Selector(),
+                         kMaxIssuers),
+          },
+  };
+  return *table;
+}
+
 // ---- policy ------------------------------------------------------------------------------
 
 void CheckRule(const Item& map, PolicyRule& rule, NoExtra&, Context& ctx) {
@@ -280,6 +294,8 @@ const Table<PolicyRule>& RuleKeys() {
                              kMaxSelectors),
                   K::Strings("connections", &PolicyRule::connections, {}, kReloadable,
                              ConnectionSelector(), kMaxSelectors),
+                  K::Strings("issuers", &PolicyRule::issuers, {}, kReloadable, ConnectionName(),
+                             kMaxIssuers),
                   K::Optional("ttl", &PolicyRule::ttl, 30s, kReloadable, Period(1s)),
                   K::Optional("uses", &PolicyRule::uses, 1, kReloadable, Count<uint32_t>(1, 1000)),
                   K::Optional("max_session", &PolicyRule::max_session, 5min, kReloadable,
@@ -296,8 +312,8 @@ const Table<PolicyRule>& RuleKeys() {
                               Boolean()),
                   K::Strings("approvers", &PolicyRule::approvers, {}, kReloadable, Selector(),
                              kMaxSelectors),
-                  K::Optional("approvals_required", &PolicyRule::approvals_required, 1, kReloadable,
-                              Count<uint32_t>(1, 16)),
+                  K::Optional("approvals_required", &PolicyRule::approvals_required, 1,
+                              kReloadable, Count<uint32_t>(1, 16)),
                   K::Optional("hold_if_masked_at_least", &PolicyRule::hold_if_masked_at_least, 0,
                               kReloadable, Count<uint32_t>(0, 1000000)),
                   K::Optional("approve_if_risk_at_least", &PolicyRule::approve_if_risk_at_least,
@@ -399,6 +415,7 @@ const Table<Identity>& IdentityKeys() {
                       IssuerIdentity),
               K::Optional("token_cache_entries", &Identity::token_cache_entries, 100000,
                           kReloadable, Count<size_t>(0, 10000000)),
+              K::List("people", kOptional, &Identity::people, PersonKeys, 0, kMaxPeople, nullptr),
           },
       .check = CheckIdentity,
   };
@@ -468,6 +485,7 @@ void CheckAccess(Config& config, Context& ctx) {
               absl::StrCat("no masking profile is named ", Quote(name),
                            profiles.empty() ? " (masking_profiles defines none)" : ""));
   }
+  CheckIssuerScopes(config, ctx);
   if (config.api.has_value()) {
     if (config.api->tls && config.tls.cert_file.empty()) {
       ctx.Error(ctx.MarkOf("api.tls"), "api.tls",

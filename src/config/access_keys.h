@@ -35,5 +35,9 @@ void ParseApi(const Item& item, Config& config, NoExtra&, Context& ctx);
 // the API's TLS needs the
 // top-level certificate, listen addresses do not clash with the API's.
 void CheckAccess(Config& config, Context& ctx);
+// issuer_scope.cpp: scope names are configured issuers; with more than one issuer, every
+// role (approver, force and auditor groups, rules' approvers) names the issuers it trusts and
+// so does every allow rule; identity.people entries are "<issuer name>:<subject>", each once.
+void CheckIssuerScopes(const Config& config, Context& ctx);
 
 }  // namespace tracegate::config::internal

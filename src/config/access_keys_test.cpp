@@ -60,6 +60,7 @@ policy:
   max_ttl: 2m
   rules:
     - name: agents
+      issuers: [keycloak]
       groups: [ai-agents]
       connections: [traces-pg]
       ttl: 20s
@@ -95,7 +96,9 @@ policy:
   EXPECT_EQ(c.policy.rules[0].ttl, 20s);
   EXPECT_TRUE(c.policy.rules[0].require_reason);
   EXPECT_EQ(c.policy.rules[0].masking_profile, "default");
+  EXPECT_THAT(c.policy.rules[0].issuers, ElementsAre("keycloak"));
   EXPECT_EQ(c.policy.rules[1].effect, Effect::kDeny);
+  EXPECT_THAT(c.policy.rules[1].issuers, ::testing::IsEmpty());  // a deny rule: every issuer
 }
 
 TEST(AccessConfig, DefaultsMatchTheHeader) {

@@ -111,6 +111,7 @@ const Table<Approvals>& ApprovalKeys() {
               K::Strings("approver_groups", &Approvals::approver_groups, {}, kReloadable,
                          Selector(), 64),
               K::Strings("force_groups", &Approvals::force_groups, {}, kReloadable, Selector(), 64),
+              K::Strings("issuers", &Approvals::issuers, {}, kReloadable, ConnectionName(), 64),
               K::Optional("hold_max_bytes", &Approvals::hold_max_bytes, 16u << 20, kReloadable,
                           ByteSize<uint64_t>(4096, 1ull << 32)),
               K::List("webhooks", kOptional, &Approvals::webhooks, WebhookKeys, 0, kMaxWebhooks,

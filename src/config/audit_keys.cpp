@@ -51,6 +51,8 @@ const Table<Audit, AuditExtra>& AuditKeys() {
                           EnvVarName()),
               K::Strings("auditor_groups", &Audit::auditor_groups, {}, kReloadable,
                          Text("a group name"), 64),
+              K::Strings("auditor_issuers", &Audit::auditor_issuers, {}, kReloadable,
+                         ConnectionName(), 64),
           },
       .check = CheckAudit,
   };

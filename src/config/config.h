@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -239,10 +240,32 @@ struct Issuer {
   bool development = false;  // the local `tracegate dev token` issuer: marked in every log line
 };
 
+// One person known under several issuers (identity.people): "never approves their own
+// request" compares people, so the same person under another issuer is still the requester.
+struct Person {
+  std::string name;
+  // "<issuer name>:<subject>" as written; issuer names have no ':', so the first one splits.
+  std::vector<std::string> identities;
+};
+
 struct Identity {
   std::vector<Issuer> issuers;
   size_t token_cache_entries = 100000;  // validated tokens cached until their exp
+  std::vector<Person> people;
 };
+
+// Whether a role (or rule) scoped to the issuer names `scope` counts a caller vouched for by
+// the issuer named `issuer_name`. An empty scope counts callers of every issuer only while at
+// most one issuer is configured; with more, an unscoped role matches nobody (the loader
+// refuses such a config; this keeps a hand-built one fail-closed too).
+[[nodiscard]] bool TrustsIssuer(const Identity& identity, const std::vector<std::string>& scope,
+                                std::string_view issuer_name);
+
+// Whether (iss_a, sub_a) and (iss_b, sub_b) are one person: the same pair, or two identities
+// identity.people lists under one person. `iss` is the exact `iss` value (as grants keep it).
+[[nodiscard]] bool SamePerson(const Identity& identity, std::string_view iss_a,
+                              std::string_view sub_a, std::string_view iss_b,
+                              std::string_view sub_b);
 
 // ---- policy ------------------------------------------------------------------------------
 
@@ -258,7 +281,11 @@ struct PolicyRule {
   std::vector<std::string> groups;
   std::vector<std::string> clients;      // client_id / azp
   std::vector<std::string> connections;  // empty = every connection
-  Duration ttl{30000};                   // how long the credential may be redeemed
+  // Issuer names (identity.issuers[].name) whose callers the rule applies to: subjects, groups
+  // and clients are read from those issuers' tokens only. Empty = every issuer, which the
+  // loader allows only for deny rules or while at most one issuer is configured.
+  std::vector<std::string> issuers;
+  Duration ttl{30000};  // how long the credential may be redeemed
   uint32_t uses = 1;
   Duration max_session{300000};  // a session's life, at most until the grant expires
   uint64_t max_rows = 100000;    // per session; 0 = unlimited
@@ -328,6 +355,9 @@ struct Approvals {
   std::vector<std::string> approver_groups;
   // A single approval or deny from a member of these settles any request.
   std::vector<std::string> force_groups;
+  // Issuer names whose callers' groups count for approver_groups, force_groups and every
+  // rule's approvers. Empty: required once more than one issuer is configured.
+  std::vector<std::string> issuers;
   // A held result is buffered up to this size; past it the result is refused (53400).
   uint64_t hold_max_bytes = 16u << 20;
   std::vector<Webhook> webhooks;
@@ -358,6 +388,9 @@ struct Audit {
   std::string signing_key;
   // Principals in any of these groups may read sessions and replays over the API.
   std::vector<std::string> auditor_groups;
+  // Issuer names whose callers' groups count for auditor_groups. Empty: required once more
+  // than one issuer is configured.
+  std::vector<std::string> auditor_issuers;
 };
 
 struct Config {

@@ -31,7 +31,10 @@ constexpr size_t kMaxSessionsPerPage = 1000;
 ApiResponse ApiService::Sessions(const ApiRequest& request, const identity::Principal& principal,
                                  std::string_view rest) {
   const std::vector<std::string>& auditors = config_->audit.auditor_groups;
+  // Groups count only from the issuers audit.auditor_issuers trusts (issue 17).
   const bool auditor =
+      config::TrustsIssuer(config_->identity, config_->audit.auditor_issuers,
+                           principal.issuer_name) &&
       std::any_of(principal.groups.begin(), principal.groups.end(), [&](const std::string& group) {
         return std::find(auditors.begin(), auditors.end(), group) != auditors.end();
       });

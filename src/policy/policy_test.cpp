@@ -6,6 +6,8 @@
 #include <chrono>
 #include <string>
 
+#include "common/strings.h"
+
 namespace tracegate::policy {
 namespace {
 
@@ -370,6 +372,67 @@ TEST(PolicyEngineTest, ExplainADefaultDenyAndABadTraceId) {
   EXPECT_THAT(explain, HasSubstr("reason:     \"why\"\n"));
   EXPECT_THAT(explain, HasSubstr("matched: any group, connection audit-pg\n"));
   EXPECT_THAT(explain, HasSubstr("because: trace id has a control character (\\x0a) at byte 1"));
+}
+
+// ---- issuer scopes (issue 17): a rule's subjects, groups and clients count only from the
+// issuers it names; an unscoped deny rule refuses callers of every issuer.
+
+config::Policy TwoIssuerPolicy() {
+  config::Policy policy{.max_ttl = minutes(5)};
+  policy.rules.push_back(Deny("no-contractors"));  // unscoped: every issuer
+  policy.rules.back().groups = {"contractors"};
+  policy.rules.push_back(Allow("agents-read"));
+  policy.rules.back().issuers = {"agents"};
+  policy.rules.back().groups = {"ai-agents"};
+  policy.rules.push_back(Allow("alice-anywhere"));
+  policy.rules.back().issuers = {"workforce"};
+  policy.rules.back().subjects = {"alice"};
+  policy.rules.push_back(Allow("etl"));
+  policy.rules.back().issuers = {"agents", "workforce"};
+  policy.rules.back().clients = {"etl"};
+  return policy;
+}
+
+identity::Principal From(std::string issuer_name, std::string sub, std::vector<std::string> groups,
+                         std::string client = "") {
+  identity::Principal p = Person(std::move(sub), std::move(groups), std::move(client));
+  p.issuer = Cat("https://", issuer_name, ".example");
+  p.issuer_name = std::move(issuer_name);
+  return p;
+}
+
+TEST(PolicyEngineTest, RulesHonourSelectorsOnlyFromTheirIssuers) {
+  const PolicyEngine engine(TwoIssuerPolicy());
+  struct Row {
+    identity::Principal principal;
+    Outcome outcome;
+    std::string rule;
+  } rows[] = {
+      {From("agents", "bot-1", {"ai-agents"}), Outcome::kAllow, "agents-read"},
+      // The same group from the workforce issuer is not the agents' group.
+      {From("workforce", "bot-1", {"ai-agents"}), Outcome::kDeny, ""},
+      {From("workforce", "alice", {}), Outcome::kAllow, "alice-anywhere"},
+      // agents/alice is not workforce/alice.
+      {From("agents", "alice", {}), Outcome::kDeny, ""},
+      {From("agents", "alice", {"ai-agents"}), Outcome::kAllow, "agents-read"},
+      {From("other", "alice", {"ai-agents"}, "etl"), Outcome::kDeny, ""},
+      {From("agents", "x", {}, "etl"), Outcome::kAllow, "etl"},
+      {From("workforce", "x", {}, "etl"), Outcome::kAllow, "etl"},
+      // The unscoped deny rule refuses contractors whatever their issuer.
+      {From("agents", "bot-2", {"ai-agents", "contractors"}), Outcome::kDeny, "no-contractors"},
+      {From("workforce", "alice", {"contractors"}), Outcome::kDeny, "no-contractors"},
+      {From("other", "alice", {"contractors"}), Outcome::kDeny, "no-contractors"},
+  };
+  for (const Row& row : rows) {
+    const Decision d = engine.Evaluate(
+        {.principal = row.principal, .connection = "traces-pg", .trace_id = "t-1", .reason = ""});
+    EXPECT_EQ(d.outcome, row.outcome) << row.principal.Describe() << ": " << d.reason;
+    EXPECT_EQ(d.rule, row.rule) << row.principal.Describe() << ": " << d.reason;
+  }
+  const identity::Principal wrong = From("workforce", "bot-1", {"ai-agents"});
+  EXPECT_THAT(engine.Explain(
+                  {.principal = wrong, .connection = "traces-pg", .trace_id = "t-1", .reason = ""}),
+              HasSubstr("issuer workforce is not one of [agents]"));
 }
 
 }  // namespace

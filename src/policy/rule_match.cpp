@@ -59,6 +59,8 @@ RuleMatch MatchRule(const config::PolicyRule& rule, const Request& request) {
     Append(failed, "; ", Cat(what, " ", shown, " is not one of ", ListText(selector)));
   };
 
+  // The issuer first: subjects, groups and clients mean something only within it.
+  check_single("issuer", rule.issuers, principal.issuer_name);
   check_single("subject", rule.subjects, principal.subject);
   check_single("client", rule.clients, principal.client_id);
 
