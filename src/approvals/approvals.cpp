@@ -234,6 +234,19 @@ absl::StatusOr<ApprovalView> ApprovalService::Decide(std::string_view id,
     return absl::PermissionDeniedError(Cat("you are not in an approver group of ", id, " (",
                                            GroupList(request.approver_groups), ")"));
   }
+  if (!config_->identity.people.empty()) {
+    // Distinct approvers are distinct people: one person's second identity does not add a
+    // vote. (The store's UNIQUE key catches the same identity twice; a race between two
+    // identities of one person voting at the same instant is not closed here.)
+    TG_ASSIGN_OR_RETURN(std::vector<ApprovalDecision> earlier, store_.ListDecisions(id));
+    for (const ApprovalDecision& d : earlier) {
+      if (config::SamePerson(config_->identity, d.issuer, d.subject, approver.issuer,
+                             approver.subject)) {
+        return absl::AlreadyExistsError(
+            Cat("you already voted on ", id, " as ", d.approver, " (the same person)"));
+      }
+    }
+  }
   const TimePoint now = std::chrono::floor<std::chrono::microseconds>(clock_());
   std::chrono::milliseconds grant_ttl{0};
   if (request.kind == ApprovalKind::kGrant && approve) {

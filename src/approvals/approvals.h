@@ -15,7 +15,8 @@
 //   - a voter's groups count only if its token comes from an issuer approvals.issuers names
 //     (with one issuer configured and approvals.issuers empty, from that issuer);
 //   - a voter must be in one of the request's approver groups, or in approvals.force_groups;
-//   - one vote per approver; a deny settles at once, so does a force-group member's vote;
+//   - one vote per approver (per person, when identity.people links identities); a deny
+//     settles at once, so does a force-group member's vote;
 //     otherwise `required` distinct approvals settle it as approved;
 //   - a request not settled by its expires_at (approvals.timeout) expires (ExpireDue).
 // Every request, vote and settlement is written to the state store (atomically with the

@@ -857,5 +857,36 @@ TEST_F(ApprovalServiceTest, OnePersonUnderTwoIssuersNeverDecidesItsOwnRequest) {
               HasSubstr("never decides its own request"));
 }
 
+TEST_F(ApprovalServiceTest, OnePersonVotesOnceWhateverTheIdentity) {
+  // Both issuers' approver groups count here; alice is one person under both.
+  config_ = LoadConfig(R"(identity:
+  issuers:
+    - {name: workforce, issuer: "https://wf.example", audiences: [tg], jwks_uri: "https://wf.example/jwks"}
+    - {name: agents, issuer: "https://agents.example", audiences: [tg], jwks_uri: "https://agents.example/jwks"}
+  people:
+    - {name: alice, identities: ["workforce:alice", "agents:alice-bot"]}
+approvals:
+  approver_groups: [trace-approvers]
+  issuers: [workforce, agents]
+policy:
+  rules:
+    - {name: two, issuers: [agents], groups: [agents], require_approval: true,
+       approvals_required: 2}
+)");
+  ASSERT_NE(config_, nullptr);
+  StartService(config_, nullptr);
+  store::GrantRecord grant = MustOpen("two", From("agents", "bot-9", {"agents"}));
+  MustDecide(grant.id, From("workforce", "alice", {"trace-approvers"}), true);
+  auto again =
+      service_->Decide(grant.id, From("agents", "alice-bot", {"trace-approvers"}), true, "");
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+  EXPECT_THAT(Msg(again.status()), HasSubstr("the same person"));
+  EXPECT_EQ(GrantStateOf(grant.id), GrantState::kPending);
+  // Another person's vote is the second approval.
+  const ApprovalView view = MustDecide(grant.id, From("agents", "bob", {"trace-approvers"}), true);
+  EXPECT_EQ(view.request.state, ApprovalState::kApproved);
+  EXPECT_EQ(view.decisions.size(), 2u);
+}
+
 }  // namespace
 }  // namespace tracegate::approvals
