@@ -271,8 +271,8 @@ struct Identity {
 
 enum class Effect { kAllow, kDeny };
 
-// One rule. A rule matches when every non-empty selector matches (subjects / groups /
-// clients / connections are each "any of"; "*" matches everything). Deny wins over allow;
+// One rule. A rule matches when every non-empty selector matches (issuers / subjects /
+// groups / clients / connections are each "any of"; "*" matches everything). Deny wins over allow;
 // among allow rules the first match in file order decides.
 struct PolicyRule {
   std::string name;

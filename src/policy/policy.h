@@ -6,10 +6,13 @@
 //   1. The trace id must be 1..256 bytes with no control characters (C0 or DEL); otherwise
 //      deny with an empty `rule`. Checking that the trace exists is not policy's job.
 //   2. A rule matches when every non-empty selector matches. Each selector is "any of" its
-//      entries, compared as exact strings: subjects against `sub`, clients against
-//      `client_id`, groups against any of the principal's groups, connections against the
-//      connection name. "*" matches anything, also an empty client id or no groups at all.
-//      An empty selector matches everything; an empty value (no client id) only matches "*".
+//      entries, compared as exact strings: issuers against the name of the issuer that
+//      vouched for the token (so subjects, groups and clients count only from those
+//      issuers), subjects against `sub`, clients against `client_id`, groups against any of
+//      the principal's groups, connections against the connection name. "*" matches
+//      anything, also an empty client id or no groups at all. An empty selector matches
+//      everything; an empty value (no client id) only matches "*". The loader refuses an
+//      allow rule without issuers once more than one issuer is configured.
 //   3. Deny wins: if any matching rule denies, the first such rule (file order) decides,
 //      whatever allow rules precede it.
 //   4. Otherwise the first matching allow rule decides. With `require_reason` and a blank
