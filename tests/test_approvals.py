@@ -886,22 +886,31 @@ class RiskApprovalTest(ApprovalsCase):
                 self.assertEqual((out["approval"]["kind"], out["approval"]["state"]),
                                  ("grant", "pending"))
                 self.assertIn("risk", out["approval"]["detail"])
+                # The requester does not learn the trace's risk score (issue 17, item 10).
+                self.assertNotIn(risk, out["approval"]["detail"])
         status, out = self.vote(out, "approver1")
         self.assertEqual(status, 200, out)
         self.assertEqual(out["state"], "approved", out)
 
     def test_unknown_risk_is_refused(self):
         password = self.pg.password_for("tracegate")
+        messages = set()
         for trace, why in ((self.no_row, "0 rows"), (self.null_risk, "NULL")):
             with self.subTest(why=why):
                 status, out = self.grant_for(trace)
                 self.assertEqual(status, 503, out)
-                self.assertEqual(out["error"], "unavailable", out)
-                self.assertIn(f"cannot evaluate the risk of trace {trace}", out["message"])
-                self.assertIn(why, out["message"])
+                self.assertEqual(out["error"], "risk_unavailable", out)
+                # Whether the trace exists is not told: the detail is in the log only.
+                self.assertNotIn(why, out["message"])
+                self.assertNotIn(trace, out["message"])
+                messages.add(out["message"])
                 self.assertNotIn("grant_id", out)
                 self.assertNotIn(password, out["message"])
+                wait_for(lambda: f"cannot evaluate the risk of trace {trace}" in
+                         self.gw.stderr_text() and why in self.gw.stderr_text(), 10,
+                         what="the risk failure's detail in the log")
                 self.assertNotIn(password, self.gw.stderr_text())
+        self.assertEqual(len(messages), 1, messages)
 
     def test_a_failing_risk_query_is_refused(self):
         # The risk table is unreadable for the gateway's role: still no grant, and the reason
@@ -912,8 +921,11 @@ class RiskApprovalTest(ApprovalsCase):
         finally:
             self.pg.psql("GRANT SELECT ON trace_risk TO tracegate;")
         self.assertEqual(status, 503, out)
-        self.assertIn(f"cannot evaluate the risk of trace {self.low}", out["message"])
-        self.assertIn("permission denied", out["message"])
+        self.assertEqual(out["error"], "risk_unavailable", out)
+        self.assertNotIn("permission denied", out["message"])
+        self.assertNotIn("trace_risk", out["message"])
+        wait_for(lambda: "permission denied" in self.gw.stderr_text(), 10,
+                 what="PostgreSQL's reason in the log")
 
 
 if __name__ == "__main__":

@@ -358,8 +358,9 @@ class ApiTest(GrantsCase):
                              ({"connection": "traces-pg", "trace_id": 5}, 400),
                              ({"connection": "traces-pg", "trace_id": "t", "x": "y"}, 400),
                              ({"connection": "nope", "trace_id": "t"}, 404),
-                             ({"connection": "traces-pg", "trace_id": ""}, 403),
-                             ({"connection": "traces-pg", "trace_id": "a\x01b"}, 403)]:
+                             # Refused as input (invalid_trace_id), before the policy.
+                             ({"connection": "traces-pg", "trace_id": ""}, 400),
+                             ({"connection": "traces-pg", "trace_id": "a\x01b"}, 400)]:
             with self.subTest(body=body):
                 got, out, _ = self.api.call("POST", "/v1/grants", tok, body)
                 self.assertEqual(got, status, out)

@@ -16,6 +16,7 @@
 #include "audit/query.h"
 #include "audit/recorder.h"
 #include "audit/replay.h"
+#include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "config/config.h"
@@ -162,7 +163,7 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
       for (const store::SessionSummary& s : *found) {
         out.push_back(audit::SessionSummaryJson(s));
       }
-      std::cout << out.dump(2) << "\n";
+      std::cout << DumpJson(out, 2) << "\n";
     } else {
       PrintSessionsTable(*found);
     }
@@ -195,7 +196,7 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
       return;
     }
     if (ro->format == "json") {
-      std::cout << session->ToJson().dump(2) << "\n";
+      std::cout << DumpJson(session->ToJson(), 2) << "\n";
     } else if (ro->format == "csv") {
       std::cout << session->RenderCsv();
     } else {
@@ -310,7 +311,7 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
     }
     absl::Status read = reader->ForEach(0, [&](const audit::Record& record) {
       if (record.time_us >= since_us && record.time_us < until_us) {
-        std::cout << audit::RecordEventJson(record).dump() << "\n";
+        std::cout << DumpJson(audit::RecordEventJson(record)) << "\n";
       }
       return static_cast<bool>(std::cout);
     });

@@ -15,8 +15,10 @@
 #include "absl/strings/ascii.h"
 #include "app/cli.h"
 #include "app/http_client.h"
+#include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 
 namespace tracegate::app {
 namespace {
@@ -132,23 +134,28 @@ void AddGrantCommands(CLI::App& app, int& exit_code) {
   request->add_flag("--json", request_options->json,
                     "Print the whole response (grant id, expiry, credential) as JSON");
   request->callback([request_options, &exit_code] {
+    if (absl::Status valid = ValidateTraceId(request_options->trace); !valid.ok()) {
+      std::cerr << "tracegate grant request: --trace: " << MessageOf(valid) << "\n";
+      exit_code = 2;
+      return;
+    }
     json body{{"connection", request_options->connection}, {"trace_id", request_options->trace}};
     if (!request_options->reason.empty()) {
       body["reason"] = request_options->reason;
     }
     json out;
-    exit_code = Call(request_options->api, "POST", "/v1/grants", body.dump(), out);
+    exit_code = Call(request_options->api, "POST", "/v1/grants", DumpJson(body), out);
     if (exit_code != 0) {
       return;
     }
     if (request_options->json) {
-      std::cout << out.dump(2) << "\n";
+      std::cout << DumpJson(out, 2) << "\n";
     } else {
       std::cout << out["postgres"]["uri"].get<std::string>() << "\n";
       if (out.value("state", "") == "pending") {
         std::cerr << "grant " << out["grant_id"].get<std::string>() << " waits for "
                   << out.value("approvals_required", 1) << " approval(s) from "
-                  << out.value("approvers", json::array()).dump() << " until "
+                  << DumpJson(out.value("approvers", json::array())) << " until "
                   << out["expires_at"].get<std::string>()
                   << "; a session opened with it is held until they decide\n";
       } else {
@@ -175,7 +182,7 @@ void AddGrantCommands(CLI::App& app, int& exit_code) {
       exit_code =
           Call(options->api, revoke ? "DELETE" : "GET", "/v1/grants/" + options->id, "", out);
       if (exit_code == 0) {
-        std::cout << out.dump(2) << "\n";
+        std::cout << DumpJson(out, 2) << "\n";
       }
     });
   }
@@ -206,7 +213,7 @@ void AddApprovalCommands(CLI::App& app, int& exit_code) {
       return;
     }
     if (list_options->json) {
-      std::cout << out.dump(2) << "\n";
+      std::cout << DumpJson(out, 2) << "\n";
       return;
     }
     std::cout << "id                              kind      state     votes  trace               "
@@ -232,7 +239,7 @@ void AddApprovalCommands(CLI::App& app, int& exit_code) {
     json out;
     exit_code = Call(show_options->api, "GET", "/v1/approvals/" + show_options->id, "", out);
     if (exit_code == 0) {
-      std::cout << out.dump(2) << "\n";
+      std::cout << DumpJson(out, 2) << "\n";
     }
   });
 
@@ -256,7 +263,7 @@ void AddApprovalCommands(CLI::App& app, int& exit_code) {
       json out;
       exit_code = Call(options->api, "POST",
                        Cat("/v1/approvals/", options->id, approve ? "/approve" : "/deny"),
-                       body.dump(), out);
+                       DumpJson(body), out);
       if (exit_code != 0) {
         return;
       }

@@ -14,7 +14,9 @@
 //   FailedPrecondition  the query did not return exactly one row with one column whose text is
 //                       a finite number ("the risk query returned 0 rows", "... is not a number")
 //   InvalidArgument     the trace id or the SQL contains a NUL byte
-// A caller must fail closed on any error: an unknown risk is not a low one.
+// A caller must fail closed on any error: an unknown risk is not a low one. The messages
+// carry backend text and tell whether the trace exists: they are for the log, never for the
+// requester (the API answers 503 risk_unavailable alike for all of them).
 //
 // Thread safety: calls are independent and may run concurrently.
 

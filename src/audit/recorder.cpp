@@ -322,7 +322,8 @@ absl::StatusOr<uint64_t> Recorder::Session::Frames(RecordType type, std::string_
                        {"direction", type == RecordType::kClientFrames ? "client" : "server"},
                        {"action", "session ended"}};
     absl::StatusOr<uint64_t> seq =
-        recorder_.log_->Append(RecordType::kTruncated, summary_.id, note.dump());
+        recorder_.log_->Append(RecordType::kTruncated, summary_.id,
+                               note.dump(-1, ' ', false, Json::error_handler_t::replace));
     if (!seq.ok()) {
       return seq.status();
     }

@@ -9,6 +9,7 @@
 #include "approvals/backend_query.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httpproxy/exchange.h"
 #include "httpproxy/recording.h"
 #include "sql/gate.h"
@@ -50,10 +51,12 @@ httpproxy::Outcome QueryTrace(const config::Connection& connection, const sql::G
   const sql::Verdict verdict =
       gate.Check(query->sql, grant.trace_id, !grant.masking_profile.empty());
   if (!verdict.allowed() || verdict.trace_params != std::vector<int>{1}) {
-    return Refuse(
-        503, "fetch_query_refused",
-        Cat("the fetch query ", query->name, " is not a read pinned to $1: ",
-            verdict.allowed() ? "its trace tables are not pinned to $1" : verdict.ErrorMessage()));
+    spdlog::error("fetch connection={} grant={}: the fetch query {} is not a read pinned to $1: {}",
+                  connection.name, grant.id, query->name,
+                  verdict.allowed() ? "its trace tables are not pinned to $1"
+                                    : LogEscape(verdict.ErrorMessage(), 1024));
+    return Refuse(503, "fetch_query_refused",
+                  "the connection's fetch query is not allowed by its statement gate");
   }
   const std::chrono::milliseconds timeout = connection.backend.statement_timeout.count() > 0
                                                 ? connection.backend.statement_timeout
@@ -66,13 +69,17 @@ httpproxy::Outcome QueryTrace(const config::Connection& connection, const sql::G
     if (absl::IsResourceExhausted(rows.status())) {
       return Refuse(403, "cap_exceeded", MessageOf(rows.status()));
     }
+    // libpq's and the server's text (host, port, user, SQL context) is for the log only.
     spdlog::warn("fetch connection={} grant={}: {}", connection.name, grant.id,
-                 MessageOf(rows.status()));
-    return Refuse(502, "backend_unavailable", MessageOf(rows.status()));
+                 LogEscape(MessageOf(rows.status()), 1024));
+    return Refuse(502, "fetch_failed", "the trace store could not be read; nothing was returned");
   }
   absl::StatusOr<std::string> json = approvals::RowsToJson(*rows);
   if (!json.ok()) {
-    return Refuse(502, "bad_backend_response", MessageOf(json.status()));
+    spdlog::warn("fetch connection={} grant={}: the rows cannot be sent: {}", connection.name,
+                 grant.id, LogEscape(MessageOf(json.status()), 1024));
+    return Refuse(502, "bad_backend_response",
+                  "the trace store's answer cannot be sent as JSON; nothing was returned");
   }
   httpproxy::Outcome out;
   if (grant.masking_profile.empty()) {
@@ -103,8 +110,10 @@ httpproxy::Outcome QueryTrace(const config::Connection& connection, const sql::G
   absl::StatusOr<bool> changed = it->second.MaskJson(
       *json, {.column = query->name, .kind = masking::ValueKind::kJson}, masked, out.masked);
   if (!changed.ok()) {
-    httpproxy::Outcome refused = Refuse(
-        502, "masking_failed", Cat("the rows could not be masked: ", MessageOf(changed.status())));
+    spdlog::error("fetch connection={} grant={}: the rows could not be masked: {}", connection.name,
+                  grant.id, LogEscape(MessageOf(changed.status()), 1024));
+    httpproxy::Outcome refused =
+        Refuse(502, "masking_failed", "the rows could not be masked; nothing was returned");
     refused.masking_error = true;
     return refused;
   }
@@ -195,7 +204,7 @@ asio::awaitable<httpapi::FetchOutcome> TraceFetcher::FetchPostgres(const httpapi
     }
   }
   spdlog::info("session={} fetch connection={} grant={} trace={}: {}{}{}", session_id,
-               grant.connection, grant.id, grant.trace_id, outcome.status,
+               grant.connection, grant.id, LogEscape(grant.trace_id, 64), outcome.status,
                outcome.error.empty() ? "" : " ", outcome.error);
   const std::string state = httpproxy::EndGrantUse(grants_, grant, outcome, session_id);
   recording->End(outcome, state, request_text.size());

@@ -10,8 +10,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "approvals/risk.h"
+#include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httpapi/query_string.h"
 
 namespace tracegate::httpapi {
@@ -64,6 +66,16 @@ json GrantJson(const store::GrantRecord& grant) {
   };
 }
 
+// The requester's view of its own approval request: the trace's risk score stays with the
+// approvers ("rule r requires approval: trace risk 0.9 is at least 0.5" → without numbers).
+json HideRiskScore(json approval) {
+  const std::string detail = approval.value("detail", std::string());
+  if (const size_t at = detail.find(": trace risk "); at != std::string::npos) {
+    approval["detail"] = Cat(detail.substr(0, at), ": the trace's risk is at or above the rule's");
+  }
+  return approval;
+}
+
 // The policy's and the state store's errors, as HTTP.
 ApiResponse StoreError(const absl::Status& status, const ApiRequest& request) {
   if (absl::IsNotFound(status)) {
@@ -72,7 +84,8 @@ ApiResponse StoreError(const absl::Status& status, const ApiRequest& request) {
   if (absl::IsFailedPrecondition(status) || absl::IsPermissionDenied(status)) {
     return Error(409, "conflict", MessageOf(status), request);
   }
-  spdlog::error("api request={}: state store: {}", request.request_id, MessageOf(status));
+  spdlog::error("api request={}: state store: {}", request.request_id,
+                LogEscape(MessageOf(status), 1024));
   return Error(503, "unavailable", "the state store is unavailable; nothing was changed", request);
 }
 
@@ -116,7 +129,7 @@ ApiResponse StatusResponse(const absl::Status& status, const ApiRequest& request
     case absl::StatusCode::kInvalidArgument:
       return ErrorResponse(400, "bad_request", MessageOf(status), request);
     default:
-      spdlog::error("api request={}: {}", request.request_id, MessageOf(status));
+      spdlog::error("api request={}: {}", request.request_id, LogEscape(MessageOf(status), 1024));
       return ErrorResponse(503, "unavailable",
                            "the state store is unavailable; nothing was changed", request);
   }
@@ -129,8 +142,7 @@ ApiResponse ErrorResponse(unsigned status, std::string_view code, std::string_vi
 
 std::string ErrorBody(std::string_view code, std::string_view message,
                       std::string_view request_id) {
-  return json{{"error", code}, {"message", message}, {"request_id", request_id}}.dump(
-      -1, ' ', false, json::error_handler_t::replace);
+  return DumpJson(json{{"error", code}, {"message", message}, {"request_id", request_id}});
 }
 
 ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
@@ -222,13 +234,13 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
     // The issuer's keys cannot be had (IdP down past jwks_stale_max): a refusal, but not the
     // caller's failure, so it does not count against its address.
     spdlog::warn("api request={} peer={}: cannot validate: {}", request.request_id,
-                 request.client_address, MessageOf(principal.status()));
+                 request.client_address, LogEscape(MessageOf(principal.status()), 1024));
     return Error(503, "unavailable", MessageOf(principal.status()), request);
   }
   if (!principal.ok()) {
     limiter_.RecordFailure(request.client_address, now);
     spdlog::info("api request={} peer={}: authentication failed: {}", request.request_id,
-                 request.client_address, MessageOf(principal.status()));
+                 request.client_address, LogEscape(MessageOf(principal.status()), 1024));
     ApiResponse response = Error(401, "invalid_token", MessageOf(principal.status()), request);
     response.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
     return response;
@@ -277,6 +289,9 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
   const std::string connection = body["connection"].get<std::string>();
   const std::string trace_id = body["trace_id"].get<std::string>();
   const std::string reason = body.value("reason", std::string());
+  if (absl::Status valid = ValidateTraceId(trace_id); !valid.ok()) {
+    return Error(400, kInvalidTraceIdCode, MessageOf(valid), request);
+  }
   if (reason.size() > kMaxReasonBytes) {
     return Error(400, "bad_request", Cat("reason is longer than ", kMaxReasonBytes, " bytes"),
                  request);
@@ -292,6 +307,10 @@ ApiResponse ApiService::CreateGrant(const ApiRequest& request,
 std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
     const ApiRequest& request, const identity::Principal& principal, const std::string& connection,
     const std::string& trace_id, const std::string& reason) {
+  // Every caller validates first; this is the last line before anything is stored.
+  if (absl::Status valid = ValidateTraceId(trace_id); !valid.ok()) {
+    return Error(400, kInvalidTraceIdCode, MessageOf(valid), request);
+  }
   const config::Connection* target = nullptr;
   for (const config::Connection& c : config_->connections) {
     if (c.name == connection) {
@@ -306,7 +325,7 @@ std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
   const policy::Decision decision = policy_.Evaluate(
       {.principal = principal, .connection = connection, .trace_id = trace_id, .reason = reason});
   spdlog::info("api request={} principal={} connection={} trace={}: {} ({})", request.request_id,
-               principal.Describe(), connection, trace_id.substr(0, 64),
+               LogEscape(principal.Describe()), LogEscape(connection, 64), LogEscape(trace_id, 64),
                policy::OutcomeName(decision.outcome),
                decision.rule.empty() ? "no rule" : decision.rule);
   bool needs_approval = decision.outcome == policy::Decision::Outcome::kApprovalRequired;
@@ -319,15 +338,22 @@ std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
     absl::StatusOr<double> risk =
         approvals::QueryRisk(target->backend, target->risk_query, trace_id, kRiskQueryTimeout);
     if (!risk.ok()) {
-      spdlog::warn("api request={} connection={}: {}", request.request_id, connection,
-                   MessageOf(risk.status()));
-      return Error(503, "unavailable",
-                   Cat(MessageOf(risk.status()), "; no grant was issued (rule ", decision.rule,
-                       " needs the trace's risk)"),
+      // The backend's text (and whether the trace exists) is for the log only: every risk
+      // failure looks the same to the caller.
+      spdlog::warn("api request={} connection={} trace={}: {}", request.request_id,
+                   LogEscape(connection, 64), LogEscape(trace_id, 64),
+                   LogEscape(MessageOf(risk.status()), 1024));
+      return Error(503, "risk_unavailable",
+                   Cat("the trace's risk could not be evaluated; no grant was issued (rule ",
+                       decision.rule, " needs it)"),
                    request);
     }
+    spdlog::info("api request={} connection={} trace={}: risk {} (approval at {})",
+                 request.request_id, LogEscape(connection, 64), LogEscape(trace_id, 64), *risk,
+                 *decision.terms.approve_if_risk_at_least);
     if (*risk >= *decision.terms.approve_if_risk_at_least) {
       needs_approval = true;
+      // Approvers see the score in the request; the requester does not (HideRiskScore).
       approval_reason = Cat("rule ", decision.rule, " requires approval: trace risk ", *risk,
                             " is at least ", *decision.terms.approve_if_risk_at_least);
     }
@@ -403,9 +429,9 @@ ApiResponse ApiService::IssuedResponse(const Issued& issued_grant) {
   if (approval.has_value()) {
     out["approvers"] = approval->approver_groups;
     out["approvals_required"] = approval->required;
-    out["approval"] = approvals::ViewJson({*approval, {}});
+    out["approval"] = HideRiskScore(approvals::ViewJson({*approval, {}}));
   }
-  ApiResponse response{.status = approval.has_value() ? 202u : 201u, .body = out.dump()};
+  ApiResponse response{.status = approval.has_value() ? 202u : 201u, .body = DumpJson(out)};
   response.headers.emplace_back("Location", Cat(kGrantsPath, "/", issued->grant.id));
   response.headers.emplace_back("Cache-Control", "no-store");  // the body holds a secret
   return response;
@@ -453,12 +479,12 @@ ApiResponse ApiService::GetGrant(const ApiRequest& request, const identity::Prin
   if (approvals_ != nullptr) {
     absl::StatusOr<approvals::ApprovalView> view = approvals_->Get(grant->id);
     if (view.ok()) {
-      out["approval"] = approvals::ViewJson(*view);
+      out["approval"] = HideRiskScore(approvals::ViewJson(*view));
     } else if (!absl::IsNotFound(view.status())) {
       return StatusResponse(view.status(), request);
     }
   }
-  ApiResponse response{.status = 200, .body = out.dump()};
+  ApiResponse response{.status = 200, .body = DumpJson(out)};
   if (wait.has_value() && wait->count() > 0 && request.may_wait &&
       grant->state == store::GrantState::kPending) {
     response.wait = LongPoll{.grant_id = grant->id,
@@ -519,12 +545,12 @@ ApiResponse ApiService::RevokeGrant(const ApiRequest& request, const identity::P
     return StoreError(revoked, request);
   }
   spdlog::info("api request={} principal={}: revoked grant {}", request.request_id,
-               principal.Describe(), id);
+               LogEscape(principal.Describe()), LogEscape(id, 64));
   grant = grants_.Get(id);
   if (!grant.ok()) {
     return StoreError(grant.status(), request);
   }
-  return ApiResponse{.status = 200, .body = GrantJson(*grant).dump()};
+  return ApiResponse{.status = 200, .body = DumpJson(GrantJson(*grant))};
 }
 
 }  // namespace tracegate::httpapi

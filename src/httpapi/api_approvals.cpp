@@ -8,8 +8,10 @@
 #include <optional>
 #include <string>
 
+#include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httpapi/api.h"
 #include "httpapi/query_string.h"
 
@@ -71,7 +73,7 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
           r.state == store::ApprovalState::kPending && approvals_->MayDecide(principal, r);
       out.push_back(std::move(item));
     }
-    return ApiResponse{.status = 200, .body = json{{"approvals", out}}.dump()};
+    return ApiResponse{.status = 200, .body = DumpJson(json{{"approvals", out}})};
   }
   std::string_view id = rest.substr(1);
   std::optional<bool> approve;
@@ -97,7 +99,7 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
     return ErrorResponse(404, "not_found",
                          Cat("no approval ", id.substr(0, 64), " for this caller"), request);
   }
-  return ApiResponse{.status = 200, .body = approvals::ViewJson(*view).dump()};
+  return ApiResponse{.status = 200, .body = DumpJson(approvals::ViewJson(*view))};
 }
 
 ApiResponse ApiService::Vote(const ApiRequest& request, const identity::Principal& principal,
@@ -125,10 +127,11 @@ ApiResponse ApiService::Vote(const ApiRequest& request, const identity::Principa
       approvals_->Decide(request_id, principal, approve, comment);
   if (!view.ok()) {
     spdlog::info("api request={} principal={}: vote on {} refused: {}", request.request_id,
-                 principal.Describe(), request_id.substr(0, 64), MessageOf(view.status()));
+                 LogEscape(principal.Describe()), LogEscape(request_id, 64),
+                 LogEscape(MessageOf(view.status()), 1024));
     return StatusResponse(view.status(), request);
   }
-  return ApiResponse{.status = 200, .body = approvals::ViewJson(*view).dump()};
+  return ApiResponse{.status = 200, .body = DumpJson(approvals::ViewJson(*view))};
 }
 
 }  // namespace tracegate::httpapi

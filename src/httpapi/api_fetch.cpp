@@ -9,8 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httpapi/api.h"
 #include "httpapi/query_string.h"
 
@@ -22,7 +24,8 @@ using json = nlohmann::json;
 
 constexpr size_t kMaxReasonBytes = 1024;
 
-// Strict %XX decoding of one path segment; nullopt for a malformed escape, a decoded '/' or NUL.
+// Strict %XX decoding of one path segment; nullopt for a malformed escape or a decoded '/'.
+// (What the bytes may be is ValidateTraceId's to say.)
 std::optional<std::string> DecodeSegment(std::string_view in) {
   std::string out;
   for (size_t i = 0; i < in.size(); ++i) {
@@ -36,7 +39,7 @@ std::optional<std::string> DecodeSegment(std::string_view in) {
     out.push_back(static_cast<char>(HexDigitValue(in[i + 1]) * 16 + HexDigitValue(in[i + 2])));
     i += 2;
   }
-  if (out.find('/') != std::string::npos || out.find('\0') != std::string::npos) {
+  if (out.find('/') != std::string::npos) {
     return std::nullopt;
   }
   return out;
@@ -72,6 +75,9 @@ ApiResponse ApiService::FetchTrace(const ApiRequest& request, const identity::Pr
   if (!trace_id.has_value()) {
     return ErrorResponse(400, "bad_request", "the trace id in the path is not validly encoded",
                          request);
+  }
+  if (absl::Status valid = ValidateTraceId(*trace_id); !valid.ok()) {
+    return ErrorResponse(400, kInvalidTraceIdCode, MessageOf(valid), request);
   }
   const size_t question = request.target.find('?');
   absl::StatusOr<std::map<std::string, std::string>> query = ParseQuery(
@@ -148,11 +154,11 @@ ApiResponse ApiService::FetchTrace(const ApiRequest& request, const identity::Pr
     Issued& grant = std::get<Issued>(issued);
     if (grant.approval.has_value()) {
       ApiResponse pending = IssuedResponse(grant);
-      json body = json::parse(pending.body);
+      json body = json::parse(pending.body, nullptr, /*allow_exceptions=*/false);
       body["next"] = Cat("wait with GET /v1/grants/", grant.issued.grant.id,
                          "?wait=60s; once approved, repeat this request with the header "
                          "X-Tracegate-Grant: <http.bearer>");
-      pending.body = body.dump();
+      pending.body = DumpJson(body);
       return pending;
     }
     bearer = grant.issued.bearer;
@@ -211,16 +217,16 @@ ApiResponse FetchResponse(const FetchJob& job, const FetchOutcome& outcome,
     }
     body["request_id"] = request.request_id;
     body["grant_id"] = job.grant.id;
-    response.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+    response.body = DumpJson(body);
     return response;
   }
   // The trace is embedded as it was masked, without parsing it again.
   response.body =
-      Cat("{\"grant_id\":", json(job.grant.id).dump(),
-          ",\"connection\":", json(job.grant.connection).dump(), ",\"trace_id\":",
-          json(job.grant.trace_id).dump(-1, ' ', false, json::error_handler_t::replace),
-          ",\"session_id\":", json(outcome.session_id).dump(),
-          ",\"masked\":", json(outcome.masked).dump(), ",\"trace\":", outcome.body, "}");
+      Cat("{\"grant_id\":", DumpJson(json(job.grant.id)),
+          ",\"connection\":", DumpJson(json(job.grant.connection)),
+          ",\"trace_id\":", DumpJson(json(job.grant.trace_id)),
+          ",\"session_id\":", DumpJson(json(outcome.session_id)),
+          ",\"masked\":", DumpJson(json(outcome.masked)), ",\"trace\":", outcome.body, "}");
   return response;
 }
 

@@ -21,6 +21,7 @@
 #include "common/server_tls.h"
 #include "common/socket_deadline.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 
 namespace tracegate::httpapi {
 
@@ -63,6 +64,24 @@ http::response<http::string_body> ToHttp(const ApiResponse& api, unsigned versio
 
 }  // namespace
 
+asio::awaitable<ApiResponse> AnswerAlways(std::string request_id,
+                                          std::function<asio::awaitable<ApiResponse>()> handle) {
+  std::string failure;
+  try {
+    co_return co_await handle();
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "an exception that is not a std::exception";
+  }
+  spdlog::error("api request={}: the handler failed: {}", request_id, LogEscape(failure, 1024));
+  co_return ApiResponse{
+      .status = 500,
+      .body =
+          ErrorBody("internal_error",
+                    "the gateway failed to answer this request; quote its request id", request_id)};
+}
+
 struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
   Impl(std::shared_ptr<const config::Config> cfg, ApiService& svc, Fetcher f)
       : config(std::move(cfg)),
@@ -86,7 +105,17 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
         spdlog::warn("api: accept failed: {}", ec.message());
         continue;
       }
-      asio::co_spawn(strand, Connection(std::move(socket)), asio::detached);
+      asio::co_spawn(strand, Connection(std::move(socket)), [](std::exception_ptr failure) {
+        if (failure) {
+          try {
+            std::rethrow_exception(failure);
+          } catch (const std::exception& e) {
+            spdlog::error("api: a connection ended on an exception: {}", LogEscape(e.what(), 1024));
+          } catch (...) {
+            spdlog::error("api: a connection ended on an exception that is not a std::exception");
+          }
+        }
+      });
     }
   }
 
@@ -165,14 +194,18 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
           .request_id = request_id,
           .grant_credential = std::string(request["X-Tracegate-Grant"]),
       };
-      ApiResponse api_response = service.Handle(api_request);
-      if (api_response.wait.has_value()) {
-        api_response = co_await LongPoll(api_request, *api_response.wait);
-      }
-      if (api_response.fetch.has_value()) {
-        const FetchJob job = *std::move(api_response.fetch);
-        api_response = co_await Fetch(api_request, job);
-      }
+      ApiResponse api_response =
+          co_await AnswerAlways(request_id, [&]() -> asio::awaitable<ApiResponse> {
+            ApiResponse answer = service.Handle(api_request);
+            if (answer.wait.has_value()) {
+              answer = co_await LongPoll(api_request, *answer.wait);
+            }
+            if (answer.fetch.has_value()) {
+              const FetchJob job = *std::move(answer.fetch);
+              answer = co_await Fetch(api_request, job);
+            }
+            co_return answer;
+          });
       const bool keep_alive = request.keep_alive() && served + 1 < kMaxRequestsPerConnection;
       auto response = ToHttp(api_response, request.version(), keep_alive, request_id);
       co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));

@@ -10,12 +10,20 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "config/config.h"
 #include "httpapi/api.h"
 
 namespace tracegate::httpapi {
+
+// Runs `handle` and always yields an answer: an exception it throws (a handler bug, a JSON
+// writer refusing a byte) becomes a 500 `internal_error` JSON answer carrying the request id,
+// and the exception's text goes to the log with that id, never to the caller. Every request
+// the server reads goes through this, so no failure leaves a connection without a reply.
+boost::asio::awaitable<ApiResponse> AnswerAlways(
+    std::string request_id, std::function<boost::asio::awaitable<ApiResponse>()> handle);
 
 // Runs a one-call fetch (src/fetch), waiting on I/O without holding an API thread.
 // The job must stay alive until the awaitable completes.

@@ -13,8 +13,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "audit/query.h"
+#include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httpapi/api.h"
 #include "httpapi/query_string.h"
 
@@ -40,7 +42,7 @@ ApiResponse ApiService::Sessions(const ApiRequest& request, const identity::Prin
       });
   if (!auditor) {
     spdlog::info("api request={} subject={}: sessions refused: not an auditor", request.request_id,
-                 principal.subject);
+                 LogEscape(principal.subject));
     return ErrorResponse(403, "forbidden",
                          auditors.empty()
                              ? "no auditor groups are configured (audit.auditor_groups)"
@@ -141,8 +143,8 @@ ApiResponse ApiService::Sessions(const ApiRequest& request, const identity::Prin
     return ErrorResponse(404, "not_found", "no such session", request);
   }
   if (!replay.ok()) {
-    spdlog::error("api request={} session={}: replay: {}", request.request_id, id,
-                  MessageOf(replay.status()));
+    spdlog::error("api request={} session={}: replay: {}", request.request_id, LogEscape(id, 64),
+                  LogEscape(MessageOf(replay.status()), 1024));
     return ErrorResponse(503, "unavailable",
                          Cat("the session's records cannot be read: ", MessageOf(replay.status())),
                          request);

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httproute/trace_check.h"
 
 namespace tracegate::httpproxy {
@@ -40,18 +41,22 @@ Outcome Refuse(unsigned status, std::string_view code, std::string_view message)
 Outcome Examine(const absl::StatusOr<UpstreamResponse>& response, const config::HttpRoute& route,
                 std::string_view trace_id, masking::Scanner* scanner) {
   if (!response.ok()) {
+    // The store's address and the transport's text are for the operator's log; the caller
+    // gets the code and a fixed message.
     const std::string why(MessageOf(response.status()));
+    spdlog::warn("route {}: the trace store's answer for trace {} failed: {}", route.name,
+                 LogEscape(trace_id, 64), LogEscape(why, 1024));
     switch (response.status().code()) {
       case absl::StatusCode::kDeadlineExceeded:
-        return Refuse(504, "upstream_timeout", why);
+        return Refuse(504, "upstream_timeout", "the trace store did not answer in time");
       case absl::StatusCode::kResourceExhausted:
-        return Refuse(502, "response_too_large", why);
+        return Refuse(502, "response_too_large", why);  // the gateway's own limit, no store text
       case absl::StatusCode::kFailedPrecondition:
-        return Refuse(502, "unsupported_encoding", why);
+        return Refuse(502, "unsupported_encoding", why);  // names the encoding only
       case absl::StatusCode::kInvalidArgument:
-        return Refuse(502, "bad_upstream_response", why);
+        return Refuse(502, "bad_upstream_response", why);  // the decoder's words, no address
       default:
-        return Refuse(502, "upstream_unavailable", why);
+        return Refuse(502, "upstream_unavailable", "the trace store cannot be reached");
     }
   }
   const unsigned status = response->status;
@@ -67,10 +72,10 @@ Outcome Examine(const absl::StatusOr<UpstreamResponse>& response, const config::
     return Refuse(502, "upstream_error", Cat("the trace store answered HTTP ", status));
   }
   if (!IsJson(response->content_type)) {
-    return Refuse(
-        502, "unsupported_content_type",
-        Cat("the trace store answered with Content-Type \"", response->content_type.substr(0, 64),
-            "\"; only JSON can be checked and masked"));
+    spdlog::warn("route {}: the trace store answered with Content-Type {}", route.name,
+                 LogEscape(response->content_type, 64));
+    return Refuse(502, "unsupported_content_type",
+                  "the trace store's answer is not JSON; only JSON can be checked and masked");
   }
   if (absl::Status checked =
           httproute::CheckResponseTrace(response->body, route.trace_path, trace_id);
@@ -82,7 +87,7 @@ Outcome Examine(const absl::StatusOr<UpstreamResponse>& response, const config::
     // Which path and which other id stay in the log: the caller learns only that the answer
     // was not its trace, not which other trace exists.
     spdlog::warn("route {}: the store's answer for trace {} failed the trace check: {}", route.name,
-                 trace_id, MessageOf(checked));
+                 LogEscape(trace_id, 64), LogEscape(MessageOf(checked), 1024));
     return Refuse(
         403, "response_trace_mismatch",
         Cat("the trace store's response is not only trace ", trace_id, "; it was withheld"));

@@ -23,6 +23,7 @@
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "httpproxy/grant_cut.h"
 #include "httpproxy/recording.h"
 #include "httpproxy/upstream.h"
@@ -284,8 +285,8 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
     }
     if (!early.error.empty()) {
       spdlog::info("http connection={} peer={} {} {}: {} {}", connection.name, peer,
-                   SV(request.method_string()), SV(request.target()).substr(0, 200), early.status,
-                   early.error);
+                   LogEscape(SV(request.method_string()), 16), LogEscape(SV(request.target()), 200),
+                   early.status, early.error);
       auto response = MakeResponse(early, request.version(), keep_alive, "");
       co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
       co_return !ec;
@@ -350,9 +351,9 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       keep_alive = false;
     }
     spdlog::info("session={} http connection={} grant={} trace={} {} {}: {}{}{}", session_id,
-                 connection.name, grant.id, grant.trace_id, SV(request.method_string()),
-                 SV(request.target()).substr(0, 200), outcome.status,
-                 outcome.error.empty() ? "" : " ", outcome.error);
+                 connection.name, grant.id, LogEscape(grant.trace_id, 64),
+                 LogEscape(SV(request.method_string()), 16), LogEscape(SV(request.target()), 200),
+                 outcome.status, outcome.error.empty() ? "" : " ", outcome.error);
     co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
     const std::string state = EndGrantUse(*grants, grant, outcome, session_id);
     recording->End(outcome, state, request_text.size());

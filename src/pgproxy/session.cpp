@@ -15,6 +15,7 @@
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "pgproxy/pg_error.h"
 
 namespace tracegate::pgproxy {
@@ -180,11 +181,12 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
     metrics.sessions_authenticated->Increment();
     if (grant_) {
       spdlog::info("session={} connection={} peer={} grant={} trace={} subject={} tls={}: started",
-                   id_, runtime_.config->name, peer_, grant_->id, grant_->trace_id, grant_->subject,
-                   client_.tls());
+                   id_, runtime_.config->name, peer_, grant_->id, LogEscape(grant_->trace_id, 64),
+                   LogEscape(grant_->subject), client_.tls());
     } else {
       spdlog::info("session={} connection={} peer={} user={} database={} tls={}: started", id_,
-                   runtime_.config->name, peer_, user_, database_, client_.tls());
+                   runtime_.config->name, peer_, LogEscape(user_, 64), LogEscape(database_, 64),
+                   client_.tls());
     }
     backend_relay_running_ = true;
     backend_relay_done_.expires_at(Clock::time_point::max());
@@ -609,7 +611,8 @@ awaitable<absl::Status> Session::Authenticate() {
     }
     if (!reply.ok()) {
       if (absl::IsPermissionDenied(reply.status())) {
-        spdlog::info("session={} peer={} user={}: authentication failed", id_, peer_, user_);
+        spdlog::info("session={} peer={} user={}: authentication failed", id_, peer_,
+                     LogEscape(user_, 64));
         proof_failed();
         co_return wrong_password;
       }
@@ -839,7 +842,8 @@ awaitable<absl::Status> Session::AwaitResultApproval(uint64_t found) {
       }
     }
   }
-  spdlog::info("session={} grant={}: held result discarded: {}", id_, grant_->id, why);
+  spdlog::info("session={} grant={}: held result discarded: {}", id_, grant_->id,
+               LogEscape(why, 1024));
   co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInsufficientPrivilege,
                     Cat("tracegate: the result was withheld (", detail, "): ", why));
 }
@@ -1367,7 +1371,7 @@ awaitable<void> Session::RelayBackendToClient() {
           if (SqlStateOf(checked) == sqlstate::kInsufficientPrivilege) {
             metrics.gate_violations->Increment();
             spdlog::warn("session={} connection={} grant={}: {}", id_, runtime_.config->name,
-                         grant_->id, MessageOf(checked));
+                         grant_->id, LogEscape(MessageOf(checked), 1024));
             end = checked;
           } else {
             metrics.backend_errors->Increment();
@@ -1556,23 +1560,24 @@ awaitable<void> Session::Finish() {
     spdlog::info(
         "session={} connection={} peer={} user={}: ended by the client after {:.3f} s "
         "({}; in {} B, out {} B)",
-        id_, runtime_.config->name, peer_, user_, lasted.count(),
-        end_reason_.ok() ? std::string_view("Terminate") : MessageOf(end_reason_),
+        id_, runtime_.config->name, peer_, LogEscape(user_, 64), lasted.count(),
+        end_reason_.ok() ? std::string("Terminate") : LogEscape(MessageOf(end_reason_), 1024),
         bytes_from_client_, bytes_to_client_);
   } else {
     spdlog::info(
         "session={} connection={} peer={} user={}: ended after {:.3f} s: [{}] {} "
         "(in {} B, out {} B)",
-        id_, runtime_.config->name, peer_, user_, lasted.count(), SqlStateOf(end_reason_),
-        MessageOf(end_reason_), bytes_from_client_, bytes_to_client_);
+        id_, runtime_.config->name, peer_, LogEscape(user_, 64), lasted.count(),
+        SqlStateOf(end_reason_), LogEscape(MessageOf(end_reason_), 1024), bytes_from_client_,
+        bytes_to_client_);
   }
   client_.Close();
   if (gate_) {
     const GateStats& stats = gate_->stats();
     runtime_.metrics.statements_blocked->Increment(static_cast<double>(stats.blocked));
     spdlog::info("session={} grant={} trace={}: {} statements, {} blocked, {} rows ({} B) sent",
-                 id_, grant_->id, grant_->trace_id, stats.statements, stats.blocked, stats.rows,
-                 stats.bytes);
+                 id_, grant_->id, LogEscape(grant_->trace_id, 64), stats.statements, stats.blocked,
+                 stats.rows, stats.bytes);
     if (const masking::Counts* masked = gate_->masked(); masked != nullptr) {
       runtime_.metrics.masking_errors->Increment(static_cast<double>(stats.masking_errors));
       std::string by_entity;
