@@ -886,8 +886,25 @@ class RiskApprovalTest(ApprovalsCase):
                 self.assertEqual((out["approval"]["kind"], out["approval"]["state"]),
                                  ("grant", "pending"))
                 self.assertIn("risk", out["approval"]["detail"])
-                # The requester does not learn the trace's risk score (issue 17, item 10).
+                # The requester does not learn the trace's risk score (issue 17, item 10),
+                # in the 202 or in any later view; the approvers do.
                 self.assertNotIn(risk, out["approval"]["detail"])
+                gid = out["grant_id"]
+                requester = self.token("sensitive")
+                status, view, _ = self.api.call("GET", f"/v1/approvals/{gid}", requester)
+                self.assertEqual(status, 200, view)
+                self.assertNotIn(risk, view["detail"])
+                status, grant, _ = self.api.call("GET", f"/v1/grants/{gid}", requester)
+                self.assertEqual(status, 200, grant)
+                self.assertNotIn(risk, grant["approval"]["detail"])
+                status, listed, _ = self.api.call("GET", "/v1/approvals?state=all", requester)
+                self.assertEqual(status, 200, listed)
+                for item in listed["approvals"]:
+                    self.assertNotIn(risk, item["detail"])
+                status, view, _ = self.api.call("GET", f"/v1/approvals/{gid}",
+                                                self.token("approver1"))
+                self.assertEqual(status, 200, view)
+                self.assertIn(f"trace risk {risk}", view["detail"])
         status, out = self.vote(out, "approver1")
         self.assertEqual(status, 200, out)
         self.assertEqual(out["state"], "approved", out)

@@ -66,13 +66,9 @@ json GrantJson(const store::GrantRecord& grant) {
   };
 }
 
-// The requester's view of its own approval request: the trace's risk score stays with the
-// approvers ("rule r requires approval: trace risk 0.9 is at least 0.5" → without numbers).
+// The requester's view of its own approval request (RequesterDetail).
 json HideRiskScore(json approval) {
-  const std::string detail = approval.value("detail", std::string());
-  if (const size_t at = detail.find(": trace risk "); at != std::string::npos) {
-    approval["detail"] = Cat(detail.substr(0, at), ": the trace's risk is at or above the rule's");
-  }
+  approval["detail"] = RequesterDetail(approval.value("detail", std::string()));
   return approval;
 }
 
@@ -115,6 +111,13 @@ std::string Rfc3339(std::chrono::system_clock::time_point t) {
       std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
   return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z",
                      fmt::gmtime(std::chrono::system_clock::to_time_t(t)), millis);
+}
+
+std::string RequesterDetail(std::string_view detail) {
+  if (const size_t at = detail.find(": trace risk "); at != std::string_view::npos) {
+    return Cat(detail.substr(0, at), ": the trace's risk is at or above the rule's");
+  }
+  return std::string(detail);
 }
 
 ApiResponse StatusResponse(const absl::Status& status, const ApiRequest& request) {

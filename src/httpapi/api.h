@@ -194,5 +194,9 @@ ApiResponse ErrorResponse(unsigned status, std::string_view code, std::string_vi
 ApiResponse StatusResponse(const absl::Status& status, const ApiRequest& request);
 // RFC 3339 with milliseconds, UTC.
 std::string Rfc3339(std::chrono::system_clock::time_point t);
+// An approval request's `detail` as its requester may see it: the trace's risk score stays
+// with those who decide ("rule r requires approval: trace risk 0.9 is at least 0.5" → the
+// same without the numbers); any other detail is returned unchanged.
+std::string RequesterDetail(std::string_view detail);
 
 }  // namespace tracegate::httpapi

@@ -69,8 +69,11 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
         return StatusResponse(view.status(), request);
       }
       json item = approvals::ViewJson(*view);
-      item["may_decide"] =
-          r.state == store::ApprovalState::kPending && approvals_->MayDecide(principal, r);
+      const bool decider = approvals_->MayDecide(principal, r);
+      if (!decider) {  // its requester: the risk score stays with the approvers
+        item["detail"] = RequesterDetail(item.value("detail", std::string()));
+      }
+      item["may_decide"] = r.state == store::ApprovalState::kPending && decider;
       out.push_back(std::move(item));
     }
     return ApiResponse{.status = 200, .body = DumpJson(json{{"approvals", out}})};
@@ -99,7 +102,11 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
     return ErrorResponse(404, "not_found",
                          Cat("no approval ", id.substr(0, 64), " for this caller"), request);
   }
-  return ApiResponse{.status = 200, .body = DumpJson(approvals::ViewJson(*view))};
+  json out = approvals::ViewJson(*view);
+  if (!approvals_->MayDecide(principal, view->request)) {  // its requester
+    out["detail"] = RequesterDetail(out.value("detail", std::string()));
+  }
+  return ApiResponse{.status = 200, .body = DumpJson(out)};
 }
 
 ApiResponse ApiService::Vote(const ApiRequest& request, const identity::Principal& principal,
