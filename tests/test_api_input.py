@@ -24,7 +24,8 @@ import unittest
 import urllib.parse
 
 import harness
-from harness import Gateway, PgServer, free_port, gateway_binary, wait_for
+from harness import (Gateway, PgServer, RawPgConn, free_port, gateway_binary, startup_message,
+                     wait_for)
 from oidc import OidcProvider
 from test_grants import Api, grants_config
 from webhook_receiver import WebhookReceiver
@@ -263,6 +264,20 @@ class ApiInputTest(unittest.TestCase):
         self.assertEqual(out["state"], "denied", out)
         status, out, _ = self.api.call("GET", "/v1/approvals?state=all", self.token("approver"))
         self.assertEqual(status, 200, out)
+        self.assert_no_forged_line()
+
+    def test_a_logged_user_name_cannot_forge_a_line(self):
+        # A Postgres user name is logged (the session's start and end): CR/LF in it is
+        # escaped, so the gateway's log keeps one line per event.
+        with RawPgConn(self.gw.host, self.gw.port) as conn:
+            conn.send(startup_message({"user": f"g_x\r\n{MARKER} user=admin",
+                                       "database": "traces"}))
+            try:
+                conn.recv_message()
+            except (OSError, EOFError, ConnectionError):
+                pass
+        wait_for(lambda: f"g_x\\x0D\\x0A{MARKER}" in self.gw.stderr_text(), 10,
+                 what="the escaped user name in the log")
         self.assert_no_forged_line()
 
     def test_backend_failures_do_not_reach_the_caller(self):
