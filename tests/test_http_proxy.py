@@ -419,6 +419,16 @@ class HttpProxyTest(unittest.TestCase):
         self.assertNotIn("error", result, result.get("error"))
         return result["answer"], answered_after
 
+    def replay_when_ended(self, session: str) -> tuple[dict, str]:
+        """The session's replay once its end record is in the file. The end is queued before
+        the answer is written and reaches the file with the writer thread's next batch."""
+        def ended() -> tuple[dict, str] | None:
+            out = audit(self.gw.config_path, "replay", session, "--format", "json")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            replay = json.loads(out.stdout)
+            return (replay, out.stdout) if replay.get("end") else None
+        return wait_for(ended, 10, what=f"the end record of session {session}")
+
     def test_a_grant_revoked_while_its_one_call_fetch_is_in_flight_is_cut(self):
         path = f"/v1/connections/traces-http/traces/{PII}"
         status, pending, _ = self.api.call("GET", path, self.idp.token("careful"))
@@ -447,10 +457,7 @@ class HttpProxyTest(unittest.TestCase):
         self.assertIn("revoked", body["message"])
         # Cut at once, not after the store's answer came in.
         self.assertLess(answered_after, 1.2)
-        out = audit(self.gw.config_path, "replay", headers["x-tracegate-session"],
-                    "--format", "json")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        replay = json.loads(out.stdout)
+        replay, _ = self.replay_when_ended(headers["x-tracegate-session"])
         self.assertIn("grant_revoked", replay["end"]["reason"])
         self.assertEqual(replay["end"]["outcome"], "error")  # not the caller's violation
         status, after, _ = self.api.call("GET", f"/v1/grants/{grant['grant_id']}",
@@ -532,9 +539,7 @@ class HttpProxyTest(unittest.TestCase):
         status, _, headers = self.curl(f"/api/public/traces/{PII}", bearer)
         self.assertEqual(status, 200)
         session = headers["x-tracegate-session"]
-        out = audit(self.gw.config_path, "replay", session, "--format", "json")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        replay = json.loads(out.stdout)
+        replay, text = self.replay_when_ended(session)
         self.assertEqual(replay["session"]["kind"], "http")
         kinds = [s["kind"] for s in replay["steps"]]
         self.assertIn("http_request", kinds)
@@ -542,9 +547,9 @@ class HttpProxyTest(unittest.TestCase):
         response = next(s for s in replay["steps"] if s["kind"] == "http_response")
         self.assertEqual(response["status"], 200)
         self.assertIn("[REDACTED:EMAIL]", response["body"])
-        self.assertNotIn(EMAIL, out.stdout)
+        self.assertNotIn(EMAIL, text)
         secret = bearer.split("_", 2)[2]
-        self.assertNotIn(secret, out.stdout)
+        self.assertNotIn(secret, text)
         self.assertEqual(replay["end"]["outcome"], "completed")
 
 

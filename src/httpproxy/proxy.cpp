@@ -354,9 +354,11 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
                  connection.name, grant.id, LogEscape(grant.trace_id, 64),
                  LogEscape(SV(request.method_string()), 16), LogEscape(SV(request.target()), 200),
                  outcome.status, outcome.error.empty() ? "" : " ", outcome.error);
-    co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
+    // The session's end is on record before the caller hears the answer, so whoever reads the
+    // recording after the answer finds the whole session.
     const std::string state = EndGrantUse(*grants, grant, outcome, session_id);
     recording->End(outcome, state, request_text.size());
+    co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
     co_return !ec && keep_alive;
   }
 
