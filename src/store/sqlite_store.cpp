@@ -20,7 +20,7 @@ using internal::Transaction;
 
 // Migration step i takes the schema from version i to i + 1. Append only: never edit a step
 // that has shipped. Times are microseconds since the Unix epoch (UTC).
-constexpr std::array<std::string_view, 3> kMigrations = {
+constexpr std::array<std::string_view, 4> kMigrations = {
     // 1: grants and their transitions.
     R"sql(
 CREATE TABLE grants (
@@ -135,6 +135,11 @@ CREATE TABLE approval_decisions (
   at_us INTEGER NOT NULL,
   UNIQUE (request_id, issuer, subject)
 ) STRICT;
+)sql",
+    // 4: a requester's requests (the pending cap counts them; the list filters by them).
+    R"sql(
+CREATE INDEX approvals_by_requester ON approvals (requester_issuer, requester_subject, state,
+                                                  created_at_us, id);
 )sql",
 };
 
@@ -520,7 +525,8 @@ absl::StatusOr<GrantRecord> SettleGrant(Db& db, std::string_view grant_id, Appro
   return updated;
 }
 
-// The SELECT for `query`: ?1 the state, ?2 the grant id, ?3 the limit.
+// The SELECT for `query`: ?1 the state, ?2 the grant id, ?3 the limit, ?4 ?5 the requester,
+// ?6 the connection, ?7 the trace id, ?8 ?9 the cursor (created_at_us, id).
 std::string ListApprovalsSql(const ApprovalQuery& query) {
   std::string where;
   auto add = [&where](std::string_view condition) {
@@ -532,8 +538,46 @@ std::string ListApprovalsSql(const ApprovalQuery& query) {
   if (query.grant_id.has_value()) {
     add("grant_id = ?2");
   }
+  if (query.requester_issuer.has_value() || query.requester_subject.has_value()) {
+    add("requester_issuer = ?4 AND requester_subject = ?5");
+  }
+  if (query.connection.has_value()) {
+    add("connection = ?6");
+  }
+  if (query.trace_id.has_value()) {
+    add("trace_id = ?7");
+  }
+  if (query.after.has_value()) {
+    add("(created_at_us < ?8 OR (created_at_us = ?8 AND id < ?9))");
+  }
   return Cat("SELECT ", kApprovalColumns, " FROM approvals", where,
              " ORDER BY created_at_us DESC, id DESC LIMIT ?3");
+}
+
+// Binds what ListApprovalsSql(query) asks for.
+void BindApprovalQuery(Statement& stmt, const ApprovalQuery& query) {
+  if (query.state.has_value()) {
+    stmt.Bind(1, ApprovalStateName(*query.state));
+  }
+  if (query.grant_id.has_value()) {
+    stmt.Bind(2, *query.grant_id);
+  }
+  stmt.Bind(3, static_cast<int64_t>(
+                   std::min<uint64_t>(query.limit, std::numeric_limits<int64_t>::max())));
+  if (query.requester_issuer.has_value() || query.requester_subject.has_value()) {
+    // Both or neither: a missing half matches nothing rather than everything.
+    stmt.Bind(4, query.requester_issuer.value_or(std::string()))
+        .Bind(5, query.requester_subject.value_or(std::string()));
+  }
+  if (query.connection.has_value()) {
+    stmt.Bind(6, *query.connection);
+  }
+  if (query.trace_id.has_value()) {
+    stmt.Bind(7, *query.trace_id);
+  }
+  if (query.after.has_value()) {
+    stmt.Bind(8, ToMicros(query.after->created_at)).Bind(9, query.after->id);
+  }
 }
 
 }  // namespace
@@ -844,10 +888,27 @@ absl::StatusOr<std::optional<std::string>> SqliteStore::GetAuditHead() {
 }
 
 absl::Status SqliteStore::CreateApproval(const ApprovalRequest& request) {
+  return CreateApprovalWithin(request, 0);
+}
+
+// max_pending 0: no cap.
+absl::Status SqliteStore::CreateApprovalWithin(const ApprovalRequest& request, size_t max_pending) {
   TG_RETURN_IF_ERROR(ValidateApproval(request));
   std::lock_guard<std::mutex> lock(impl_->mu);
   Db& db = *impl_->db;
   TG_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
+  if (max_pending > 0) {
+    // In the insert's transaction (BEGIN IMMEDIATE takes the write lock): another process
+    // sharing the file cannot slip a request in between the count and the insert.
+    TG_ASSIGN_OR_RETURN(Statement stmt,
+                        db.Prepare("SELECT COUNT(*) FROM approvals WHERE requester_issuer = ?1 "
+                                   "AND requester_subject = ?2 AND state = 'pending'"));
+    stmt.Bind(1, request.requester_issuer).Bind(2, request.requester_subject);
+    TG_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row && stmt.Int(0) >= static_cast<int64_t>(max_pending)) {
+      return TooManyPending(request, max_pending);
+    }
+  }
   {
     // A taken id first: a retried create reads AlreadyExists even once the grant has moved on.
     TG_ASSIGN_OR_RETURN(Statement stmt, db.Prepare("SELECT 1 FROM approvals WHERE id = ?1"));
@@ -898,14 +959,7 @@ absl::StatusOr<std::vector<ApprovalRequest>> SqliteStore::ListApprovals(
     const ApprovalQuery& query) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   TG_ASSIGN_OR_RETURN(Statement stmt, impl_->db->Prepare(ListApprovalsSql(query)));
-  if (query.state.has_value()) {
-    stmt.Bind(1, ApprovalStateName(*query.state));
-  }
-  if (query.grant_id.has_value()) {
-    stmt.Bind(2, *query.grant_id);
-  }
-  stmt.Bind(3, static_cast<int64_t>(
-                   std::min<uint64_t>(query.limit, std::numeric_limits<int64_t>::max())));
+  BindApprovalQuery(stmt, query);
   std::vector<ApprovalRequest> requests;
   while (true) {
     TG_ASSIGN_OR_RETURN(bool row, stmt.Step());

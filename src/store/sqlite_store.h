@@ -61,6 +61,9 @@ class SqliteStore final : public StateStore {
   [[nodiscard]] absl::Status PutAuditHead(std::string_view checkpoint) override;
   [[nodiscard]] absl::StatusOr<std::optional<std::string>> GetAuditHead() override;
   [[nodiscard]] absl::Status CreateApproval(const ApprovalRequest& request) override;
+  // The count and the insert in one transaction: concurrent requests cannot pass the cap.
+  [[nodiscard]] absl::Status CreateApprovalWithin(const ApprovalRequest& request,
+                                                  size_t max_pending) override;
   [[nodiscard]] absl::StatusOr<ApprovalRequest> GetApproval(std::string_view id) override;
   [[nodiscard]] absl::StatusOr<std::vector<ApprovalRequest>> ListApprovals(
       const ApprovalQuery& query) override;

@@ -859,6 +859,86 @@ TEST_F(ApprovalQueryTest, FiltersOrderAndLimit) {
   EXPECT_EQ((*listed)[3].decided_at, kT0 + seconds(5)) << "g2 was denied";
 }
 
+// Pages follow the cursor: every request is listed exactly once, in order, even with two
+// created at the same microsecond (g3.r1 and g3.r2) and a page boundary between them.
+TEST_F(ApprovalQueryTest, TheCursorWalksEveryRequestOnce) {
+  for (size_t page = 1; page <= 6; ++page) {
+    std::vector<std::string> seen;
+    std::optional<ApprovalCursor> after;
+    for (int guard = 0; guard < 10; ++guard) {
+      ApprovalQuery query = Query(std::nullopt, std::nullopt, page);
+      query.after = after;
+      auto got = store_->ListApprovals(query);
+      ASSERT_TRUE(got.ok()) << got.status();
+      for (const ApprovalRequest& r : *got) {
+        seen.push_back(r.id);
+      }
+      if (got->size() < page) {
+        break;
+      }
+      after = ApprovalCursor{got->back().created_at, got->back().id};
+    }
+    EXPECT_EQ(seen, (std::vector<std::string>{"g3.r3", "g3.r2", "g3.r1", "g2", "g1"}))
+        << "page size " << page;
+  }
+}
+
+TEST_F(ApprovalQueryTest, FiltersByRequesterConnectionAndTrace) {
+  Create(Record("g9", GrantState::kPending));
+  ApprovalRequest other = Approval("g9", "g9");
+  other.requester_subject = "someone-else";
+  other.connection = "other-db";
+  other.trace_id = "trace-9";
+  other.created_at = kT0 + seconds(9);
+  other.expires_at = other.created_at + seconds(30);
+  ASSERT_TRUE(store_->CreateApproval(other).ok());
+
+  ApprovalQuery mine = Query(std::nullopt, std::nullopt);
+  mine.requester_issuer = "https://idp.example";
+  mine.requester_subject = "agent-7";
+  EXPECT_EQ(Ids(*store_->ListApprovals(mine)),
+            (std::vector<std::string>{"g3.r3", "g3.r2", "g3.r1", "g2", "g1"}));
+  ApprovalQuery theirs = mine;
+  theirs.requester_subject = "someone-else";
+  EXPECT_EQ(Ids(*store_->ListApprovals(theirs)), std::vector<std::string>{"g9"});
+  ApprovalQuery half = Query(std::nullopt, std::nullopt);
+  half.requester_subject = "agent-7";  // no issuer: matches nothing, never everything
+  EXPECT_TRUE(store_->ListApprovals(half)->empty());
+  ApprovalQuery by_connection = Query(ApprovalState::kPending, std::nullopt);
+  by_connection.connection = "other-db";
+  EXPECT_EQ(Ids(*store_->ListApprovals(by_connection)), std::vector<std::string>{"g9"});
+  ApprovalQuery by_trace = Query(std::nullopt, std::nullopt);
+  by_trace.trace_id = "trace-42";
+  EXPECT_EQ(store_->ListApprovals(by_trace)->size(), 5u);
+  by_trace.trace_id = "trace-4";  // exact, not a prefix
+  EXPECT_TRUE(store_->ListApprovals(by_trace)->empty());
+}
+
+TEST_F(SqliteApprovalsTest, ARequesterAtTheCapGetsResourceExhaustedAndNothingIsStored) {
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = Cat("p", i);
+    Create(Record(id, GrantState::kPending));
+    ASSERT_TRUE(store_->CreateApprovalWithin(Approval(id, id), 3).ok()) << id;
+  }
+  Create(Record("p3", GrantState::kPending));
+  absl::Status refused = store_->CreateApprovalWithin(Approval("p3", "p3"), 3);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_THAT(Msg(refused), HasSubstr("max_pending_per_requester"));
+  EXPECT_EQ(store_->GetApproval("p3").status().code(), absl::StatusCode::kNotFound);
+  // Another requester is not held back by the first one's requests.
+  ApprovalRequest other = Approval("p3", "p3");
+  other.requester_subject = "agent-8";
+  EXPECT_TRUE(store_->CreateApprovalWithin(other, 3).ok());
+  // A settled request frees its place.
+  ASSERT_TRUE(store_->CloseApproval("p0", ApprovalState::kCancelled, kT0 + seconds(1)).ok());
+  Create(Record("p4", GrantState::kPending));
+  EXPECT_TRUE(store_->CreateApprovalWithin(Approval("p4", "p4"), 3).ok());
+  // The base class's two-step version agrees.
+  Create(Record("p5", GrantState::kPending));
+  EXPECT_EQ(store_->StateStore::CreateApprovalWithin(Approval("p5", "p5"), 3).code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
 TEST_F(SqliteApprovalsTest, TwoOfThreeApprovalsSettleOnTheSecondAndApproveTheGrant) {
   ApprovalRequest a = PendingGrantApproval("g1", 2);
   GrantRecord grant = *store_->GetGrant("g1");
@@ -1167,6 +1247,9 @@ TEST_F(SqliteApprovalsTest, ApprovalQueriesUseTheIndexes) {
   EXPECT_THAT(plan(cols + " WHERE state = 'pending'" + order), HasSubstr("approvals_by_state"));
   EXPECT_THAT(plan(cols + " WHERE grant_id = 'g'" + order), HasSubstr("approvals_by_grant"));
   EXPECT_THAT(plan(cols + order), HasSubstr("approvals_by_created"));
+  EXPECT_THAT(plan("SELECT COUNT(*) FROM approvals WHERE requester_issuer = 'i' AND "
+                   "requester_subject = 's' AND state = 'pending'"),
+              HasSubstr("approvals_by_requester"));
   EXPECT_THAT(plan(cols + " WHERE state = 'pending' AND expires_at_us <= 5"),
               HasSubstr("approvals_by_state"));
   EXPECT_THAT(plan("SELECT approve FROM approval_decisions WHERE request_id = 'r' ORDER BY seq"),
@@ -1319,7 +1402,7 @@ TEST(SqliteSchemaTest, MigratesAVersionTwoFileWithItsData) {
   auto store = SqliteStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(UserVersionOf(path), SqliteStore::SchemaVersion());
-  EXPECT_EQ(SqliteStore::SchemaVersion(), 3);
+  EXPECT_EQ(SqliteStore::SchemaVersion(), 4);
   EXPECT_EQ(*(*store)->GetGrant("g1"), r);
   EXPECT_THAT(*(*store)->ListEvents("g1"), ElementsAre(Created(r)));
   EXPECT_EQ(*(*store)->GetSession("s1"), Session("s1"));
@@ -1333,6 +1416,11 @@ TEST(SqliteSchemaTest, MigratesAVersionTwoFileWithItsData) {
   ASSERT_TRUE(decided.ok()) << decided.status();
   EXPECT_EQ(decided->request.state, ApprovalState::kApproved);
   EXPECT_EQ((*store)->GetGrant("g1")->state, GrantState::kApproved);
+  // Version 4's requester index serves the pending cap.
+  ApprovalRequest held = Approval("g1.r1", "g1", 1, ApprovalKind::kResponse);
+  ASSERT_TRUE((*store)->CreateApprovalWithin(held, 1).ok());
+  held.id = "g1.r2";
+  EXPECT_EQ((*store)->CreateApprovalWithin(held, 1).code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(SqliteSchemaTest, UsesWalAndFullSync) {

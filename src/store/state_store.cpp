@@ -115,6 +115,29 @@ std::optional<ApprovalState> ParseApprovalState(std::string_view name) {
   return std::nullopt;
 }
 
+absl::Status TooManyPending(const ApprovalRequest& request, size_t max_pending) {
+  return absl::ResourceExhaustedError(
+      Cat(request.requester.empty() ? std::string("the requester") : request.requester, " has ",
+          max_pending,
+          " pending approval request(s), the most one requester may have "
+          "(approvals.max_pending_per_requester); wait for one to be decided, or withdraw one"));
+}
+
+absl::Status StateStore::CreateApprovalWithin(const ApprovalRequest& request, size_t max_pending) {
+  absl::StatusOr<std::vector<ApprovalRequest>> pending =
+      ListApprovals({.state = ApprovalState::kPending,
+                     .requester_issuer = request.requester_issuer,
+                     .requester_subject = request.requester_subject,
+                     .limit = max_pending});
+  if (!pending.ok()) {
+    return pending.status();
+  }
+  if (pending->size() >= max_pending) {
+    return TooManyPending(request, max_pending);
+  }
+  return CreateApproval(request);
+}
+
 absl::Status TransitionRefused(std::string_view grant_id, GrantState current) {
   absl::Status status = absl::FailedPreconditionError(
       Cat("grant ", grant_id, " is ", GrantStateName(current), ": transition refused"));

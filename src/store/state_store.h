@@ -223,10 +223,24 @@ struct DecideResult {
   std::optional<GrantRecord> grant;         // kGrant when the vote settled it: the grant after
 };
 
+// A position in the approvals' order (created_at, then id, newest first): a page starts
+// after the last request of the one before it.
+struct ApprovalCursor {
+  TimePoint created_at;
+  std::string id;
+  bool operator==(const ApprovalCursor&) const = default;
+};
+
 struct ApprovalQuery {
   std::optional<ApprovalState> state;
   std::optional<std::string> grant_id;
-  size_t limit = 100;  // newest created first
+  // The requester's (issuer, subject); both or neither.
+  std::optional<std::string> requester_issuer;
+  std::optional<std::string> requester_subject;
+  std::optional<std::string> connection;
+  std::optional<std::string> trace_id;
+  std::optional<ApprovalCursor> after;  // only requests older than this position
+  size_t limit = 100;                   // newest created first (ties: greater id first)
 };
 
 class StateStore {
@@ -274,6 +288,11 @@ class StateStore {
   // Inserts a pending request. AlreadyExists for a taken id; for kGrant the grant must exist
   // (NotFound) and be pending (FailedPrecondition).
   [[nodiscard]] virtual absl::Status CreateApproval(const ApprovalRequest& request) = 0;
+  // CreateApproval, unless the requester (requester_issuer, requester_subject) already has
+  // `max_pending` pending requests: then ResourceExhausted and nothing is stored. The default
+  // counts, then creates (two steps); a store that can do both in one transaction overrides it.
+  [[nodiscard]] virtual absl::Status CreateApprovalWithin(const ApprovalRequest& request,
+                                                          size_t max_pending);
   [[nodiscard]] virtual absl::StatusOr<ApprovalRequest> GetApproval(std::string_view id) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<ApprovalRequest>> ListApprovals(
       const ApprovalQuery& query) = 0;
@@ -301,6 +320,9 @@ class StateStore {
   // OK when the store can serve requests (for /readyz); Unavailable otherwise.
   [[nodiscard]] virtual absl::Status CheckHealth() = 0;
 };
+
+// For implementations of CreateApprovalWithin: the ResourceExhausted a full requester gets.
+[[nodiscard]] absl::Status TooManyPending(const ApprovalRequest& request, size_t max_pending);
 
 // For implementations: the FailedPrecondition a refused transition returns, naming the
 // grant's current state in the message and carrying it for RefusedState().
