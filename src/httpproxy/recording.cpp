@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/session_id.h"
 #include "common/status.h"
 #include "common/strings.h"
 
@@ -15,14 +16,7 @@ namespace tracegate::httpproxy {
 
 namespace asio = boost::asio;
 
-std::string NewSessionId() {
-  unsigned char bytes[8];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) {
-    // Without randomness the id could collide with another session's: refuse to guess.
-    return {};
-  }
-  return fmt::format("h{:02x}", fmt::join(bytes, ""));
-}
+std::string NewSessionId() { return tracegate::NewSessionId('h'); }
 
 absl::StatusOr<ExchangeRecording> ExchangeRecording::Begin(audit::Recorder* recorder,
                                                            const store::GrantRecord& grant,
