@@ -58,6 +58,7 @@ enum class RecordType : uint8_t {
   kPruned = 9,        // JSON: segments retention removed, with the chain head each ended at
   kApproval = 10,     // JSON: an approval request opened, a vote, or the request settled
   kAuthFailure = 11,  // JSON: a refused credential, or a count of them (auth_failures.h)
+  kUnforwarded = 12,  // JSON: client frames the gate dropped or refused, summarised (no bytes)
 };
 // "session_start", "client_frames", ...; "unknown" for anything else.
 std::string_view RecordTypeName(RecordType type);

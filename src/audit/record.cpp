@@ -35,6 +35,8 @@ std::string_view RecordTypeName(RecordType type) {
       return "approval";
     case RecordType::kAuthFailure:
       return "auth_failure";
+    case RecordType::kUnforwarded:
+      return "unforwarded_frames";
   }
   return "unknown";
 }

@@ -15,8 +15,10 @@
 #include <sstream>
 #include <utility>
 
+#include "audit/segment.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 
 namespace tracegate::audit {
 
@@ -234,7 +236,21 @@ absl::StatusOr<size_t> Recorder::Prune() {
   return log_->Prune(std::chrono::system_clock::now() - std::chrono::hours(24) * retention_days_);
 }
 
+absl::Status Recorder::IndexConflict(std::string_view id, std::string_view what) {
+  index_conflicts_.fetch_add(1);
+  spdlog::error("audit index: session {} {}; the index row is kept as it is", LogEscape(id, 64),
+                what);
+  return absl::AlreadyExistsError(Cat("audit index: session ", id, " ", what));
+}
+
 absl::StatusOr<std::unique_ptr<Recorder::Session>> Recorder::Begin(const SessionInfo& info) {
+  // Never overwrite another session's row (ids are random; a clash means a broken id source
+  // or a replayed id): refuse this session instead.
+  if (absl::StatusOr<store::SessionSummary> existing = store_.GetSession(info.id); existing.ok()) {
+    return IndexConflict(info.id, "is already indexed (a session id was reused)");
+  } else if (!absl::IsNotFound(existing.status())) {
+    return absl::UnavailableError(Cat("audit index: ", MessageOf(existing.status())));
+  }
   Json start = {
       {"session", info.id},
       {"kind", info.kind},
@@ -287,6 +303,76 @@ absl::StatusOr<std::unique_ptr<Recorder::Session>> Recorder::Begin(const Session
 Recorder::Session::Session(Recorder& recorder, store::SessionSummary summary)
     : recorder_(recorder), summary_(std::move(summary)), last_seq_(summary_.last_seq) {}
 
+size_t MaxFramesPerRecord() {
+  return internal::kMaxRecordSize - internal::kRecordOverhead - 255;  // 255: longest session id
+}
+
+absl::StatusOr<uint64_t> Recorder::Session::AppendFrames(RecordType type, std::string_view frames) {
+  const size_t max = MaxFramesPerRecord();
+  uint64_t seq = last_seq_;
+  while (!frames.empty()) {
+    size_t take = frames.size();
+    if (take > max) {
+      // Whole Postgres frames (type byte + length) up to the record's size.
+      take = 0;
+      while (take + 5 <= frames.size()) {
+        const auto* p = reinterpret_cast<const uint8_t*>(frames.data() + take + 1);
+        const uint64_t size =
+            1 + ((uint64_t{p[0]} << 24) | (uint64_t{p[1]} << 16) | (uint64_t{p[2]} << 8) | p[3]);
+        if (take + size > max) {
+          break;
+        }
+        take += size;
+      }
+      if (take == 0) {
+        return absl::InvalidArgumentError(
+            Cat("audit log: one frame is longer than a record holds (", max, " bytes)"));
+      }
+    }
+    TG_ASSIGN_OR_RETURN(
+        seq, recorder_.log_->Append(type, summary_.id, std::string(frames.substr(0, take))));
+    recorded_bytes_ += take;
+    last_seq_ = seq;
+    frames.remove_prefix(take);
+  }
+  return seq;
+}
+
+absl::StatusOr<uint64_t> Recorder::Session::Unforwarded(
+    const std::vector<UnforwardedFrames>& frames) {
+  Json list = Json::array();
+  for (const UnforwardedFrames& f : frames) {
+    unforwarded_frames_ += f.count;
+    unforwarded_bytes_ += f.bytes;
+    Json entry = {{"type", std::string(1, f.type)},
+                  {"verdict", f.verdict},
+                  {"count", f.count},
+                  {"bytes", f.bytes}};
+    if (!f.head.empty()) {
+      entry["head"] = f.head.substr(0, kUnforwardedHead);
+    }
+    list.push_back(std::move(entry));
+  }
+  if (list.empty()) {
+    return last_seq_;
+  }
+  std::string payload = Json{{"session", summary_.id}, {"frames", std::move(list)}}.dump(
+      -1, ' ', false, Json::error_handler_t::replace);
+  if (unforwarded_summary_bytes_ + payload.size() > kUnforwardedSummaryBudget) {
+    for (const UnforwardedFrames& f : frames) {
+      unforwarded_unsummarized_ += f.count;
+    }
+    return last_seq_;
+  }
+  unforwarded_summary_bytes_ += payload.size();
+  absl::StatusOr<uint64_t> seq =
+      recorder_.log_->Append(RecordType::kUnforwarded, summary_.id, std::move(payload));
+  if (seq.ok()) {
+    last_seq_ = *seq;
+  }
+  return seq;
+}
+
 absl::StatusOr<uint64_t> Recorder::Session::Frames(RecordType type, std::string_view frames) {
   const uint64_t limit = recorder_.max_session_bytes_;
   auto cap_reached = [&] {
@@ -307,12 +393,10 @@ absl::StatusOr<uint64_t> Recorder::Session::Frames(RecordType type, std::string_
     truncated_ = true;
     uint64_t dropped = frames.size();
     if (type == RecordType::kClientFrames) {
-      absl::StatusOr<uint64_t> seq = recorder_.log_->Append(type, summary_.id, std::string(frames));
+      absl::StatusOr<uint64_t> seq = AppendFrames(type, frames);
       if (!seq.ok()) {
         return seq.status();
       }
-      recorded_bytes_ += frames.size();
-      last_seq_ = *seq;
       dropped = 0;
     }
     const Json note = {{"session", summary_.id},
@@ -330,12 +414,7 @@ absl::StatusOr<uint64_t> Recorder::Session::Frames(RecordType type, std::string_
     last_seq_ = *seq;
     return cap_reached();
   }
-  absl::StatusOr<uint64_t> seq = recorder_.log_->Append(type, summary_.id, std::string(frames));
-  if (seq.ok()) {
-    recorded_bytes_ += frames.size();
-    last_seq_ = *seq;
-  }
-  return seq;
+  return AppendFrames(type, frames);
 }
 
 absl::StatusOr<uint64_t> Recorder::Session::ClientFrames(std::string_view frames) {
@@ -392,6 +471,10 @@ absl::Status Recorder::Session::End(const SessionOutcome& outcome) {
                     {"bytes_from_client", outcome.bytes_from_client},
                     {"masked", masked},
                     {"masking_errors", outcome.masking_errors},
+                    {"unforwarded",
+                     {{"frames", unforwarded_frames_},
+                      {"bytes", unforwarded_bytes_},
+                      {"unsummarized_frames", unforwarded_unsummarized_}}},
                     {"ended_at", FormatTime(now)}};
   absl::StatusOr<uint64_t> seq =
       recorder_.log_->Append(RecordType::kSessionEnd, summary_.id,
@@ -408,6 +491,13 @@ absl::Status Recorder::Session::End(const SessionOutcome& outcome) {
   summary_.rows = outcome.rows;
   summary_.bytes_to_client = outcome.bytes_to_client;
   summary_.last_seq = last_seq_;
+  // The row must still be this session's (the same first record): never replace another's.
+  if (absl::StatusOr<store::SessionSummary> row = recorder_.store_.GetSession(summary_.id);
+      row.ok() && row->first_seq != summary_.first_seq) {
+    return recorder_.IndexConflict(summary_.id,
+                                   Cat("is indexed for another session (first seq ", row->first_seq,
+                                       ", this one's ", summary_.first_seq, ")"));
+  }
   return recorder_.store_.PutSession(summary_);
 }
 

@@ -15,6 +15,7 @@
 // credential (password messages are refused before they would be recorded), and the
 // backend's credential never travels on the client side.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -51,6 +52,27 @@ struct SessionInfo {
   std::string tls_cipher;
   std::chrono::system_clock::time_point started_at;
 };
+
+// The most frame bytes one log record holds. Longer runs are split into several records at
+// frame boundaries; a single frame longer than this cannot be recorded, so the gateway's
+// message limit is never above it (pgproxy lowers max_message_length to it when recording).
+[[nodiscard]] size_t MaxFramesPerRecord();
+
+// Client frames the gateway did not pass on: dropped by the gate (CopyData outside COPY,
+// messages skipped to the next Sync after an error), or refused and too long to keep
+// verbatim. Consecutive frames of one type and verdict are counted together.
+struct UnforwardedFrames {
+  char type = 0;
+  std::string verdict;  // "dropped" | "refused"
+  uint64_t count = 0;
+  uint64_t bytes = 0;  // wire bytes, headers included
+  std::string head;    // refused statements: their first bytes (at most kUnforwardedHead)
+};
+inline constexpr size_t kUnforwardedHead = 1024;
+// Per session: summaries of unforwarded frames are written while their payloads stay within
+// this; later ones are only counted (session_end "unforwarded"). Kept apart from
+// max_session_bytes, so that bytes PostgreSQL never saw cannot use up the session's record.
+inline constexpr size_t kUnforwardedSummaryBudget = 64 * 1024;
 
 struct SessionOutcome {
   std::string outcome;  // "completed" | "refused" | "violation" | "error" | "interrupted"
@@ -91,6 +113,11 @@ class Recorder {
     // kTruncated record says so; client frames that crossed it were still recorded).
     absl::StatusOr<uint64_t> ClientFrames(std::string_view frames);
     absl::StatusOr<uint64_t> ServerFrames(std::string_view frames);
+    // A bounded summary (type, count, length, verdict; never the bytes beyond `head`) of
+    // client frames that did not reach the backend, in the order they came. Not charged to
+    // max_session_bytes; past kUnforwardedSummaryBudget only counted. Returns the seq of the
+    // record written, or of the last record when only counted.
+    absl::StatusOr<uint64_t> Unforwarded(const std::vector<UnforwardedFrames>& frames);
     absl::StatusOr<uint64_t> GrantEvent(std::string_view from, std::string_view to,
                                         std::string_view actor, std::string_view detail);
     // An approval that concerns this session (a held result, or the decision its grant
@@ -106,12 +133,18 @@ class Recorder {
     friend class Recorder;
     Session(Recorder& recorder, store::SessionSummary summary);
     absl::StatusOr<uint64_t> Frames(RecordType type, std::string_view frames);
+    // Appends `frames` in as many records as MaxFramesPerRecord needs, split between frames.
+    absl::StatusOr<uint64_t> AppendFrames(RecordType type, std::string_view frames);
 
     Recorder& recorder_;
     store::SessionSummary summary_;
     uint64_t last_seq_ = 0;
     uint64_t recorded_bytes_ = 0;
     bool truncated_ = false;
+    uint64_t unforwarded_frames_ = 0;
+    uint64_t unforwarded_bytes_ = 0;
+    uint64_t unforwarded_unsummarized_ = 0;  // counted only: the summary budget was spent
+    size_t unforwarded_summary_bytes_ = 0;
   };
 
   // An approval record (a request opened, a vote, a settlement), from any thread: `session`
@@ -127,6 +160,8 @@ class Recorder {
   // is logged.
   void AuthFailure(const audit::AuthFailure& failure);
   [[nodiscard]] AuthFailures::Stats auth_failure_stats() const;
+  // Index writes refused because the row belonged to another session (logged; never done).
+  [[nodiscard]] uint64_t index_conflicts() const { return index_conflicts_.load(); }
 
   // Appends kSessionStart and indexes the session. Errors: the recorder is broken, or the
   // index could not be written (the session must be refused).
@@ -137,11 +172,14 @@ class Recorder {
            AuthFailures::Options auth_failure_options);
   absl::Status CloseInterruptedSessions();
   absl::Status WriteAuthFailure(const AuthFailureRecord& record);
+  // Logs and counts a refused index write; returns the AlreadyExists error to report.
+  absl::Status IndexConflict(std::string_view id, std::string_view what);
 
   const uint64_t max_session_bytes_;
   const uint32_t retention_days_;
   store::StateStore& store_;
   std::unique_ptr<LogWriter> log_;
+  std::atomic<uint64_t> index_conflicts_{0};
   // After log_: destroyed first, so its last summaries reach the log.
   std::unique_ptr<AuthFailures> auth_failures_;
 };

@@ -309,6 +309,8 @@ std::string_view JsonRecordName(RecordType type) {
       return "approval";
     case RecordType::kAuthFailure:
       return "auth_failure";
+    case RecordType::kUnforwarded:
+      return "unforwarded";
     default:
       return "grant_event";
   }
@@ -407,6 +409,7 @@ void SessionReplay::State::Add(const Record& record) {
     case RecordType::kGrantEvent:
     case RecordType::kApproval:
     case RecordType::kAuthFailure:
+    case RecordType::kUnforwarded:
       break;
     default:  // checkpoints, recovery, pruning: not part of a session
       return;
@@ -1203,6 +1206,15 @@ struct StepToText {
       out += Cat("connection ", Field(s.payload, "connection", "-"), ", client ",
                  Field(s.payload, "client_address", "-"), user.empty() ? "" : Cat(", user ", user),
                  grant.empty() ? "" : Cat(", grant ", grant), "\n");
+    } else if (s.type == RecordType::kUnforwarded) {
+      // Client frames the backend never received: a summary, never their bytes.
+      const json frames = s.payload.value("frames", json::array());
+      Head("client frames not forwarded (summary; their bytes are not recorded)");
+      for (const json& f : frames.is_array() ? frames : json::array()) {
+        const std::string head = Field(f, "head", "");
+        out += Cat(Field(f, "count"), " x '", Field(f, "type"), "' (", Field(f, "bytes"),
+                   " bytes) ", Field(f, "verdict"), head.empty() ? "" : Cat(": ", head), "\n");
+      }
     } else if (s.type == RecordType::kTruncated) {
       Head(Cat("recording truncated at ", Field(s.payload, "limit_bytes"), " bytes (",
                Field(s.payload, "recorded_bytes"), " recorded): nothing after this was recorded"));

@@ -103,6 +103,11 @@ const Table<Limits>& LimitsKeys() {
               // 5 = type byte + length, the smallest message.
               K::Optional("max_message_length", &Limits::max_message_length, 64u << 20, kReloadable,
                           ByteSize<uint32_t>(5, 1u << 30)),
+              // Before authentication; SCRAM's messages are about 100 bytes.
+              K::Optional("max_auth_message_length", &Limits::max_auth_message_length, 1024,
+                          kReloadable, ByteSize<uint32_t>(256, 1 << 20)),
+              K::Optional("max_unauthenticated", &Limits::max_unauthenticated, 256, kReloadable,
+                          Count<uint32_t>(1, 1000000)),
           },
   };
   return *table;

@@ -208,6 +208,13 @@ struct Tls {
 struct Limits {
   uint32_t max_startup_length = 10000;
   uint32_t max_message_length = 64u << 20;
+  // Before authentication, a client message (SASLInitialResponse, SASLResponse) is at most
+  // this long, as PostgreSQL caps SASL messages (PG_MAX_SASL_MESSAGE_LENGTH, 1024).
+  uint32_t max_auth_message_length = 1024;
+  // Postgres clients connected and not yet authenticated (TLS, startup, SCRAM), over all
+  // listeners; one more is refused with 53300 before anything is read from it. With the
+  // two limits above this bounds the memory that clients without a credential can hold.
+  uint32_t max_unauthenticated = 256;
 };
 
 // ---- identity: who may call the control plane ---------------------------------------------

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -14,12 +15,17 @@ using pgwire::DecodeFrame;
 using pgwire::DecodeStatus;
 using pgwire::Direction;
 
-// Copies `bytes` into the buffer as a read of at most `chunk` bytes at a time would.
+// Copies `bytes` into the buffer as successive reads would, each filling the room offered.
 void Feed(FrameBuffer& buffer, const std::string& bytes, size_t needed) {
-  auto space = buffer.PrepareRead(needed);
-  ASSERT_GE(space.size(), bytes.size());
-  std::memcpy(space.data(), bytes.data(), bytes.size());
-  buffer.CommitRead(bytes.size());
+  size_t done = 0;
+  while (done < bytes.size()) {
+    auto space = buffer.PrepareRead(needed);
+    ASSERT_GT(space.size(), 0u);
+    const size_t n = std::min(space.size(), bytes.size() - done);
+    std::memcpy(space.data(), bytes.data() + done, n);
+    buffer.CommitRead(n);
+    done += n;
+  }
 }
 
 TEST(FrameBufferTest, DecodesFramesAndForwardsTheValidatedRun) {
@@ -89,6 +95,40 @@ TEST(FrameBufferTest, CompactsAfterForwardingSoPartialFramesStayContiguous) {
   auto query = pgwire::ParseQuery(r.frame.body);
   ASSERT_TRUE(query.ok());
   EXPECT_EQ(query->sql, "select 2");
+}
+
+// Issue 18 item 1: a header announcing 64 MiB made the buffer allocate (and zero) 64 MiB
+// before a single body byte arrived. Memory now follows the bytes received.
+TEST(FrameBufferTest, AnAnnouncedLengthAllocatesNothingBeforeTheBytesArrive) {
+  FrameBuffer buffer(4096);
+  EXPECT_EQ(buffer.capacity(), 0u);  // nothing before the first read
+  std::string header = {'p'};
+  const uint32_t length = (64u << 20) + 4;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    header.push_back(static_cast<char>((length >> shift) & 0xff));
+  }
+  Feed(buffer, header, 5);
+  EXPECT_LE(buffer.capacity(), 4096u);
+  // However often the peer asks, the room offered stays small until bytes fill it.
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_LE(buffer.PrepareRead(size_t{length} + 1).size(), 8192u);
+  }
+  EXPECT_LE(buffer.capacity(), 8192u);
+}
+
+TEST(FrameBufferTest, GrowsAtMostToTwiceWhatWasReceived) {
+  FrameBuffer buffer(4096);
+  const size_t announced = 64u << 20;
+  size_t received = 0;
+  while (received < (3u << 20)) {
+    auto space = buffer.PrepareRead(announced);
+    const size_t n = std::min<size_t>(space.size(), 1000);  // a slow, trickling peer
+    std::memset(space.data(), 'x', n);
+    buffer.CommitRead(n);
+    received += n;
+    ASSERT_LE(buffer.capacity(), 2 * received + 2 * FrameBuffer::kMinRead) << received;
+  }
+  EXPECT_EQ(buffer.Undecoded().size(), received);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/server_tls.h"
+#include "common/session_id.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "pgproxy/cancel.h"
@@ -42,7 +43,8 @@ struct Gateway::State {
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<Listener> listeners;
   CancelRegistry cancels;
-  std::atomic<uint64_t> next_session{1};
+  // Clients connected and not yet authenticated, all listeners (limits.max_unauthenticated).
+  std::atomic<uint32_t> unauthenticated{0};
   std::atomic<size_t> next_worker{0};
 };
 
@@ -77,17 +79,11 @@ std::string RandomKey() {
   return key;
 }
 
-// Answers a connection over max_sessions the way PostgreSQL answers one over
-// max_connections: an ErrorResponse (libpq shows it whatever it sent first), then close.
-awaitable<void> RefuseOverLimit(tcp::socket socket, const ConnectionRuntime& runtime) {
-  spdlog::warn("connection {}: refusing a client: {} sessions open (max_sessions)",
-               runtime.config->name, runtime.config->max_sessions);
+// Answers a connection over a limit the way PostgreSQL answers one over max_connections:
+// an ErrorResponse (libpq shows it whatever it sent first), then close. Nothing is read.
+awaitable<void> Refuse(tcp::socket socket, std::string_view sqlstate, std::string message) {
   pgwire::Buffer out;
-  pgwire::EncodeError(
-      "FATAL", sqlstate::kTooManyConnections,
-      Cat("tracegate: sorry, too many clients already on connection \"", runtime.config->name,
-          "\" (max_sessions ", runtime.config->max_sessions, ")"),
-      out);
+  pgwire::EncodeError("FATAL", sqlstate, message, out);
   error_code ec;
   co_await asio::async_write(socket, asio::buffer(out), Redirect(ec));
   socket.shutdown(tcp::socket::shutdown_both, ec);
@@ -125,8 +121,24 @@ absl::Status Gateway::Start() {
     st.client_tls = std::move(*tls);
   }
 
-  const pgwire::Limits limits{.max_startup_length = cfg.limits.max_startup_length,
-                              .max_message_length = cfg.limits.max_message_length};
+  pgwire::Limits limits{.max_startup_length = cfg.limits.max_startup_length,
+                        .max_message_length = cfg.limits.max_message_length};
+  if (recorder_ != nullptr) {
+    // Every frame the gateway accepts must fit one audit record (otherwise recording it fails
+    // and the session ends with 58030): the message limit is at most what a record holds.
+    const auto recordable = static_cast<uint32_t>(audit::MaxFramesPerRecord() - 5);
+    if (limits.max_message_length > recordable) {
+      spdlog::info(
+          "limits.max_message_length {} is above what one audit record holds; Postgres "
+          "messages are limited to {} bytes",
+          limits.max_message_length, recordable);
+      limits.max_message_length = recordable;
+    }
+  }
+  const pgwire::Limits auth_limits{
+      .max_startup_length = cfg.limits.max_startup_length,
+      .max_message_length =
+          std::min(cfg.limits.max_auth_message_length, cfg.limits.max_message_length)};
   const std::string salt_key = RandomKey();
   for (const config::Connection& conn : cfg.connections) {
     if (conn.type != config::ConnectionType::kPostgres) {
@@ -138,6 +150,8 @@ absl::Status Gateway::Start() {
     runtime.unknown_user_salt_key = salt_key;
     runtime.client_tls = st.client_tls.get();
     runtime.limits = limits;
+    runtime.auth_limits = auth_limits;
+    runtime.unauthenticated = &st.unauthenticated;
     runtime.grants = grants_;
     runtime.recorder = recorder_;
     runtime.approvals = approvals_;
@@ -265,13 +279,48 @@ awaitable<void> Gateway::AcceptLoop(Listener& listener) {
       continue;
     }
     ConnectionRuntime& runtime = *listener.runtime;
+    const std::string& name = runtime.config->name;
     if (runtime.open_sessions.load() >= runtime.config->max_sessions) {
       runtime.metrics.sessions_refused->Increment();
-      asio::co_spawn(worker.context, RefuseOverLimit(std::move(socket), runtime), asio::detached);
+      spdlog::warn("connection {}: refusing a client: {} sessions open (max_sessions)", name,
+                   runtime.config->max_sessions);
+      asio::co_spawn(worker.context,
+                     Refuse(std::move(socket), sqlstate::kTooManyConnections,
+                            Cat("tracegate: sorry, too many clients already on connection \"", name,
+                                "\" (max_sessions ", runtime.config->max_sessions, ")")),
+                     asio::detached);
+      continue;
+    }
+    // Only this loop counts clients in (one acceptor thread), so load-then-add cannot
+    // overshoot; sessions count themselves out from their workers.
+    const uint32_t max_unauthenticated = config_->limits.max_unauthenticated;
+    if (st.unauthenticated.load() >= max_unauthenticated) {
+      runtime.metrics.sessions_refused->Increment();
+      runtime.metrics.preauth_refused->Increment();
+      spdlog::warn(
+          "connection {}: refusing a client: {} clients are still authenticating "
+          "(limits.max_unauthenticated)",
+          name, max_unauthenticated);
+      asio::co_spawn(
+          worker.context,
+          Refuse(std::move(socket), sqlstate::kTooManyConnections,
+                 Cat("tracegate: sorry, too many clients are authenticating (", max_unauthenticated,
+                     ", limits.max_unauthenticated); try again shortly")),
+          asio::detached);
+      continue;
+    }
+    // Random, not counted: ids stay unique across restarts and replicas sharing one index.
+    const std::string id = NewSessionId('p');
+    if (id.empty()) {
+      spdlog::error("connection {}: refusing a client: no randomness for a session id", name);
+      asio::co_spawn(worker.context,
+                     Refuse(std::move(socket), sqlstate::kInternalError,
+                            "tracegate: cannot start a session right now (no randomness)"),
+                     asio::detached);
       continue;
     }
     ++runtime.open_sessions;
-    const std::string id = absl::StrFormat("%06x", st.next_session++);
+    ++st.unauthenticated;
     ++active_sessions_;
     asio::post(worker.context, [this, &worker, &listener, id,
                                 socket = std::move(socket)]() mutable {

@@ -18,7 +18,14 @@ ProxyMetrics::ProxyMetrics(prometheus::Registry& registry)
       sessions_authenticated_(CounterFamily(registry, "tracegate_sessions_authenticated_total",
                                             "Sessions that authenticated and reached a backend")),
       sessions_refused_(CounterFamily(registry, "tracegate_sessions_refused_total",
-                                      "Connections refused because max_sessions were open")),
+                                      "Connections refused with 53300 (max_sessions, or "
+                                      "limits.max_unauthenticated)")),
+      preauth_refused_(CounterFamily(registry, "tracegate_sessions_refused_unauthenticated_total",
+                                     "Connections refused because limits.max_unauthenticated "
+                                     "clients were still authenticating")),
+      unforwarded_frames_(CounterFamily(registry, "tracegate_unforwarded_frames_total",
+                                        "Client frames of grant sessions the gate dropped or "
+                                        "replaced (recorded as a summary, not their bytes)")),
       sessions_active_(prometheus::BuildGauge()
                            .Name("tracegate_sessions_active")
                            .Help("Sessions currently open")
@@ -69,6 +76,7 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
       .sessions_total = &sessions_total_.Add(labels),
       .sessions_authenticated = &sessions_authenticated_.Add(labels),
       .sessions_refused = &sessions_refused_.Add(labels),
+      .preauth_refused = &preauth_refused_.Add(labels),
       .sessions_active = &sessions_active_.Add(labels),
       .auth_failures = &auth_failures_.Add(labels),
       .protocol_errors = &protocol_errors_.Add(labels),
@@ -82,6 +90,7 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
       .statements_blocked = &statements_blocked_.Add(labels),
       .gate_violations = &gate_violations_.Add(labels),
       .masking_errors = &masking_errors_.Add(labels),
+      .unforwarded_frames = &unforwarded_frames_.Add(labels),
       .masked_values = &masked_values_,
       .connection = connection,
   };

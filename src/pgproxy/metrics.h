@@ -16,7 +16,8 @@ namespace tracegate::pgproxy {
 struct ConnectionMetrics {
   prometheus::Counter* sessions_total;          // sessions accepted (after TCP accept)
   prometheus::Counter* sessions_authenticated;  // sessions that reached the relay
-  prometheus::Counter* sessions_refused;        // over max_sessions, refused with 53300
+  prometheus::Counter* sessions_refused;        // over a limit, refused with 53300
+  prometheus::Counter* preauth_refused;         // of those: over limits.max_unauthenticated
   prometheus::Gauge* sessions_active;
   prometheus::Counter* auth_failures;
   prometheus::Counter* protocol_errors;  // 08P01 sent to a client
@@ -30,6 +31,7 @@ struct ConnectionMetrics {
   prometheus::Counter* statements_blocked;   // refused by the statement gate, or capped
   prometheus::Counter* gate_violations;      // rows of another trace: the session ended
   prometheus::Counter* masking_errors;       // values masking could not read: statement ended
+  prometheus::Counter* unforwarded_frames;   // client frames the gate dropped or replaced
   // Masked values by entity: one child per (connection, entity), added as entities appear.
   void AddMasked(const std::string& entity, double n) const;
   prometheus::Family<prometheus::Counter>* masked_values;
@@ -46,6 +48,8 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Counter>& sessions_total_;
   prometheus::Family<prometheus::Counter>& sessions_authenticated_;
   prometheus::Family<prometheus::Counter>& sessions_refused_;
+  prometheus::Family<prometheus::Counter>& preauth_refused_;
+  prometheus::Family<prometheus::Counter>& unforwarded_frames_;
   prometheus::Family<prometheus::Gauge>& sessions_active_;
   prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Counter>& protocol_errors_;

@@ -26,6 +26,28 @@ using pgwire::Direction;
 
 // The whole startup phase (TLS, startup packet, SCRAM) must finish within this.
 constexpr auto kHandshakeTimeout = std::chrono::seconds(30);
+// A client's read buffer starts this small before authentication (a startup packet and
+// SCRAM's messages are a few hundred bytes); it grows only as bytes arrive.
+constexpr size_t kPreauthBufferCapacity = 4096;
+
+// Counts a client out of ConnectionRuntime::unauthenticated once, when authentication ends
+// (either way) or the session is destroyed before that.
+class UnauthenticatedSlot {
+ public:
+  explicit UnauthenticatedSlot(std::atomic<uint32_t>* counter) : counter_(counter) {}
+  UnauthenticatedSlot(const UnauthenticatedSlot&) = delete;
+  UnauthenticatedSlot& operator=(const UnauthenticatedSlot&) = delete;
+  ~UnauthenticatedSlot() { Release(); }
+  void Release() {
+    if (counter_ != nullptr) {
+      counter_->fetch_sub(1);
+      counter_ = nullptr;
+    }
+  }
+
+ private:
+  std::atomic<uint32_t>* counter_;
+};
 
 // Startup parameters a client may set, in PostgreSQL's spelling. They are applied to the
 // pooled backend with SET. Anything else in a startup packet is refused: `options` could
@@ -123,6 +145,7 @@ Session::Session(tcp::socket socket, const ConnectionRuntime& runtime, BackendPo
       pool_(pool),
       cancels_(cancels),
       client_(std::move(socket)),
+      client_buffer_(kPreauthBufferCapacity),
       watchdog_timer_(client_.socket().get_executor()),
       backend_relay_done_(client_.socket().get_executor()),
       cancel_done_(client_.socket().get_executor()) {
@@ -140,6 +163,7 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
 
   absl::Status status;
   {
+    UnauthenticatedSlot unauthenticated(runtime_.unauthenticated);
     SocketDeadline handshake_deadline(client_.socket().get_executor(), client_.socket(),
                                       kHandshakeTimeout);
     absl::StatusOr<std::optional<pgwire::StartupMessage>> startup = co_await Negotiate();
@@ -167,6 +191,8 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
       status = absl::DeadlineExceededError("startup did not complete in time");
     }
   }
+  // Authenticated (or ending): the relay's buffer sizes apply from here.
+  client_buffer_.set_initial_capacity(FrameBuffer::kDefaultCapacity);
   if (status.ok() && pending_grant_.has_value()) {
     status = co_await AwaitApproval(*pending_grant_);
   }
@@ -320,6 +346,71 @@ absl::Status Session::RecordClientFrames(pgwire::Bytes frames) {
   return seq.ok() ? absl::OkStatus() : RecordingFailed(id_, seq.status());
 }
 
+absl::Status Session::RecordClientRun() {
+  if (!recording_ || verdicts_.empty()) {
+    return absl::OkStatus();
+  }
+  // Refused statements are evidence and are kept verbatim up to this size; a longer one is
+  // summarised with its first bytes (audit::kUnforwardedHead).
+  constexpr size_t kRefusedVerbatimMax = 64 * 1024;
+  const uint8_t* run_begin = nullptr;
+  const uint8_t* run_end = nullptr;
+  std::vector<audit::UnforwardedFrames> summary;
+  auto flush_run = [&]() -> absl::Status {
+    if (run_begin == nullptr) {
+      return absl::OkStatus();
+    }
+    absl::Status recorded =
+        RecordClientFrames(pgwire::Bytes(run_begin, static_cast<size_t>(run_end - run_begin)));
+    run_begin = run_end = nullptr;
+    return recorded;
+  };
+  auto flush_summary = [&]() -> absl::Status {
+    if (summary.empty()) {
+      return absl::OkStatus();
+    }
+    uint64_t frames = 0;
+    for (const audit::UnforwardedFrames& f : summary) {
+      frames += f.count;
+    }
+    runtime_.metrics.unforwarded_frames->Increment(static_cast<double>(frames));
+    absl::StatusOr<uint64_t> seq = recording_->Unforwarded(summary);
+    summary.clear();
+    return seq.ok() ? absl::OkStatus() : RecordingFailed(id_, seq.status());
+  };
+  for (size_t i = 0; i < verdicts_.size(); ++i) {
+    const auto& [frame, raw] = client_frames_[i];
+    const bool dropped = verdicts_[i] == ProtocolGate::Action::kDropped;
+    const bool refused_long =
+        verdicts_[i] == ProtocolGate::Action::kSubstituted && raw.size() > kRefusedVerbatimMax;
+    if (!dropped && !refused_long) {
+      TG_RETURN_IF_ERROR(flush_summary());
+      if (run_begin == nullptr) {
+        run_begin = raw.data();
+      }
+      run_end = raw.data() + raw.size();
+      continue;
+    }
+    TG_RETURN_IF_ERROR(flush_run());
+    const std::string verdict = dropped ? "dropped" : "refused";
+    if (!summary.empty() && summary.back().type == frame.type &&
+        summary.back().verdict == verdict && !refused_long) {
+      ++summary.back().count;
+      summary.back().bytes += raw.size();
+      continue;
+    }
+    audit::UnforwardedFrames entry{
+        .type = frame.type, .verdict = verdict, .count = 1, .bytes = raw.size()};
+    if (refused_long) {
+      entry.head = std::string(
+          AsText(frame.body.first(std::min(frame.body.size(), audit::kUnforwardedHead))));
+    }
+    summary.push_back(std::move(entry));
+  }
+  TG_RETURN_IF_ERROR(flush_run());
+  return flush_summary();
+}
+
 awaitable<absl::Status> Session::RecordServerFrames(pgwire::Bytes frames) {
   if (!recording_) {
     co_return absl::OkStatus();
@@ -379,10 +470,17 @@ void Session::EndRecording() {
 awaitable<absl::StatusOr<std::optional<pgwire::Frame>>> Session::ReadClientFrame(bool startup) {
   client_buffer_.DropDecoded();
   for (;;) {
+    // Before authentication only SCRAM's small messages are read (auth_limits), and only
+    // password-type ones: anything else is refused at its first byte, before it is buffered.
+    if (!startup && !client_buffer_.Undecoded().empty() &&
+        client_buffer_.Undecoded()[0] != static_cast<uint8_t>(pgwire::frontend::kPassword)) {
+      co_return ProtocolViolation(Cat("expected a SASL response, got message type ",
+                                      LogEscape(AsText(client_buffer_.Undecoded().first(1)))));
+    }
     pgwire::FrameResult result =
-        startup ? pgwire::DecodeStartupFrame(client_buffer_.Undecoded(), runtime_.limits)
+        startup ? pgwire::DecodeStartupFrame(client_buffer_.Undecoded(), runtime_.auth_limits)
                 : pgwire::DecodeFrame(client_buffer_.Undecoded(), Direction::kFrontend,
-                                      runtime_.limits);
+                                      runtime_.auth_limits);
     if (result.status == pgwire::DecodeStatus::kFrame) {
       client_buffer_.MarkDecoded(result.frame.wire_size);
       co_return std::optional<pgwire::Frame>(result.frame);
@@ -1171,37 +1269,47 @@ awaitable<void> Session::RelayClientToBackend() {
       client_frames_.emplace_back(frame, client_buffer_.Undecoded().first(frame.wire_size));
       client_buffer_.MarkDecoded(frame.wire_size);
     }
-    if (client_buffer_.HasDecoded()) {
-      if (absl::Status recorded = RecordClientFrames(client_buffer_.Decoded()); !recorded.ok()) {
-        Stop(recorded, true);
-        co_return;
+    // Gate every frame first (no I/O: what the backend is to receive only goes into
+    // gate_to_backend_), then record, then forward. Frames the gate drops, and refused ones
+    // too long to keep verbatim, are recorded as a bounded summary, not their bytes: bytes
+    // PostgreSQL never sees cannot fill the session's record.
+    verdicts_.clear();
+    absl::Status gate_error;
+    for (const auto& [frame, raw] : client_frames_) {
+      if (!gate_) {
+        verdicts_.push_back(ProtocolGate::Action::kForwarded);
+        continue;
       }
+      absl::StatusOr<ProtocolGate::Action> action =
+          gate_->OnClientFrame(frame, raw, gate_to_backend_);
+      if (!action.ok()) {
+        gate_error = ProtocolViolation(MessageOf(action.status()));
+        verdicts_.push_back(ProtocolGate::Action::kForwarded);  // recorded: it is the evidence
+        break;
+      }
+      verdicts_.push_back(*action);
     }
-    if (!invalid.ok()) {
-      metrics.protocol_errors->Increment();
-      Stop(invalid, true);
+    if (absl::Status recorded = RecordClientRun(); !recorded.ok()) {
+      Stop(recorded, true);
       co_return;
     }
-    for (const auto& [frame, raw] : client_frames_) {
+    if (!invalid.ok() || !gate_error.ok()) {
+      metrics.protocol_errors->Increment();
+      Stop(!invalid.ok() ? invalid : gate_error, true);
+      co_return;
+    }
+    for (size_t i = 0; i < client_frames_.size(); ++i) {
+      const pgwire::Frame& frame = client_frames_[i].first;
       char sent = frame.type;  // what the backend receives in its place, for the bookkeeping
-      if (gate_) {
-        absl::StatusOr<ProtocolGate::Action> action =
-            gate_->OnClientFrame(frame, raw, gate_to_backend_);
-        if (!action.ok()) {
-          metrics.protocol_errors->Increment();
-          Stop(ProtocolViolation(MessageOf(action.status())), true);
-          co_return;
-        }
-        if (*action == ProtocolGate::Action::kDropped) {
-          sent = 0;
-        } else if (*action == ProtocolGate::Action::kSubstituted) {
-          // A refused Query / FunctionCall became a Query that fails to parse; a refused
-          // extended message such a Parse, part of the run its Sync ends.
-          sent = frame.type == pgwire::frontend::kQuery ||
-                         frame.type == pgwire::frontend::kFunctionCall
-                     ? pgwire::frontend::kQuery
-                     : pgwire::frontend::kParse;
-        }
+      if (verdicts_[i] == ProtocolGate::Action::kDropped) {
+        sent = 0;
+      } else if (verdicts_[i] == ProtocolGate::Action::kSubstituted) {
+        // A refused Query / FunctionCall became a Query that fails to parse; a refused
+        // extended message such a Parse, part of the run its Sync ends.
+        sent =
+            frame.type == pgwire::frontend::kQuery || frame.type == pgwire::frontend::kFunctionCall
+                ? pgwire::frontend::kQuery
+                : pgwire::frontend::kParse;
       }
       if (frame.type == pgwire::frontend::kExecute) {
         ++statements_;

@@ -57,6 +57,12 @@ struct ConnectionRuntime {
   approvals::ApprovalService* approvals = nullptr;
   BackendTarget backend;
   pgwire::Limits limits;
+  // Before authentication: the startup packet's limit, and typed messages (SCRAM) capped at
+  // limits.max_auth_message_length.
+  pgwire::Limits auth_limits;
+  // Clients not yet authenticated, over all listeners (the gateway's; AcceptLoop counts a
+  // client in, its session counts it out when authentication ends either way).
+  std::atomic<uint32_t>* unauthenticated = nullptr;
   // Sessions open on this listener, handshakes included (all workers); see max_sessions.
   std::atomic<uint32_t> open_sessions{0};
 };
@@ -107,6 +113,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // in strict mode, durable): the caller must not send them on an error.
   absl::Status BeginRecording();
   absl::Status RecordClientFrames(pgwire::Bytes frames);
+  // Records the frames of one read the gate judged (client_frames_ with verdicts_): what
+  // reaches the backend verbatim, what the gate dropped (or refused, when long) as a summary.
+  absl::Status RecordClientRun();
   awaitable<absl::Status> RecordServerFrames(pgwire::Bytes frames);
   void EndRecording();
   awaitable<void> ForwardCancel(const pgwire::CancelRequest& request);
@@ -170,9 +179,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // Grant sessions only: every message in both directions goes through it.
   std::unique_ptr<ProtocolGate> gate_;
   pgwire::Buffer gate_to_backend_;
-  // The client's validated frames of one read, with their bytes: recorded before the gate
-  // judges any of them, so a statement that ends the session is in the log.
+  // The client's validated frames of one read, with their bytes: all judged by the gate, then
+  // recorded (a statement that ends the session included), then forwarded.
   std::vector<std::pair<pgwire::Frame, pgwire::Bytes>> client_frames_;
+  std::vector<ProtocolGate::Action> verdicts_;  // the gate's, per frame of client_frames_
   pgwire::Buffer gate_to_client_;
   std::unique_ptr<grants::GrantService::Watch> grant_watch_;
   std::unique_ptr<audit::Recorder::Session> recording_;
