@@ -39,7 +39,48 @@ std::string GroupList(const std::vector<std::string>& groups) {
   return out;
 }
 
+// Store pages ListFor reads while it looks for requests the caller may see.
+constexpr size_t kScanChunk = 256;
+constexpr size_t kMaxCursorIdBytes = 256;
+
 }  // namespace
+
+absl::Status NoSuchApproval(std::string_view id) {
+  return absl::NotFoundError(Cat("no approval ", id.substr(0, 64), " for this caller"));
+}
+
+std::string FormatCursor(const store::ApprovalCursor& cursor) {
+  const int64_t micros =
+      std::chrono::floor<std::chrono::microseconds>(cursor.created_at.time_since_epoch()).count();
+  return Cat(micros, ".", cursor.id);
+}
+
+absl::StatusOr<store::ApprovalCursor> ParseCursor(std::string_view text) {
+  const auto bad = [] {
+    return absl::InvalidArgumentError(
+        "after must be a cursor from a previous page's \"next\" (\"<microseconds>.<id>\")");
+  };
+  const size_t dot = text.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot > 18) {
+    return bad();
+  }
+  int64_t micros = 0;
+  for (const char c : text.substr(0, dot)) {
+    if (c < '0' || c > '9') {
+      return bad();
+    }
+    micros = micros * 10 + (c - '0');
+  }
+  const std::string_view id = text.substr(dot + 1);
+  if (id.empty() || id.size() > kMaxCursorIdBytes ||
+      !std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+    return bad();
+  }
+  return store::ApprovalCursor{
+      .created_at = TimePoint(
+          std::chrono::duration_cast<TimePoint::duration>(std::chrono::microseconds(micros))),
+      .id = std::string(id)};
+}
 
 json ViewJson(const ApprovalView& view) {
   const ApprovalRequest& r = view.request;
@@ -128,7 +169,8 @@ absl::StatusOr<ApprovalRequest> ApprovalService::OpenForGrant(const store::Grant
       .created_at = grant.created_at,
       .expires_at = grant.expires_at,  // the pending grant expires with its request
   };
-  TG_RETURN_IF_ERROR(store_.CreateApproval(request));
+  TG_RETURN_IF_ERROR(
+      store_.CreateApprovalWithin(request, config_->approvals.max_pending_per_requester));
   Record(request, "requested", request.requester, "");
   Publish(request, "requested", {});
   spdlog::info("approvals: grant {} for trace {} waits for {} approval(s) from {}", grant.id,
@@ -168,12 +210,26 @@ absl::StatusOr<ApprovalRequest> ApprovalService::OpenForResponse(const store::Gr
       .created_at = now,
       .expires_at = now + config_->approvals.timeout,
   };
-  TG_RETURN_IF_ERROR(store_.CreateApproval(request));
+  TG_RETURN_IF_ERROR(
+      store_.CreateApprovalWithin(request, config_->approvals.max_pending_per_requester));
   Record(request, "requested", "tracegate", "");
   Publish(request, "requested", {});
   spdlog::info("approvals: session {} holds a result of grant {}: {}", session_id, grant.id,
                detail);
   return request;
+}
+
+absl::Status ApprovalService::AdmitRequester(const identity::Principal& principal) {
+  const size_t cap = config_->approvals.max_pending_per_requester;
+  TG_ASSIGN_OR_RETURN(std::vector<ApprovalRequest> pending,
+                      store_.ListApprovals({.state = ApprovalState::kPending,
+                                            .requester_issuer = principal.issuer,
+                                            .requester_subject = principal.subject,
+                                            .limit = cap}));
+  if (pending.size() >= cap) {
+    return store::TooManyPending(ApprovalRequest{.requester = principal.Describe()}, cap);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ApprovalView> ApprovalService::Get(std::string_view id) {
@@ -219,21 +275,22 @@ absl::StatusOr<ApprovalView> ApprovalService::Decide(std::string_view id,
     return absl::InvalidArgumentError(
         Cat("the comment is longer than ", kMaxCommentBytes, " bytes"));
   }
-  TG_ASSIGN_OR_RETURN(ApprovalRequest request, store_.GetApproval(id));
+  absl::StatusOr<ApprovalRequest> found = store_.GetApproval(id);
+  if (absl::IsNotFound(found.status())) {
+    return NoSuchApproval(id);
+  }
+  TG_RETURN_IF_ERROR(found.status());
+  ApprovalRequest request = *std::move(found);
+  // Whoever may not see the request hears what a GET says: no such request. Naming its
+  // approver groups, or that the voter's issuer does not count, would tell that it exists.
+  if (!MaySee(approver, request)) {
+    return NoSuchApproval(id);
+  }
   if (IsRequester(approver, request)) {
     return absl::PermissionDeniedError(
         Cat("you requested ", id, ": a requester never decides its own request"));
   }
-  if (!RolesCount(approver)) {
-    return absl::PermissionDeniedError(Cat("groups from issuer ", approver.issuer_name,
-                                           " do not count for approvals of ", id,
-                                           " (approvals.issuers)"));
-  }
   const bool forced = InAny(approver.groups, request.force_groups);
-  if (!forced && !InAny(approver.groups, request.approver_groups)) {
-    return absl::PermissionDeniedError(Cat("you are not in an approver group of ", id, " (",
-                                           GroupList(request.approver_groups), ")"));
-  }
   if (!config_->identity.people.empty()) {
     // Distinct approvers are distinct people: one person's second identity does not add a
     // vote. (The store's UNIQUE key catches the same identity twice; a race between two
@@ -286,20 +343,52 @@ absl::StatusOr<ApprovalView> ApprovalService::Decide(std::string_view id,
   return ApprovalView{std::move(result.request), std::move(result.decisions)};
 }
 
-absl::StatusOr<std::vector<ApprovalRequest>> ApprovalService::ListFor(
-    const identity::Principal& principal, std::optional<ApprovalState> state, size_t limit) {
-  // Filtering happens here: approver groups are per request. Read a bounded window.
-  TG_ASSIGN_OR_RETURN(std::vector<ApprovalRequest> all,
-                      store_.ListApprovals({.state = state, .limit = 1000}));
-  std::vector<ApprovalRequest> out;
-  for (ApprovalRequest& request : all) {
-    const bool own = principal.issuer == request.requester_issuer &&
-                     principal.subject == request.requester_subject;
-    if ((own || MayDecide(principal, request)) && out.size() < limit) {
-      out.push_back(std::move(request));
+bool ApprovalService::MaySee(const identity::Principal& principal,
+                             const ApprovalRequest& request) const {
+  const bool own = principal.issuer == request.requester_issuer &&
+                   principal.subject == request.requester_subject;
+  return own || MayDecide(principal, request);
+}
+
+absl::StatusOr<ListPage> ApprovalService::ListFor(const identity::Principal& principal,
+                                                  const ListQuery& query) {
+  // Approver groups are per request, so visibility is decided here; the store narrows by
+  // everything else and pages by the cursor. Reading stops at kMaxScanned rows, so a caller who
+  // may see little of a long history still gets an answer promptly, with a cursor to go on.
+  ListPage page;
+  if (query.limit == 0) {
+    return page;
+  }
+  store::ApprovalQuery chunk{.state = query.state,
+                             .requester_issuer = query.requester_issuer,
+                             .requester_subject = query.requester_subject,
+                             .connection = query.connection,
+                             .trace_id = query.trace_id,
+                             .after = query.after,
+                             .limit = kScanChunk};
+  size_t scanned = 0;
+  while (scanned < kMaxScanned) {
+    chunk.limit = std::min(kScanChunk, kMaxScanned - scanned);
+    TG_ASSIGN_OR_RETURN(std::vector<ApprovalRequest> rows, store_.ListApprovals(chunk));
+    for (ApprovalRequest& row : rows) {
+      ++scanned;
+      chunk.after = store::ApprovalCursor{row.created_at, row.id};
+      if (!MaySee(principal, row)) {
+        continue;
+      }
+      page.requests.push_back(std::move(row));
+      if (page.requests.size() == query.limit) {
+        // Full: the next page starts after this request (it may turn out empty).
+        page.next = chunk.after;
+        return page;
+      }
+    }
+    if (rows.size() < chunk.limit) {
+      return page;  // the end: nothing older matches
     }
   }
-  return out;
+  page.next = chunk.after;  // out of scan budget: go on from the last row read
+  return page;
 }
 
 absl::StatusOr<size_t> ApprovalService::ExpireDue() {
@@ -324,6 +413,33 @@ void ApprovalService::Cancel(std::string_view id, std::string_view why) {
   }
   Record(*closed, "cancelled", "tracegate", why);
   Settled(*closed, {});
+}
+
+absl::StatusOr<size_t> ApprovalService::CancelForGrant(std::string_view grant_id,
+                                                       std::string_view actor,
+                                                       std::string_view why) {
+  // A grant has at most its own request and one held result pending at a time; read a few
+  // more in case of an older store's leftovers.
+  TG_ASSIGN_OR_RETURN(
+      std::vector<ApprovalRequest> pending,
+      store_.ListApprovals(
+          {.state = ApprovalState::kPending, .grant_id = std::string(grant_id), .limit = 64}));
+  const TimePoint now = std::chrono::floor<std::chrono::microseconds>(clock_());
+  size_t closed_count = 0;
+  for (const ApprovalRequest& request : pending) {
+    absl::StatusOr<ApprovalRequest> closed =
+        store_.CloseApproval(request.id, ApprovalState::kCancelled, now);
+    if (absl::IsFailedPrecondition(closed.status())) {
+      continue;  // settled in the meantime (a vote, the sweep): its own path told everyone
+    }
+    TG_RETURN_IF_ERROR(closed.status());
+    spdlog::info("approvals: {} cancelled: {}", closed->id, why);
+    Record(*closed, "cancelled", actor, why);
+    absl::StatusOr<std::vector<ApprovalDecision>> decisions = store_.ListDecisions(closed->id);
+    Settled(*closed, decisions.ok() ? *decisions : std::vector<ApprovalDecision>{});
+    ++closed_count;
+  }
+  return closed_count;
 }
 
 std::unique_ptr<ApprovalService::Watch> ApprovalService::WaitFor(

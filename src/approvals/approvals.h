@@ -18,7 +18,13 @@
 //   - one vote per approver (per person, when identity.people links identities); a deny
 //     settles at once, so does a force-group member's vote;
 //     otherwise `required` distinct approvals settle it as approved;
-//   - a request not settled by its expires_at (approvals.timeout) expires (ExpireDue).
+//   - a request not settled by its expires_at (approvals.timeout) expires (ExpireDue);
+//   - whoever may not see a request (neither its requester nor allowed to decide it) is told
+//     it does not exist, for a vote as for a GET.
+// Floods: one requester has at most approvals.max_pending_per_requester requests pending
+// (AdmitRequester before a grant is issued; the store's insert checks again atomically), and
+// ListFor pages with a cursor, so no number of requests hides another from its approvers.
+// A revoked grant's pending requests are cancelled (CancelForGrant).
 // Every request, vote and settlement is written to the state store (atomically with the
 // grant's transition) and to the audit log (kApproval records), and webhooks are told
 // ("requested", "decided"). Whoever waits (a held psql session, a long-poll, a held result)
@@ -60,6 +66,38 @@ struct ApprovalView {
   std::vector<store::ApprovalDecision> decisions;
 };
 
+// What a caller asks ListFor for. Filters are exact matches; absent = any.
+struct ListQuery {
+  std::optional<store::ApprovalState> state = store::ApprovalState::kPending;
+  std::optional<std::string> connection;
+  std::optional<std::string> trace_id;
+  // The requester as (issuer, subject); both or neither.
+  std::optional<std::string> requester_issuer;
+  std::optional<std::string> requester_subject;
+  std::optional<store::ApprovalCursor> after;  // the previous page's `next`
+  size_t limit = 100;
+};
+
+// One page of requests the caller may see, newest first. `next` is set when more may follow:
+// the last request listed, or, when a page scanned kMaxScanned requests without filling up,
+// the last one scanned (the page may then be short, even empty; follow `next` all the same).
+struct ListPage {
+  std::vector<store::ApprovalRequest> requests;
+  std::optional<store::ApprovalCursor> next;
+};
+
+// How many stored requests one ListFor call reads at most, visible or not.
+inline constexpr size_t kMaxScanned = 2000;
+
+// The answer for a request that does not exist and for one the caller may not see: the same,
+// so that neither a GET nor a vote tells them apart.
+[[nodiscard]] absl::Status NoSuchApproval(std::string_view id);
+
+// "<created_at µs>.<id>": the cursor as the API and the CLI pass it on. ParseCursor refuses
+// anything else (InvalidArgument).
+[[nodiscard]] std::string FormatCursor(const store::ApprovalCursor& cursor);
+[[nodiscard]] absl::StatusOr<store::ApprovalCursor> ParseCursor(std::string_view text);
+
 class ApprovalService {
  public:
   // `recorder` and `webhooks` may be null (recording disabled, no webhook configured).
@@ -91,8 +129,10 @@ class ApprovalService {
   // NotFound when nothing of the grant waits.
   [[nodiscard]] absl::StatusOr<ApprovalView> PendingForGrant(std::string_view grant_id);
 
-  // One vote. PermissionDenied (the requester itself, not an approver), AlreadyExists (voted
-  // already), FailedPrecondition (settled or expired), NotFound, Unavailable.
+  // One vote. NotFound (NoSuchApproval) when the request does not exist or the voter may not
+  // see it (neither its requester nor allowed to decide it: exactly when a GET says 404),
+  // PermissionDenied (the requester itself, under any identity of that person), AlreadyExists
+  // (voted already), FailedPrecondition (settled, expired or cancelled), Unavailable.
   [[nodiscard]] absl::StatusOr<ApprovalView> Decide(std::string_view id,
                                                     const identity::Principal& approver,
                                                     bool approve, std::string_view comment);
@@ -101,16 +141,33 @@ class ApprovalService {
   [[nodiscard]] bool MayDecide(const identity::Principal& principal,
                                const store::ApprovalRequest& request) const;
 
-  // Requests `principal` may vote on, or has requested; newest first.
-  [[nodiscard]] absl::StatusOr<std::vector<store::ApprovalRequest>> ListFor(
-      const identity::Principal& principal, std::optional<store::ApprovalState> state,
-      size_t limit);
+  // Whether `principal` may see `request`: it requested it (this identity) or may decide it.
+  [[nodiscard]] bool MaySee(const identity::Principal& principal,
+                            const store::ApprovalRequest& request) const;
+
+  // Requests `principal` may vote on, or has requested, that match `query`; newest first, one
+  // page at a time (see ListPage). However many requests others open, following `next` reaches
+  // every one the caller may see.
+  [[nodiscard]] absl::StatusOr<ListPage> ListFor(const identity::Principal& principal,
+                                                 const ListQuery& query);
+
+  // OK while `principal` has fewer pending requests than approvals.max_pending_per_requester;
+  // ResourceExhausted otherwise. Asked before a grant that needs approval is issued, so that a
+  // refused request leaves nothing behind. (OpenForGrant and OpenForResponse check again,
+  // atomically with the insert.)
+  [[nodiscard]] absl::Status AdmitRequester(const identity::Principal& principal);
 
   // Sweeper: pending requests past their expiry → expired; waiters and webhooks are told.
   [[nodiscard]] absl::StatusOr<size_t> ExpireDue();
 
   // A held session ended before its result was decided: pending → cancelled.
   void Cancel(std::string_view id, std::string_view why);
+
+  // The grant was revoked: every request of it still pending (its own, a held result's) →
+  // cancelled, recorded with `actor`, waiters woken, webhooks told ("decided", state
+  // cancelled). Returns how many it closed.
+  [[nodiscard]] absl::StatusOr<size_t> CancelForGrant(std::string_view grant_id,
+                                                      std::string_view actor, std::string_view why);
 
   // `on_settled` runs once, on the thread that settled the request (a vote, the expiry
   // sweep, a cancel), with the request after. It must only post work elsewhere. Destroying

@@ -35,6 +35,7 @@ using store::TimePoint;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 std::string Msg(const absl::Status& s) { return std::string(MessageOf(s)); }
 
@@ -320,17 +321,22 @@ TEST_F(ApprovalServiceTest, ANonApproverCannotVote) {
   EXPECT_TRUE(service_->MayDecide(Alice(), *request));
   EXPECT_TRUE(service_->MayDecide(Lead(), *request));
 
+  // Who may not see a request hears what a GET says, worded as for an id that does not exist:
+  // nothing about its approver groups, nothing that tells it exists.
+  const absl::Status unknown = service_->Decide("g_nonexistent", Mallory(), true, "").status();
   for (bool approve : {true, false}) {
     auto vote = service_->Decide(grant.id, Mallory(), approve, "");
-    EXPECT_EQ(vote.status().code(), absl::StatusCode::kPermissionDenied) << vote.status();
-    EXPECT_THAT(Msg(vote.status()), HasSubstr("not in an approver group"));
+    EXPECT_EQ(vote.status().code(), absl::StatusCode::kNotFound) << vote.status();
+    EXPECT_EQ(Msg(vote.status()), Cat("no approval ", grant.id, " for this caller"));
+    EXPECT_EQ(Msg(unknown), "no approval g_nonexistent for this caller");
+    EXPECT_THAT(Msg(vote.status()), Not(HasSubstr("sre")));
   }
   // The same subject from another issuer is someone else, and not an approver either.
   identity::Principal elsewhere = Alice();
   elsewhere.issuer = "https://other.example";
   elsewhere.groups = {"readers"};
   EXPECT_EQ(service_->Decide(grant.id, elsewhere, true, "").status().code(),
-            absl::StatusCode::kPermissionDenied);
+            absl::StatusCode::kNotFound);
 
   EXPECT_THAT(service_->Get(grant.id)->decisions, IsEmpty());
   EXPECT_EQ(GrantStateOf(grant.id), GrantState::kPending);
@@ -587,6 +593,21 @@ TEST_F(ApprovalServiceTest, GrantWatchesHearApprovedAndDenied) {
 
 // ---- listing -----------------------------------------------------------------------------------
 
+// One page of ListFor with only a state and a limit.
+absl::StatusOr<std::vector<ApprovalRequest>> List(ApprovalService& service,
+                                                  const identity::Principal& who,
+                                                  std::optional<ApprovalState> state,
+                                                  size_t limit) {
+  ListQuery query;
+  query.state = state;
+  query.limit = limit;
+  absl::StatusOr<ListPage> page = service.ListFor(who, query);
+  if (!page.ok()) {
+    return page.status();
+  }
+  return page->requests;
+}
+
 std::vector<std::string> Ids(const absl::StatusOr<std::vector<ApprovalRequest>>& requests) {
   EXPECT_TRUE(requests.ok()) << requests.status();
   std::vector<std::string> out;
@@ -606,19 +627,179 @@ TEST_F(ApprovalServiceTest, ListForShowsWhatAPrincipalMayDecideOrRequested) {
   store::GrantRecord b = MustOpen("defaulted", dana);  // approvers
 
   const auto all = std::nullopt;
-  EXPECT_THAT(Ids(service_->ListFor(Alice(), all, 10)), ElementsAre(a.id));
-  EXPECT_THAT(Ids(service_->ListFor(Bob(), all, 10)), ElementsAre(a.id));
-  EXPECT_THAT(Ids(service_->ListFor(approver, all, 10)), ElementsAre(b.id));
-  EXPECT_THAT(Ids(service_->ListFor(Agent(), all, 10)), ElementsAre(a.id));       // its own
-  EXPECT_THAT(Ids(service_->ListFor(dana, all, 10)), ElementsAre(b.id));          // its own
-  EXPECT_THAT(Ids(service_->ListFor(Lead(), all, 10)), ElementsAre(b.id, a.id));  // newest first
-  EXPECT_THAT(Ids(service_->ListFor(Mallory(), all, 10)), IsEmpty());
-  EXPECT_THAT(Ids(service_->ListFor(Lead(), all, 1)), ElementsAre(b.id));
+  EXPECT_THAT(Ids(List(*service_, Alice(), all, 10)), ElementsAre(a.id));
+  EXPECT_THAT(Ids(List(*service_, Bob(), all, 10)), ElementsAre(a.id));
+  EXPECT_THAT(Ids(List(*service_, approver, all, 10)), ElementsAre(b.id));
+  EXPECT_THAT(Ids(List(*service_, Agent(), all, 10)), ElementsAre(a.id));       // its own
+  EXPECT_THAT(Ids(List(*service_, dana, all, 10)), ElementsAre(b.id));          // its own
+  EXPECT_THAT(Ids(List(*service_, Lead(), all, 10)), ElementsAre(b.id, a.id));  // newest first
+  EXPECT_THAT(Ids(List(*service_, Mallory(), all, 10)), IsEmpty());
+  EXPECT_THAT(Ids(List(*service_, Lead(), all, 1)), ElementsAre(b.id));
 
   MustDecide(a.id, Lead(), true);
-  EXPECT_THAT(Ids(service_->ListFor(Lead(), ApprovalState::kPending, 10)), ElementsAre(b.id));
-  EXPECT_THAT(Ids(service_->ListFor(Lead(), ApprovalState::kApproved, 10)), ElementsAre(a.id));
-  EXPECT_THAT(Ids(service_->ListFor(Alice(), ApprovalState::kPending, 10)), IsEmpty());
+  EXPECT_THAT(Ids(List(*service_, Lead(), ApprovalState::kPending, 10)), ElementsAre(b.id));
+  EXPECT_THAT(Ids(List(*service_, Lead(), ApprovalState::kApproved, 10)), ElementsAre(a.id));
+  EXPECT_THAT(Ids(List(*service_, Alice(), ApprovalState::kPending, 10)), IsEmpty());
+}
+
+// ---- floods: the per-requester cap and paging ---------------------------------------------
+
+// kPolicy with a cap of 3 pending requests per requester.
+std::string CappedPolicy(size_t cap) {
+  std::string policy = kPolicy;
+  const std::string key = "  timeout: 2m\n";
+  policy.replace(policy.find(key), key.size(),
+                 Cat(key, "  max_pending_per_requester: ", cap, "\n"));
+  return policy;
+}
+
+TEST_F(ApprovalServiceTest, ARequesterAtTheCapIsRefusedAndOthersAreNot) {
+  const std::string policy = CappedPolicy(3);
+  config_ = LoadConfig(policy.c_str());
+  ASSERT_NE(config_, nullptr);
+  StartService(config_, nullptr);
+  std::vector<store::GrantRecord> opened;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(service_->AdmitRequester(Agent()).ok());
+    opened.push_back(MustOpen("defaulted"));
+  }
+  const absl::Status full = service_->AdmitRequester(Agent());
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(Msg(full), HasSubstr("approvals.max_pending_per_requester"));
+
+  // Past the pre-check (a race): the insert itself refuses, and stores nothing.
+  grants::IssuedGrant fourth = MustIssue("defaulted");
+  auto refused = service_->OpenForGrant(fourth.grant, Agent().Describe(), "rule defaulted");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_EQ(store_->GetApproval(fourth.grant.id).status().code(), absl::StatusCode::kNotFound);
+
+  // Another requester is not held back; a held result of the full requester is.
+  EXPECT_TRUE(service_->AdmitRequester(Person("dana", {"agents"})).ok());
+  MustOpen("defaulted", Person("dana", {"agents"}));
+  grants::IssuedGrant held = MustIssue("held", /*require_approval=*/false);
+  ASSERT_TRUE(grants_->RedeemPostgres(held.grant.id, "traces-pg", "agent-7").ok());
+  EXPECT_EQ(service_->OpenForResponse(held.grant, "sess-1", "7 values").status().code(),
+            absl::StatusCode::kResourceExhausted);
+
+  // A settled request frees its place.
+  MustDecide(opened[0].id, Person("arno", {"approvers"}), false, "no");
+  EXPECT_TRUE(service_->AdmitRequester(Agent()).ok());
+  EXPECT_TRUE(service_->OpenForResponse(held.grant, "sess-1", "7 values").ok());
+  EXPECT_EQ(service_->AdmitRequester(Agent()).code(), absl::StatusCode::kResourceExhausted);
+}
+
+// Everything a principal may see, following `next` page by page.
+std::vector<std::string> AllPages(ApprovalService& service, const identity::Principal& who,
+                                  ListQuery query, size_t* pages = nullptr) {
+  std::vector<std::string> ids;
+  for (size_t page = 1; page < 1000; ++page) {
+    auto listed = service.ListFor(who, query);
+    EXPECT_TRUE(listed.ok()) << listed.status();
+    if (!listed.ok()) {
+      break;
+    }
+    for (const ApprovalRequest& r : listed->requests) {
+      ids.push_back(r.id);
+    }
+    if (pages != nullptr) {
+      *pages = page;
+    }
+    if (!listed->next.has_value()) {
+      break;
+    }
+    EXPECT_EQ(ParseCursor(FormatCursor(*listed->next)).value(), *listed->next);
+    query.after = listed->next;
+  }
+  return ids;
+}
+
+TEST_F(ApprovalServiceTest, AFloodNeverHidesAnotherRequestFromItsApprovers) {
+  const std::string policy = CappedPolicy(1000);
+  config_ = LoadConfig(policy.c_str());
+  ASSERT_NE(config_, nullptr);
+  StartService(config_, nullptr);
+  const identity::Principal dana = Person("dana", {"agents"});
+  const identity::Principal arno = Person("arno", {"approvers"});  // "defaulted"'s approvers
+  store::GrantRecord victim = MustOpen("defaulted", dana);
+  std::vector<std::string> flood;
+  for (int i = 0; i < 60; ++i) {
+    clock_.Advance(milliseconds(1));
+    flood.push_back(MustOpen(i % 2 == 0 ? "defaulted" : "sensitive").id);
+  }
+  ListQuery query;
+  query.limit = 7;
+  size_t pages = 0;
+  const std::vector<std::string> seen = AllPages(*service_, arno, query, &pages);
+  // arno sees dana's request and the flood's "defaulted" half, each once, newest first.
+  std::vector<std::string> expected;
+  for (int i = 59; i >= 0; --i) {
+    if (i % 2 == 0) {
+      expected.push_back(flood[static_cast<size_t>(i)]);
+    }
+  }
+  expected.push_back(victim.id);
+  EXPECT_EQ(seen, expected);
+  EXPECT_GE(pages, 5u);
+
+  // Filters narrow in the store: by requester, by connection and trace.
+  query.limit = 100;
+  query.requester_issuer = dana.issuer;
+  query.requester_subject = dana.subject;
+  EXPECT_EQ(AllPages(*service_, arno, query), std::vector<std::string>{victim.id});
+  query.requester_subject = "agent-7";
+  EXPECT_EQ(AllPages(*service_, arno, query).size(), 30u);
+  query.requester_issuer.reset();
+  query.requester_subject.reset();
+  query.connection = "traces-pg";
+  query.trace_id = "trace-42";
+  EXPECT_EQ(AllPages(*service_, arno, query).size(), 31u);
+  query.trace_id = "trace-43";
+  EXPECT_TRUE(AllPages(*service_, arno, query).empty());
+}
+
+TEST_F(ApprovalServiceTest, ACursorIsCheckedBeforeUse) {
+  for (const char* bad :
+       {"", ".", "12", "x.g1", "12.", "12.a b", "1234567890123456789.g", "-5.g1", "12.g\x01"}) {
+    EXPECT_EQ(ParseCursor(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  auto ok = ParseCursor("1767225600000001.g_01.r2");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->id, "g_01.r2");
+  EXPECT_EQ(ok->created_at, kT0 + std::chrono::microseconds(1));
+  EXPECT_EQ(FormatCursor(*ok), "1767225600000001.g_01.r2");
+}
+
+// ---- a revoked grant closes what waits of it -------------------------------------------------
+
+TEST_F(ApprovalServiceTest, CancelForGrantClosesItsRequestsAndVotesSeeASettledRequest) {
+  store::GrantRecord grant = MustOpen("defaulted");
+  Heard heard;
+  auto watch = service_->WaitFor(grant.id, heard.Callback());
+  ASSERT_TRUE(grants_->Revoke(grant.id, "agent-7").ok());
+  auto closed = service_->CancelForGrant(grant.id, Agent().Describe(), "its grant was revoked");
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(*closed, 1u);
+  ASSERT_EQ(heard.count(), 1u);
+  EXPECT_EQ(heard.requests[0].state, ApprovalState::kCancelled);
+  EXPECT_EQ(service_->Get(grant.id)->request.state, ApprovalState::kCancelled);
+  const identity::Principal arno = Person("arno", {"approvers"});
+  EXPECT_THAT(Ids(List(*service_, arno, ApprovalState::kPending, 10)), IsEmpty());
+  EXPECT_THAT(Ids(List(*service_, arno, ApprovalState::kCancelled, 10)), ElementsAre(grant.id));
+  auto vote = service_->Decide(grant.id, arno, true, "");
+  EXPECT_EQ(vote.status().code(), absl::StatusCode::kFailedPrecondition) << vote.status();
+  EXPECT_THAT(Msg(vote.status()), HasSubstr("is cancelled"));
+  // Again: nothing left to close.
+  EXPECT_EQ(service_->CancelForGrant(grant.id, "x", "again").value_or(99), 0u);
+  EXPECT_EQ(heard.count(), 1u);
+
+  // A held result of a live grant closes with it too.
+  grants::IssuedGrant live = MustIssue("held", /*require_approval=*/false);
+  ASSERT_TRUE(grants_->RedeemPostgres(live.grant.id, "traces-pg", "agent-7").ok());
+  auto held = service_->OpenForResponse(live.grant, "sess-1", "7 values");
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_TRUE(grants_->Revoke(live.grant.id, "agent-7").ok());
+  EXPECT_EQ(service_->CancelForGrant(live.grant.id, "agent-7", "revoked").value_or(99), 1u);
+  EXPECT_EQ(service_->Get(held->id)->request.state, ApprovalState::kCancelled);
 }
 
 TEST_F(ApprovalServiceTest, PendingForGrantFindsTheGrantsOwnThenAHeldResult) {
@@ -788,11 +969,12 @@ TEST_F(ApprovalServiceTest, RolesCountOnlyFromTheIssuersApprovalsTrust) {
       {From("workforce", "wanda", {"trace-approvers"}), absl::StatusCode::kOk, false},
       {From("workforce", "lena", {"security-leads"}), absl::StatusCode::kOk, true},
       // Same group names from the agents realm: not approvers, not a force group.
-      {From("agents", "alice", {"trace-approvers"}), absl::StatusCode::kPermissionDenied, false},
-      {From("agents", "mallory", {"security-leads"}), absl::StatusCode::kPermissionDenied, false},
+      // (They may not see the request, so a vote is answered as a GET is: not found.)
+      {From("agents", "alice", {"trace-approvers"}), absl::StatusCode::kNotFound, false},
+      {From("agents", "mallory", {"security-leads"}), absl::StatusCode::kNotFound, false},
       {From("agents", "mallory", {"trace-approvers", "security-leads"}),
-       absl::StatusCode::kPermissionDenied, false},
-      {From("workforce", "bob", {"agents"}), absl::StatusCode::kPermissionDenied, false},
+       absl::StatusCode::kNotFound, false},
+      {From("workforce", "bob", {"agents"}), absl::StatusCode::kNotFound, false},
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.voter.Describe());
@@ -809,10 +991,8 @@ TEST_F(ApprovalServiceTest, RolesCountOnlyFromTheIssuersApprovalsTrust) {
       EXPECT_EQ(vote->decisions[0].forced, row.forced);
     } else {
       EXPECT_EQ(GrantStateOf(grant.id), GrantState::kPending);
-      if (row.voter.issuer_name == "agents") {
-        EXPECT_THAT(Msg(vote.status()), HasSubstr("groups from issuer agents do not count"));
-      }
-      auto listed = service_->ListFor(row.voter, ApprovalState::kPending, 100);
+      EXPECT_EQ(Msg(vote.status()), Cat("no approval ", grant.id, " for this caller"));
+      auto listed = List(*service_, row.voter, ApprovalState::kPending, 100);
       ASSERT_TRUE(listed.ok());
       for (const ApprovalRequest& r : *listed) {
         EXPECT_NE(r.id, grant.id) << "listed for a voter whose roles do not count";
@@ -834,11 +1014,16 @@ TEST_F(ApprovalServiceTest, OnePersonUnderTwoIssuersNeverDecidesItsOwnRequest) {
   auto request = store_->GetApproval(grant.id);
   ASSERT_TRUE(request.ok());
   EXPECT_FALSE(service_->MayDecide(alice, *request));
+  // Visibility is per identity: her workforce identity neither requested it nor may decide
+  // it, so to that identity the request does not exist (as for a GET).
+  EXPECT_FALSE(service_->MaySee(alice, *request));
   for (bool approve : {true, false}) {
     auto vote = service_->Decide(grant.id, alice, approve, "");
-    EXPECT_EQ(vote.status().code(), absl::StatusCode::kPermissionDenied) << vote.status();
-    EXPECT_THAT(Msg(vote.status()), HasSubstr("never decides its own request"));
+    EXPECT_EQ(vote.status().code(), absl::StatusCode::kNotFound) << vote.status();
   }
+  // Under the requesting identity itself it is hers, and refused as such.
+  EXPECT_THAT(Msg(service_->Decide(grant.id, requester, true, "").status()),
+              HasSubstr("never decides its own request"));
   EXPECT_EQ(GrantStateOf(grant.id), GrantState::kPending);
 
   // Someone else with the same groups decides; so would a workforce "alice-bot" (not listed).
@@ -853,8 +1038,9 @@ TEST_F(ApprovalServiceTest, OnePersonUnderTwoIssuersNeverDecidesItsOwnRequest) {
   ASSERT_TRUE(other.ok());
   identity::Principal bot = From("agents", "alice-bot", {"trace-approvers"});
   EXPECT_FALSE(service_->MayDecide(bot, *other));
-  EXPECT_THAT(Msg(service_->Decide(second.id, bot, true, "").status()),
-              HasSubstr("never decides its own request"));
+  EXPECT_EQ(service_->Decide(second.id, bot, true, "").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(GrantStateOf(second.id), GrantState::kPending);
 }
 
 TEST_F(ApprovalServiceTest, OnePersonVotesOnceWhateverTheIdentity) {

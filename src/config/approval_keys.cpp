@@ -63,6 +63,8 @@ const Table<Webhook, WebhookExtra>& WebhookKeys() {
               K::Optional("max_attempts", &Webhook::max_attempts, 5, kReloadable,
                           Count<uint32_t>(1, 100)),
               K::Optional("ca_file", &Webhook::ca_file, "", kReloadable, FilePath(true)),
+              K::Optional("queue_size", &Webhook::queue_size, 1000, kReloadable,
+                          Count<uint32_t>(1, 100000)),
           },
       .check = CheckWebhook,
   };
@@ -116,6 +118,8 @@ const Table<Approvals>& ApprovalKeys() {
                           ByteSize<uint64_t>(4096, 1ull << 32)),
               K::List("webhooks", kOptional, &Approvals::webhooks, WebhookKeys, 0, kMaxWebhooks,
                       WebhookIdentity),
+              K::Optional("max_pending_per_requester", &Approvals::max_pending_per_requester, 10,
+                          kReloadable, Count<uint32_t>(1, 10000)),
           },
   };
   return *table;

@@ -41,6 +41,29 @@ TEST(ApprovalConfig, Defaults) {
   EXPECT_TRUE(a.force_groups.empty());
   EXPECT_EQ(a.hold_max_bytes, 16u << 20);
   EXPECT_TRUE(a.webhooks.empty());
+  EXPECT_EQ(a.max_pending_per_requester, 10u);
+}
+
+TEST(ApprovalConfig, FloodLimitsLoadAndAreBounded) {
+  setenv("TG_APPROVAL_TEST_SECRET", "s3cret-value", 1);
+  auto config = Load(R"(approvals:
+  max_pending_per_requester: 3
+  webhooks:
+    - {name: a, url: "http://127.0.0.1:9/a", secret_env: TG_APPROVAL_TEST_SECRET, queue_size: 5}
+    - {name: b, url: "http://127.0.0.1:9/b", secret_env: TG_APPROVAL_TEST_SECRET}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ((*config)->approvals.max_pending_per_requester, 3u);
+  ASSERT_EQ((*config)->approvals.webhooks.size(), 2u);
+  EXPECT_EQ((*config)->approvals.webhooks[0].queue_size, 5u);
+  EXPECT_EQ((*config)->approvals.webhooks[1].queue_size, 1000u);
+  // Zero would refuse every request; a queue of zero would drop every delivery.
+  EXPECT_THAT(ErrorOf("approvals: {max_pending_per_requester: 0}\n"),
+              HasSubstr("approvals.max_pending_per_requester"));
+  EXPECT_THAT(ErrorOf("approvals:\n  webhooks:\n    - {name: w, url: \"http://x\", "
+                      "secret_env: TG_APPROVAL_TEST_SECRET, queue_size: 0}\n"),
+              HasSubstr("queue_size"));
+  unsetenv("TG_APPROVAL_TEST_SECRET");
 }
 
 TEST(ApprovalConfig, RuleKeysAndWebhooksLoad) {

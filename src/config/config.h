@@ -354,6 +354,9 @@ struct Webhook {
   Duration timeout{5000};     // per attempt
   uint32_t max_attempts = 5;  // then the delivery is dropped (logged, counted)
   std::string ca_file;        // PEM bundle for https; empty = system default
+  // Deliveries waiting for this hook (its own queue, retries included); a full queue drops
+  // its oldest delivery (logged, counted as dropped).
+  uint32_t queue_size = 1000;
 };
 
 struct Approvals {
@@ -368,6 +371,9 @@ struct Approvals {
   // A held result is buffered up to this size; past it the result is refused (53400).
   uint64_t hold_max_bytes = 16u << 20;
   std::vector<Webhook> webhooks;
+  // Pending requests one requester (issuer, subject) may have at a time, grants and held
+  // results together; one more is refused (HTTP 429 too_many_pending) before anything exists.
+  uint32_t max_pending_per_requester = 10;
 };
 
 // ---- recording -----------------------------------------------------------------------------

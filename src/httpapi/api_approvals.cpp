@@ -1,13 +1,19 @@
 // /v1/approvals[/{id}[/approve|deny]] and the votes of /v1/grants/{id}/approve|deny.
 // A request is visible to those who may decide it and to its requester; to anyone else it
-// does not exist (404), so approvers' queues do not leak who asks for what.
+// does not exist (404, for a GET and a vote alike, worded as for an unknown id), so approvers'
+// queues do not leak who asks for what. The list is paged (limit, after → next) and filtered
+// (state, connection, trace_id, requester), so a flood of requests cannot hide one.
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -21,11 +27,75 @@ namespace {
 
 using json = nlohmann::json;
 
+constexpr size_t kDefaultListed = 100;
 constexpr size_t kMaxListed = 200;
+constexpr size_t kMaxFilterBytes = 256;
 
-bool Requested(const identity::Principal& principal, const store::ApprovalRequest& request) {
-  return principal.issuer == request.requester_issuer &&
-         principal.subject == request.requester_subject;
+// GET /v1/approvals's query: state (default pending; all), limit (1..200, default 100), after
+// (a cursor), connection, trace_id, requester ("me", or "<issuer name>:<subject>").
+absl::StatusOr<approvals::ListQuery> ListQueryOf(const std::map<std::string, std::string>& params,
+                                                 const identity::Principal& principal,
+                                                 const config::Config& config) {
+  approvals::ListQuery query;
+  query.limit = kDefaultListed;
+  for (const auto& [name, value] : params) {
+    if (value.size() > kMaxFilterBytes) {
+      return absl::InvalidArgumentError(
+          Cat(name.substr(0, 64), " is longer than ", kMaxFilterBytes, " bytes"));
+    }
+    if (name == "state") {
+      query.state = value == "all" ? std::nullopt : store::ParseApprovalState(value);
+      if (value != "all" && !query.state.has_value()) {
+        return absl::InvalidArgumentError(
+            "state must be pending, approved, denied, expired, cancelled or all");
+      }
+    } else if (name == "limit") {
+      uint32_t limit = 0;
+      if (value.size() > 4 || !absl::ascii_isdigit(static_cast<unsigned char>(value[0])) ||
+          !absl::SimpleAtoi(value, &limit) || limit < 1 || limit > kMaxListed) {
+        return absl::InvalidArgumentError(Cat("limit must be a number from 1 to ", kMaxListed));
+      }
+      query.limit = limit;
+    } else if (name == "after") {
+      absl::StatusOr<store::ApprovalCursor> cursor = approvals::ParseCursor(value);
+      if (!cursor.ok()) {
+        return cursor.status();
+      }
+      query.after = *std::move(cursor);
+    } else if (name == "connection") {
+      query.connection = value;
+    } else if (name == "trace_id") {
+      if (absl::Status valid = ValidateTraceId(value); !valid.ok()) {
+        return valid;
+      }
+      query.trace_id = value;
+    } else if (name == "requester") {
+      if (value == "me") {
+        query.requester_issuer = principal.issuer;
+        query.requester_subject = principal.subject;
+        continue;
+      }
+      const size_t colon = value.find(':');
+      const config::Issuer* issuer = nullptr;
+      for (const config::Issuer& i : config.identity.issuers) {
+        if (colon != std::string::npos && i.name == std::string_view(value).substr(0, colon)) {
+          issuer = &i;
+        }
+      }
+      if (issuer == nullptr || colon + 1 == value.size()) {
+        return absl::InvalidArgumentError(
+            "requester must be \"me\" or \"<issuer name>:<subject>\" with a configured issuer "
+            "name");
+      }
+      query.requester_issuer = issuer->issuer;
+      query.requester_subject = value.substr(colon + 1);
+    } else {
+      return absl::InvalidArgumentError(
+          Cat("unknown query parameter \"", name.substr(0, 64),
+              "\" (expected state, limit, after, connection, trace_id, requester)"));
+    }
+  }
+  return query;
 }
 
 }  // namespace
@@ -43,27 +113,16 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
     if (!query.ok()) {
       return ErrorResponse(400, "bad_request", MessageOf(query.status()), request);
     }
-    std::optional<store::ApprovalState> state = store::ApprovalState::kPending;
-    for (const auto& [name, value] : *query) {
-      if (name != "state") {
-        return ErrorResponse(
-            400, "bad_request",
-            Cat("unknown query parameter \"", name.substr(0, 64), "\" (expected state)"), request);
-      }
-      state = value == "all" ? std::nullopt : store::ParseApprovalState(value);
-      if (value != "all" && !state.has_value()) {
-        return ErrorResponse(400, "bad_request",
-                             "state must be pending, approved, denied, expired, cancelled or all",
-                             request);
-      }
+    absl::StatusOr<approvals::ListQuery> list_query = ListQueryOf(*query, principal, *config_);
+    if (!list_query.ok()) {
+      return ErrorResponse(400, "bad_request", MessageOf(list_query.status()), request);
     }
-    absl::StatusOr<std::vector<store::ApprovalRequest>> listed =
-        approvals_->ListFor(principal, state, kMaxListed);
+    absl::StatusOr<approvals::ListPage> listed = approvals_->ListFor(principal, *list_query);
     if (!listed.ok()) {
       return StatusResponse(listed.status(), request);
     }
     json out = json::array();
-    for (const store::ApprovalRequest& r : *listed) {
+    for (const store::ApprovalRequest& r : listed->requests) {
       absl::StatusOr<approvals::ApprovalView> view = approvals_->Get(r.id);
       if (!view.ok()) {
         return StatusResponse(view.status(), request);
@@ -73,10 +132,14 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
       if (!decider) {  // its requester: the risk score stays with the approvers
         item["detail"] = RequesterDetail(item.value("detail", std::string()));
       }
-      item["may_decide"] = r.state == store::ApprovalState::kPending && decider;
+      item["may_decide"] = view->request.state == store::ApprovalState::kPending && decider;
       out.push_back(std::move(item));
     }
-    return ApiResponse{.status = 200, .body = DumpJson(json{{"approvals", out}})};
+    json page = {{"approvals", out}};
+    if (listed->next.has_value()) {
+      page["next"] = approvals::FormatCursor(*listed->next);
+    }
+    return ApiResponse{.status = 200, .body = DumpJson(page)};
   }
   std::string_view id = rest.substr(1);
   std::optional<bool> approve;
@@ -95,12 +158,13 @@ ApiResponse ApiService::Approvals(const ApiRequest& request, const identity::Pri
     return Vote(request, principal, id, *approve);
   }
   absl::StatusOr<approvals::ApprovalView> view = approvals_->Get(id);
+  if (absl::IsNotFound(view.status()) ||
+      (view.ok() && !approvals_->MaySee(principal, view->request))) {
+    // One answer for "no such request" and "not yours to see" (a vote gets the same).
+    return StatusResponse(approvals::NoSuchApproval(id), request);
+  }
   if (!view.ok()) {
     return StatusResponse(view.status(), request);
-  }
-  if (!Requested(principal, view->request) && !approvals_->MayDecide(principal, view->request)) {
-    return ErrorResponse(404, "not_found",
-                         Cat("no approval ", id.substr(0, 64), " for this caller"), request);
   }
   json out = approvals::ViewJson(*view);
   if (!approvals_->MayDecide(principal, view->request)) {  // its requester

@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "common/strings.h"
@@ -25,10 +27,11 @@ constexpr milliseconds kMaxBackoff{60000};
 constexpr milliseconds kStopGrace{2000};  // how long a stopping Webhooks lets deliveries run
 constexpr size_t kMaxResponseBytes = 64 << 10;
 constexpr auto kDropLogInterval = std::chrono::seconds(1);
+// A receiver's Retry-After is honoured up to this; past it the delivery waits this long.
+constexpr milliseconds kMaxRetryAfter{600000};
 
 // One event on its way to one hook.
 struct Delivery {
-  size_t hook = 0;                     // index into State::hooks
   std::shared_ptr<const Event> event;  // released once `body` is built
   std::chrono::system_clock::time_point published;
   std::string id;    // X-Tracegate-Delivery; empty until the first attempt
@@ -37,6 +40,7 @@ struct Delivery {
   uint32_t attempts = 0;  // made so far
   Clock::time_point due;  // next attempt
   uint64_t seq = 0;       // FIFO among deliveries due at the same instant
+  uint64_t order = 0;     // publish order (kept across retries): a full queue drops the lowest
 };
 
 // Heap order: the earliest due delivery on top.
@@ -50,7 +54,8 @@ enum class Verdict { kDelivered, kRetry, kFailed, kAborted };
 
 struct Outcome {
   Verdict verdict;
-  std::string reason;  // status or curl error; never the URL, body or secret
+  std::string reason;                       // status or curl error; never the URL, body or secret
+  std::optional<milliseconds> retry_after;  // a 429 or 503's Retry-After, capped
 };
 
 std::string Hex(const unsigned char* bytes, size_t n) {
@@ -153,6 +158,51 @@ bool AppendHeader(HeaderList& list, const std::string& line) {
   return true;
 }
 
+// "Retry-After: 120" or "Retry-After: <HTTP-date>" → how long from now, capped at
+// kMaxRetryAfter; nullopt for anything else (the backoff applies then).
+std::optional<milliseconds> ParseRetryAfter(std::string_view value) {
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+    value.remove_prefix(1);
+  }
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t' || value.back() == '\r' ||
+                            value.back() == '\n')) {
+    value.remove_suffix(1);
+  }
+  if (value.empty() || value.size() > 64) {
+    return std::nullopt;
+  }
+  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (value.size() > 9) {
+      return kMaxRetryAfter;
+    }
+    int64_t seconds = 0;
+    for (const char c : value) {
+      seconds = seconds * 10 + (c - '0');
+    }
+    return std::min<milliseconds>(std::chrono::seconds(seconds), kMaxRetryAfter);
+  }
+  const std::string date(value);
+  const time_t at = curl_getdate(date.c_str(), nullptr);
+  if (at < 0) {
+    return std::nullopt;
+  }
+  const auto left = std::chrono::system_clock::from_time_t(at) - std::chrono::system_clock::now();
+  return std::clamp<milliseconds>(std::chrono::duration_cast<milliseconds>(left), milliseconds(0),
+                                  kMaxRetryAfter);
+}
+
+// Keeps the response's Retry-After header value (the last one, at most one line).
+size_t KeepRetryAfter(char* data, size_t size, size_t count, void* user) {
+  const std::string_view line(data, size * count);
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() > kName.size() &&
+      std::equal(kName.begin(), kName.end(), line.begin(),
+                 [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+    *static_cast<std::string*>(user) = std::string(line.substr(kName.size(), 128));
+  }
+  return size * count;
+}
+
 // Reads at most kMaxResponseBytes of the response and throws it away.
 size_t DiscardBody(char*, size_t size, size_t count, void* user) {
   auto* seen = static_cast<size_t*>(user);
@@ -242,6 +292,9 @@ Outcome Post(CURLM* multi, const config::Webhook& hook, const Delivery& d,
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, DiscardBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &response_bytes);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+  std::string retry_after;
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, KeepRetryAfter);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &retry_after);
 
   bool aborted = false;
   CURLcode code = Run(multi, c, abort_at_ns, aborted);
@@ -262,16 +315,20 @@ Outcome Post(CURLM* multi, const config::Webhook& hook, const Delivery& d,
     return {Verdict::kDelivered, Cat("HTTP ", status)};
   }
   bool transient = status == 429 || status >= 500;
-  return {transient ? Verdict::kRetry : Verdict::kFailed, Cat("HTTP ", status)};
+  Outcome outcome{transient ? Verdict::kRetry : Verdict::kFailed, Cat("HTTP ", status)};
+  if ((status == 429 || status == 503) && !retry_after.empty()) {
+    outcome.retry_after = ParseRetryAfter(retry_after);
+  }
+  return outcome;
 }
 
-}  // namespace
-
-struct Webhooks::State {
-  const std::vector<config::Webhook> hooks;
+// One hook's queue and delivery thread. Lanes share nothing but the process: a hook that
+// hangs, refuses or asks to wait holds up only its own deliveries.
+struct Lane {
+  const config::Webhook hook;
   const size_t queue_limit;
   const milliseconds initial_backoff;
-  CURLM* const multi;  // owned by the delivery thread, except curl_multi_wakeup
+  CURLM* const multi;  // owned by the lane's thread, except curl_multi_wakeup
 
   std::atomic<bool> stopping{false};
   std::atomic<int64_t> abort_at_ns{0};  // steady-clock deadline for the transfer in flight
@@ -284,11 +341,16 @@ struct Webhooks::State {
   Clock::time_point stop_deadline;
   WebhookStats stats;
   uint64_t next_seq = 0;
+  uint64_t overflowed = 0;  // dropped for room since the last overflow log line
   Clock::time_point next_drop_log = Clock::time_point::min();
+  std::thread thread;
 
-  State(std::vector<config::Webhook> h, size_t limit, milliseconds backoff)
-      : hooks(std::move(h)), queue_limit(limit), initial_backoff(backoff), multi(NewMulti()) {}
-  ~State() {
+  Lane(config::Webhook h, size_t limit, milliseconds backoff)
+      : hook(std::move(h)),
+        queue_limit(std::max<size_t>(1, limit)),
+        initial_backoff(backoff),
+        multi(NewMulti()) {}
+  ~Lane() {
     if (multi != nullptr) {
       curl_multi_cleanup(multi);
     }
@@ -313,7 +375,55 @@ struct Webhooks::State {
     return d;
   }
 
-  // The delivery thread.
+  // Under `mu`, the queue full: drops the delivery published first (a retry waiting included)
+  // to make room for a new one. Returns its name for the log.
+  std::string DropOldest() {
+    auto oldest =
+        std::min_element(queue.begin(), queue.end(),
+                         [](const Delivery& a, const Delivery& b) { return a.order < b.order; });
+    std::string name = oldest->event ? Cat("approval.", oldest->event->type) : oldest->name;
+    queue.erase(oldest);
+    std::make_heap(queue.begin(), queue.end(), DueLater());
+    ++stats.dropped;
+    ++overflowed;
+    return name;
+  }
+
+  // Publish's half: takes the delivery, making room if needed. False when something was
+  // dropped for it.
+  bool Offer(Delivery d) {
+    const Clock::time_point now = Clock::now();
+    bool dropped = false;
+    std::string dropped_name;
+    uint64_t dropped_since_log = 0;
+    uint64_t dropped_total = 0;
+    bool log = false;
+    {
+      std::lock_guard lock(mu);
+      if (queue.size() >= queue_limit) {
+        dropped_name = DropOldest();
+        dropped = true;
+        if (now >= next_drop_log) {
+          next_drop_log = now + kDropLogInterval;
+          log = true;
+          dropped_since_log = overflowed;
+          dropped_total = stats.dropped;
+          overflowed = 0;
+        }
+      }
+      Push(std::move(d));
+    }
+    wake.notify_one();
+    if (log) {
+      spdlog::warn(
+          "notify: webhook {}: queue full ({} deliveries, queue_size); dropped the oldest ({}), "
+          "{} dropped for room since the last report, {} dropped in all",
+          hook.name, queue_limit, dropped_name, dropped_since_log, dropped_total);
+    }
+    return !dropped;
+  }
+
+  // The lane's thread.
   void Loop() {
     std::unique_lock lock(mu);
     while (true) {
@@ -345,13 +455,12 @@ struct Webhooks::State {
     idle.notify_all();
     lock.unlock();
     if (left > 0) {
-      spdlog::warn("notify: stopping; dropped {} queued webhook deliveries", left);
+      spdlog::warn("notify: webhook {}: stopping; dropped {} queued deliveries", hook.name, left);
     }
   }
 
   // Makes one attempt and logs how it went; sets `requeue` (and d.due) for a retry.
   Outcome Attempt(Delivery& d, bool& requeue) {
-    const config::Webhook& hook = hooks[d.hook];
     if (d.id.empty()) {
       d.id = RandomDeliveryId();
       d.name = Cat("approval.", d.event->type);
@@ -371,12 +480,16 @@ struct Webhooks::State {
           spdlog::warn("notify: webhook {}: {} {} attempt {}/{} failed ({}); stopping, dropped",
                        hook.name, d.name, d.id, d.attempts, max_attempts, outcome.reason);
         } else if (d.attempts < max_attempts) {
+          // The receiver's Retry-After wins over a shorter backoff: it asked for the time.
           milliseconds delay = Backoff(initial_backoff, d.attempts);
+          if (outcome.retry_after.has_value()) {
+            delay = std::max(delay, *outcome.retry_after);
+          }
           d.due = Clock::now() + delay;
           requeue = true;
-          spdlog::warn("notify: webhook {}: {} {} attempt {}/{} failed ({}); retrying in {} ms",
+          spdlog::warn("notify: webhook {}: {} {} attempt {}/{} failed ({}); retrying in {} ms{}",
                        hook.name, d.name, d.id, d.attempts, max_attempts, outcome.reason,
-                       delay.count());
+                       delay.count(), outcome.retry_after.has_value() ? " (Retry-After)" : "");
         } else {
           spdlog::warn("notify: webhook {}: {} {} attempt {}/{} failed ({}); giving up", hook.name,
                        d.name, d.id, d.attempts, max_attempts, outcome.reason);
@@ -394,7 +507,8 @@ struct Webhooks::State {
     return outcome;
   }
 
-  // Under `mu`: counts the attempt's outcome and queues the retry.
+  // Under `mu`: counts the attempt's outcome and queues the retry. A retry that finds the
+  // queue full (filled while it was in flight) makes room like a new delivery would.
   void Settle(Delivery d, Verdict verdict, bool requeue) {
     if (d.attempts > 1) {
       ++stats.retries;
@@ -402,6 +516,15 @@ struct Webhooks::State {
     if (verdict == Verdict::kDelivered) {
       ++stats.delivered;
     } else if (requeue) {
+      if (queue.size() >= queue_limit) {
+        if (std::all_of(queue.begin(), queue.end(),
+                        [&](const Delivery& q) { return q.order > d.order; })) {
+          ++stats.dropped;  // the retry itself is the oldest
+          ++overflowed;
+          return;
+        }
+        (void)DropOldest();
+      }
       Push(std::move(d));
     } else if (verdict == Verdict::kAborted || (verdict == Verdict::kRetry && stopping)) {
       ++stats.dropped;
@@ -409,86 +532,104 @@ struct Webhooks::State {
       ++stats.failed;
     }
   }
+
+  // Asks the thread to stop by `deadline`; the in-flight transfer is cut off then.
+  void Stop(Clock::time_point deadline) {
+    {
+      std::lock_guard lock(mu);
+      stopping = true;
+      stop_deadline = deadline;
+      abort_at_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+    }
+    wake.notify_all();
+    if (multi != nullptr) {
+      curl_multi_wakeup(multi);
+    }
+  }
+};
+
+}  // namespace
+
+struct Webhooks::State {
+  std::vector<std::unique_ptr<Lane>> lanes;
+  std::atomic<uint64_t> next_order{0};
 };
 
 Webhooks::Webhooks(std::vector<config::Webhook> hooks, size_t queue_limit,
                    milliseconds initial_backoff)
-    : state_(std::make_unique<State>(std::move(hooks), queue_limit, initial_backoff)) {
-  thread_ = std::thread([state = state_.get()] { state->Loop(); });
+    : state_(std::make_unique<State>()) {
+  for (config::Webhook& hook : hooks) {
+    const size_t limit = queue_limit > 0 ? queue_limit : hook.queue_size;
+    state_->lanes.push_back(std::make_unique<Lane>(std::move(hook), limit, initial_backoff));
+  }
+  for (const std::unique_ptr<Lane>& lane : state_->lanes) {
+    lane->thread = std::thread([l = lane.get()] { l->Loop(); });
+  }
 }
 
 Webhooks::~Webhooks() {
-  Clock::time_point deadline = Clock::now() + kStopGrace;
-  {
-    std::lock_guard lock(state_->mu);
-    state_->stopping = true;
-    state_->stop_deadline = deadline;
-    state_->abort_at_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  // Every lane gets the same grace, at the same time: stopping takes ~2 s however many hooks.
+  const Clock::time_point deadline = Clock::now() + kStopGrace;
+  for (const std::unique_ptr<Lane>& lane : state_->lanes) {
+    lane->Stop(deadline);
   }
-  state_->wake.notify_all();
-  if (state_->multi != nullptr) {
-    curl_multi_wakeup(state_->multi);
+  for (const std::unique_ptr<Lane>& lane : state_->lanes) {
+    lane->thread.join();
   }
-  thread_.join();
 }
 
 bool Webhooks::Publish(Event event) {
-  std::vector<size_t> targets;
-  for (size_t i = 0; i < state_->hooks.size(); ++i) {
-    const std::vector<std::string>& events = state_->hooks[i].events;
-    if (std::find(events.begin(), events.end(), event.type) != events.end()) {
-      targets.push_back(i);
-    }
-  }
-  if (targets.empty()) {
-    return true;
-  }
-  auto shared = std::make_shared<const Event>(std::move(event));
+  std::shared_ptr<const Event> shared;
   const auto published = std::chrono::system_clock::now();
-  const Clock::time_point now = Clock::now();
-  size_t dropped = 0;
-  uint64_t dropped_total = 0;
-  size_t waiting = 0;
-  bool log_drop = false;
-  {
-    std::lock_guard lock(state_->mu);
-    for (size_t hook : targets) {
-      if (state_->queue.size() >= state_->queue_limit) {
-        ++dropped;
-        continue;
-      }
-      state_->Push(Delivery{.hook = hook, .event = shared, .published = published, .due = now});
+  const uint64_t order = state_->next_order.fetch_add(1);
+  bool all_taken = true;
+  for (const std::unique_ptr<Lane>& lane : state_->lanes) {
+    const std::vector<std::string>& events = lane->hook.events;
+    if (std::find(events.begin(), events.end(), event.type) == events.end()) {
+      continue;
     }
-    state_->stats.dropped += dropped;
-    if (dropped > 0 && now >= state_->next_drop_log) {
-      state_->next_drop_log = now + kDropLogInterval;
-      log_drop = true;
-      dropped_total = state_->stats.dropped;
-      waiting = state_->queue.size();
+    if (!shared) {
+      shared = std::make_shared<const Event>(event);
     }
+    all_taken &= lane->Offer(
+        Delivery{.event = shared, .published = published, .due = Clock::now(), .order = order});
   }
-  if (dropped < targets.size()) {
-    state_->wake.notify_one();
-  }
-  if (log_drop) {
-    spdlog::warn(
-        "notify: webhook queue full ({} deliveries waiting); dropped approval.{} for {} of {} "
-        "webhooks ({} dropped in all)",
-        waiting, shared->type, dropped, targets.size(), dropped_total);
-  }
-  return dropped == 0;
+  return all_taken;
 }
 
 WebhookStats Webhooks::stats() const {
-  std::lock_guard lock(state_->mu);
-  return state_->stats;
+  WebhookStats total;
+  for (const HookStats& hook : hook_stats()) {
+    total.delivered += hook.stats.delivered;
+    total.failed += hook.stats.failed;
+    total.dropped += hook.stats.dropped;
+    total.retries += hook.stats.retries;
+  }
+  return total;
+}
+
+std::vector<HookStats> Webhooks::hook_stats() const {
+  std::vector<HookStats> out;
+  for (const std::unique_ptr<Lane>& lane : state_->lanes) {
+    std::lock_guard lock(lane->mu);
+    out.push_back(HookStats{.name = lane->hook.name,
+                            .stats = lane->stats,
+                            .queued = lane->queue.size() + (lane->in_flight ? 1 : 0)});
+  }
+  return out;
 }
 
 bool Webhooks::WaitIdle(milliseconds timeout) {
-  std::unique_lock lock(state_->mu);
-  return state_->idle.wait_for(lock, timeout,
-                               [this] { return state_->queue.empty() && !state_->in_flight; });
+  const Clock::time_point deadline = Clock::now() + timeout;
+  for (const std::unique_ptr<Lane>& lane : state_->lanes) {
+    std::unique_lock lock(lane->mu);
+    if (!lane->idle.wait_until(lock, deadline,
+                               [&] { return lane->queue.empty() && !lane->in_flight; })) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::string Signature(std::string_view secret, int64_t unix_seconds, std::string_view body) {

@@ -20,8 +20,11 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
+
+#include "common/strings.h"
 
 namespace tracegate::notify {
 namespace {
@@ -50,6 +53,7 @@ struct Request {
 class Receiver {
  public:
   static constexpr int kHang = -1;  // keep the connection open, never answer
+  static constexpr int kHold = -2;  // answer 200 once Release() is called
   // Gets the request and how many came before it; returns a status or kHang.
   using Responder = std::function<int(const Request&, size_t index)>;
 
@@ -82,6 +86,31 @@ class Receiver {
   void Respond(Responder responder) {
     std::lock_guard lock(mu_);
     responder_ = std::move(responder);
+  }
+
+  // One more header line ("Retry-After: 5") on every answer to `path`.
+  void AddHeader(const std::string& path, std::string line) {
+    std::lock_guard lock(mu_);
+    headers_[path] = std::move(line);
+  }
+
+  void Release() {
+    {
+      std::lock_guard lock(mu_);
+      released_ = true;
+    }
+    changed_.notify_all();
+  }
+
+  size_t CountTo(const std::string& path) const { return RequestsTo(path).size(); }
+
+  bool WaitForRequestsTo(const std::string& path, size_t n, milliseconds timeout = kPatience) {
+    std::unique_lock lock(mu_);
+    return changed_.wait_for(lock, timeout, [&] {
+      return static_cast<size_t>(std::count_if(requests_.begin(), requests_.end(),
+                                               [&](const Request& r) { return r.path == path; })) >=
+             n;
+    });
   }
 
   std::string Url(const std::string& path = "/hook") const {
@@ -188,12 +217,18 @@ class Receiver {
       int status = responder_ ? responder_(request, requests_.size()) : 200;
       requests_.push_back(request);
       changed_.notify_all();
+      if (status == kHold) {
+        changed_.wait(lock, [&] { return stop_ || released_; });
+        status = 200;
+      }
       if (status == kHang) {
         changed_.wait(lock, [&] { return stop_; });
       } else {
+        auto extra = headers_.find(request.path);
+        const std::string header = extra == headers_.end() ? "" : extra->second + "\r\n";
         lock.unlock();
-        std::string response = "HTTP/1.1 " + std::to_string(status) +
-                               " X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+        std::string response = "HTTP/1.1 " + std::to_string(status) + " X\r\n" + header +
+                               "Content-Length: 2\r\nConnection: close\r\n\r\nok";
         ::send(fd, response.data(), response.size(), MSG_NOSIGNAL);
       }
     }
@@ -207,6 +242,8 @@ class Receiver {
   mutable std::mutex mu_;
   std::condition_variable changed_;
   bool stop_ = false;
+  bool released_ = false;
+  std::map<std::string, std::string> headers_;
   Responder responder_;
   std::vector<Request> requests_;
 };
@@ -540,7 +577,7 @@ TEST(WebhooksTest, ARetryWaitingDoesNotHoldUpOtherHooks) {
   // Destruction does not wait for those retries (see below); they are dropped.
 }
 
-TEST(WebhooksTest, FullQueueDropsAndPublishNeverBlocks) {
+TEST(WebhooksTest, FullQueueDropsTheOldestAndPublishNeverBlocks) {
   Receiver receiver;
   receiver.Respond([](const Request&, size_t) { return Receiver::kHang; });
   config::Webhook hook = Hook(receiver.Url());
@@ -560,10 +597,113 @@ TEST(WebhooksTest, FullQueueDropsAndPublishNeverBlocks) {
     WebhookStats stats = hooks.stats();
     EXPECT_EQ(stats.dropped, refused);
     EXPECT_EQ(stats.delivered, 0u);
+    ASSERT_EQ(hooks.hook_stats().size(), 1u);
+    EXPECT_EQ(hooks.hook_stats()[0].queued, limit + 1);  // ten waiting, one in flight
     EXPECT_FALSE(hooks.WaitIdle(milliseconds(50)));
   }
   // The destructor cut the hung attempt off after its grace period instead of 60 s.
   EXPECT_EQ(receiver.Requests().size(), 1u);
+}
+
+// What a full queue keeps is the newest: after a flood, the last events still arrive.
+TEST(WebhooksTest, AfterAFloodTheNewestDeliveriesArrive) {
+  Receiver receiver;
+  receiver.Respond([](const Request&, size_t index) { return index == 0 ? Receiver::kHold : 200; });
+  config::Webhook hook = Hook(receiver.Url());
+  hook.queue_size = 10;
+  Webhooks hooks({hook}, 0, kFastBackoff);
+  EXPECT_TRUE(hooks.Publish(Requested("first")));
+  ASSERT_TRUE(receiver.WaitForRequests(1));
+  for (int i = 0; i < 500; ++i) {
+    (void)hooks.Publish(Requested(Cat("flood-", i)));
+  }
+  receiver.Release();
+  ASSERT_TRUE(hooks.WaitIdle(kPatience));
+  std::vector<std::string> traces;
+  for (const Request& r : receiver.Requests()) {
+    traces.push_back(nlohmann::json::parse(r.body)["data"]["trace"].get<std::string>());
+  }
+  std::vector<std::string> expected = {"first"};
+  for (int i = 490; i < 500; ++i) {
+    expected.push_back(Cat("flood-", i));
+  }
+  EXPECT_EQ(traces, expected);
+  EXPECT_EQ(hooks.stats().dropped, 490u);
+  EXPECT_EQ(hooks.stats().delivered, 11u);
+}
+
+TEST(WebhooksTest, AHangingHookDoesNotDelayAnother) {
+  Receiver receiver;
+  receiver.Respond(
+      [](const Request& r, size_t) { return r.path == "/hang" ? Receiver::kHang : 200; });
+  config::Webhook hanging = Hook(receiver.Url("/hang"));
+  hanging.name = "hanging";
+  hanging.timeout = milliseconds(600000);  // longer than kPatience: only a separate lane passes
+  config::Webhook healthy = Hook(receiver.Url("/ok"));
+  healthy.name = "healthy";
+  Webhooks hooks({hanging, healthy}, 0, kFastBackoff);
+  EXPECT_TRUE(hooks.Publish(Requested("a")));
+  ASSERT_TRUE(receiver.WaitForRequestsTo("/hang", 1));
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(hooks.Publish(Requested(Cat("b", i))));
+  }
+  ASSERT_TRUE(receiver.WaitForRequestsTo("/ok", 21));
+  EXPECT_EQ(receiver.CountTo("/hang"), 1u);
+  const std::vector<HookStats> per_hook = hooks.hook_stats();
+  ASSERT_EQ(per_hook.size(), 2u);
+  EXPECT_EQ(per_hook[0].name, "hanging");
+  EXPECT_EQ(per_hook[0].queued, 21u);  // one in flight, twenty waiting behind it
+  EXPECT_EQ(per_hook[1].name, "healthy");
+}
+
+// A dead hook answering 503 with Retry-After is not retried before it asked (the backoff
+// here is 1 ms), and the other hook gets everything meanwhile.
+class RetryAfterTest : public ::testing::TestWithParam<std::pair<int, std::string>> {};
+
+TEST_P(RetryAfterTest, IsHonouredAndStarvesNobody) {
+  const auto& [status, retry_after] = GetParam();
+  Receiver receiver;
+  receiver.Respond([status](const Request& r, size_t) { return r.path == "/dead" ? status : 200; });
+  receiver.AddHeader("/dead", "Retry-After: " + retry_after);
+  config::Webhook dead = Hook(receiver.Url("/dead"));
+  dead.max_attempts = 5;
+  Webhooks hooks({dead, Hook(receiver.Url("/ok"))}, 0, milliseconds(1));
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(hooks.Publish(Requested(Cat("t", i))));
+  }
+  ASSERT_TRUE(receiver.WaitForRequestsTo("/ok", 20));
+  ASSERT_TRUE(receiver.WaitForRequestsTo("/dead", 20));
+  // Give a 1 ms backoff every chance to show itself: the healthy hook takes 20 more first.
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(hooks.Publish(Event{.type = "decided", .payload = {}, .text = ""}));
+  }
+  ASSERT_TRUE(receiver.WaitForRequestsTo("/ok", 40));
+  ASSERT_TRUE(receiver.WaitForRequestsTo("/dead", 40));
+  std::set<std::string> ids;
+  for (const Request& r : receiver.RequestsTo("/dead")) {
+    EXPECT_TRUE(ids.insert(r.Header("x-tracegate-delivery")).second)
+        << "delivery " << r.Header("x-tracegate-delivery") << " was retried before Retry-After";
+  }
+  EXPECT_EQ(hooks.stats().retries, 0u);
+  EXPECT_EQ(hooks.hook_stats()[0].queued, 40u);  // all waiting for their retry
+  EXPECT_EQ(hooks.hook_stats()[1].stats.delivered, 40u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SecondsAndDates, RetryAfterTest,
+    ::testing::Values(std::pair{503, std::string("3600")}, std::pair{429, std::string("120")},
+                      std::pair{503, std::string("Wed, 21 Oct 2037 07:28:00 GMT")}));
+
+// Without Retry-After (or with one that is not a number or a date) the backoff applies.
+TEST(WebhooksTest, AnUnreadableRetryAfterFallsBackToTheBackoff) {
+  Receiver receiver;
+  receiver.Respond([](const Request&, size_t index) { return index == 0 ? 503 : 200; });
+  receiver.AddHeader("/hook", "Retry-After: soon");
+  Webhooks hooks({Hook(receiver.Url())}, 0, kFastBackoff);
+  EXPECT_TRUE(hooks.Publish(Requested()));
+  ASSERT_TRUE(hooks.WaitIdle(kPatience));
+  EXPECT_EQ(hooks.stats().delivered, 1u);
+  EXPECT_EQ(hooks.stats().retries, 1u);
 }
 
 TEST(WebhooksTest, DestructionWithPendingDeliveriesReturns) {
