@@ -239,6 +239,11 @@ absl::StatusOr<IssuerKeyCache::Snapshot> IssuerKeyCache::KeysAfterUnknownKid(
   return UsableLocked(clock_());
 }
 
+absl::StatusOr<IssuerKeyCache::Snapshot> IssuerKeyCache::UsableKeys() const {
+  absl::MutexLock lock(&mu_);
+  return UsableLocked(clock_());
+}
+
 uint64_t IssuerKeyCache::UsableGeneration() const {
   absl::MutexLock lock(&mu_);
   return keys_ && !StaleLocked(clock_()) ? generation_ : 0;

@@ -50,6 +50,9 @@ class IssuerKeyCache {
   // is one, else refetches unless rate-limited (or waits for a fetch in flight) and returns
   // whatever set is current then (possibly the same one).
   [[nodiscard]] absl::StatusOr<Snapshot> KeysAfterUnknownKid(uint64_t seen_generation);
+  // The keys to verify with now if they are loaded and not stale; UnavailableError otherwise.
+  // Never fetches (TokenValidator's IdP-free path, for throttled callers).
+  [[nodiscard]] absl::StatusOr<Snapshot> UsableKeys() const;
   // The current generation if the keys are loaded and not stale, else 0. Never fetches.
   [[nodiscard]] uint64_t UsableGeneration() const;
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/cord.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "identity/introspection.h"
@@ -44,6 +45,14 @@ bool NeedsKeys(const config::Issuer& issuer) {
   });
 }
 
+constexpr char kNeedsIdpPayload[] = "tracegate.identity/needs-idp";
+
+absl::Status NeedsIdpError(std::string_view why) {
+  absl::Status status = absl::UnavailableError(Cat("validating this token needs the IdP: ", why));
+  status.SetPayload(kNeedsIdpPayload, absl::Cord("1"));
+  return status;
+}
+
 bool CanIntrospect(const config::Issuer& issuer) {
   return !issuer.introspection_client_id.empty() &&
          (!issuer.introspection_endpoint.empty() ||
@@ -51,6 +60,10 @@ bool CanIntrospect(const config::Issuer& issuer) {
 }
 
 }  // namespace
+
+bool NeedsIdp(const absl::Status& status) {
+  return absl::IsUnavailable(status) && status.GetPayload(kNeedsIdpPayload).has_value();
+}
 
 struct TokenValidator::IssuerState {
   IssuerState(const config::Issuer& issuer, std::shared_ptr<Fetcher> fetcher, Clock clock)
@@ -89,7 +102,7 @@ TokenValidator::TokenValidator(const config::Identity& identity, std::shared_ptr
 
 TokenValidator::~TokenValidator() { Stop(); }
 
-absl::StatusOr<Principal> TokenValidator::Validate(std::string_view token) {
+absl::StatusOr<Principal> TokenValidator::Validate(std::string_view token, IdpAccess access) {
   ++validations_;
   system_clock::time_point now = clock_();
   absl::StatusOr<Principal> result;
@@ -107,14 +120,16 @@ absl::StatusOr<Principal> TokenValidator::Validate(std::string_view token) {
       return cached;
     }
     CacheEntry entry;
-    result =
-        LooksLikeJws(token) ? ValidateJwt(token, now, entry) : ValidateOpaque(token, now, entry);
+    result = LooksLikeJws(token) ? ValidateJwt(token, now, access, entry)
+                                 : ValidateOpaque(token, now, access, entry);
     if (result.ok()) {
       entry.principal = *result;
       Remember(std::move(key), std::move(entry), now);
     }
   }
-  if (!result.ok()) {
+  if (!result.ok() && NeedsIdp(result.status())) {
+    ++needs_idp_;  // not a failure: the caller decides whether the IdP may be asked
+  } else if (!result.ok()) {
     ++failures_;
   }
   return result;
@@ -122,7 +137,7 @@ absl::StatusOr<Principal> TokenValidator::Validate(std::string_view token) {
 
 absl::StatusOr<Principal> TokenValidator::ValidateJwt(std::string_view token,
                                                       system_clock::time_point now,
-                                                      CacheEntry& entry) {
+                                                      IdpAccess access, CacheEntry& entry) {
   TG_ASSIGN_OR_RETURN(Jws jws, ParseJws(token));
   auto iss = jws.payload.find("iss");
   if (iss == jws.payload.end()) {
@@ -146,8 +161,17 @@ absl::StatusOr<Principal> TokenValidator::ValidateJwt(std::string_view token,
   const Jwk* key = nullptr;
   std::shared_ptr<const JwkSet> hold;  // keeps `key` alive
   if (!IsHmac(alg)) {
-    TG_ASSIGN_OR_RETURN(IssuerKeyCache::Snapshot snapshot, issuer.keys.Keys());
+    const bool local = access == IdpAccess::kLocalOnly;
+    absl::StatusOr<IssuerKeyCache::Snapshot> usable =
+        local ? issuer.keys.UsableKeys() : issuer.keys.Keys();
+    if (local && !usable.ok()) {
+      return NeedsIdpError(Cat("the keys of issuer ", name, " are not loaded or stale"));
+    }
+    TG_ASSIGN_OR_RETURN(IssuerKeyCache::Snapshot snapshot, std::move(usable));
     absl::StatusOr<const Jwk*> selected = issuer.validator.SelectKey(jws, alg, *snapshot.keys);
+    if (absl::IsNotFound(selected.status()) && local) {
+      return NeedsIdpError(Cat("its key is not among issuer ", name, "'s loaded keys"));
+    }
     if (absl::IsNotFound(selected.status())) {
       TG_ASSIGN_OR_RETURN(snapshot, issuer.keys.KeysAfterUnknownKid(snapshot.generation));
       selected = issuer.validator.SelectKey(jws, alg, *snapshot.keys);
@@ -170,7 +194,14 @@ absl::StatusOr<Principal> TokenValidator::ValidateJwt(std::string_view token,
 
 absl::StatusOr<Principal> TokenValidator::ValidateOpaque(std::string_view token,
                                                          system_clock::time_point now,
-                                                         CacheEntry& entry) {
+                                                         IdpAccess access, CacheEntry& entry) {
+  if (access == IdpAccess::kLocalOnly) {
+    for (const auto& issuer : issuers_) {
+      if (issuer->can_introspect && fetcher_) {
+        return NeedsIdpError("an opaque token is checked by introspection");
+      }
+    }
+  }
   absl::Status last =
       absl::UnauthenticatedError("not a JWT, and no issuer has token introspection configured");
   for (size_t i = 0; i < issuers_.size(); ++i) {
@@ -314,6 +345,7 @@ TokenValidator::Stats TokenValidator::stats() const {
   out.signature_verifications = verifications_;
   out.introspections = introspections_;
   out.failures = failures_;
+  out.needs_idp = needs_idp_;
   absl::MutexLock lock(&cache_mu_);
   out.cache_entries = cache_.size();
   return out;

@@ -15,6 +15,13 @@
 // from the JWKS or an IdP outage past `jwks_stale_max` takes effect on cached tokens too.
 // A repeated token costs a hash and a lookup.
 //
+// IdP access: Validate(token, IdpAccess::kLocalOnly) answers only from what is already here
+// (the cache, or a JWT whose issuer's keys are loaded, fresh and hold its kid): a token that
+// would need the IdP (a JWKS fetch for an unknown kid or missing/stale keys, discovery, or
+// introspection of an opaque token) is refused with NeedsIdp(status) true and nothing is
+// sent. The API validates every token this way first and contacts the IdP only for callers
+// that are within their failure budget and get a slow-call slot (httpapi/api.h).
+//
 // Thread-safe. Start() runs a background thread that refreshes each issuer's keys when due;
 // Stop() (also run by the destructor) ends it promptly, cancelling a fetch in flight.
 
@@ -38,6 +45,15 @@
 
 namespace tracegate::identity {
 
+enum class IdpAccess {
+  kAllowed,    // fetch keys or introspect as needed (may block on the network)
+  kLocalOnly,  // never contact the IdP: NeedsIdp(status) when that would be needed
+};
+
+// True for the status Validate(…, kLocalOnly) returns when only the IdP could decide (an
+// UnavailableError, so a caller that ignores the distinction still fails closed).
+[[nodiscard]] bool NeedsIdp(const absl::Status& status);
+
 class TokenValidator {
  public:
   TokenValidator(const config::Identity& identity, std::shared_ptr<Fetcher> fetcher, Clock clock);
@@ -47,7 +63,8 @@ class TokenValidator {
 
   // UnauthenticatedError with a precise, non-secret reason; UnavailableError when the issuer's
   // keys or introspection endpoint cannot be had (fail closed).
-  [[nodiscard]] absl::StatusOr<Principal> Validate(std::string_view token);
+  [[nodiscard]] absl::StatusOr<Principal> Validate(std::string_view token,
+                                                   IdpAccess access = IdpAccess::kAllowed);
 
   void Start();
   void Stop();
@@ -61,6 +78,7 @@ class TokenValidator {
     uint64_t cache_hits = 0;
     uint64_t signature_verifications = 0;  // JWT signatures checked
     uint64_t introspections = 0;           // introspection requests sent
+    uint64_t needs_idp = 0;                // kLocalOnly validations that would need the IdP
     uint64_t failures = 0;
     size_t cache_entries = 0;
   };
@@ -77,10 +95,10 @@ class TokenValidator {
 
   [[nodiscard]] absl::StatusOr<Principal> ValidateJwt(std::string_view token,
                                                       std::chrono::system_clock::time_point now,
-                                                      CacheEntry& entry);
+                                                      IdpAccess access, CacheEntry& entry);
   [[nodiscard]] absl::StatusOr<Principal> ValidateOpaque(std::string_view token,
                                                          std::chrono::system_clock::time_point now,
-                                                         CacheEntry& entry);
+                                                         IdpAccess access, CacheEntry& entry);
   [[nodiscard]] bool LookUp(const std::string& key, std::chrono::system_clock::time_point now,
                             Principal& out);
   void Remember(std::string key, CacheEntry entry, std::chrono::system_clock::time_point now);
@@ -100,6 +118,7 @@ class TokenValidator {
   std::atomic<uint64_t> verifications_{0};
   std::atomic<uint64_t> introspections_{0};
   std::atomic<uint64_t> failures_{0};
+  std::atomic<uint64_t> needs_idp_{0};
 
   std::mutex thread_mu_;  // Start/Stop
   std::atomic<bool> stopping_{false};

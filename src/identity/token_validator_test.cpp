@@ -198,6 +198,52 @@ TEST_F(TokenValidatorTest, ForgedKidsRefetchAtMostOncePerInterval) {
   EXPECT_EQ(idp_->Gets(kOktaJwks), jwks_gets + 1);
 }
 
+// Issue 17 item 4: a throttled caller's token is still checked when that is local, and
+// nothing reaches the IdP for it.
+TEST_F(TokenValidatorTest, LocalOnlyVerifiesWithLoadedKeysAndNeverContactsTheIdp) {
+  auto v = Make();
+  // No keys loaded yet: only the IdP could decide, and it is not asked.
+  absl::StatusOr<Principal> cold = v->Validate(OktaToken(), IdpAccess::kLocalOnly);
+  ASSERT_FALSE(cold.ok());
+  EXPECT_TRUE(NeedsIdp(cold.status()));
+  EXPECT_EQ(cold.status().code(), absl::StatusCode::kUnavailable);  // fails closed if ignored
+  EXPECT_EQ(idp_->TotalGets(), 0);
+
+  ASSERT_TRUE(v->Validate(OktaToken("o1", nullptr, OktaClaims())).ok());  // loads the keys
+  const int gets = idp_->TotalGets();
+  clock_.Advance(seconds(11));  // past unknown_kid_min_interval: kAllowed would refetch
+  json claims = OktaClaims();
+  claims["sub"] = "agent-8";  // a token never seen: verified with the loaded key
+  absl::StatusOr<Principal> fresh =
+      v->Validate(OktaToken("o1", nullptr, claims), IdpAccess::kLocalOnly);
+  ASSERT_TRUE(fresh.ok()) << Message(fresh.status());
+  EXPECT_EQ(fresh->subject, "agent-8");
+
+  // A bad signature under a loaded kid is refused locally, as any invalid token.
+  absl::StatusOr<Principal> forged =
+      v->Validate(OktaToken("o1", okta2_.get()), IdpAccess::kLocalOnly);
+  ASSERT_FALSE(forged.ok());
+  EXPECT_FALSE(NeedsIdp(forged.status()));
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kUnauthenticated);
+
+  // An unknown kid and an opaque token would need the IdP: refused without a request.
+  absl::StatusOr<Principal> unknown =
+      v->Validate(OktaToken("forged-kid", okta2_.get()), IdpAccess::kLocalOnly);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_TRUE(NeedsIdp(unknown.status()));
+  absl::StatusOr<Principal> opaque = v->Validate("opaque-token", IdpAccess::kLocalOnly);
+  ASSERT_FALSE(opaque.ok());
+  EXPECT_TRUE(NeedsIdp(opaque.status()));
+  EXPECT_EQ(idp_->TotalGets(), gets);
+  EXPECT_TRUE(idp_->Posts().empty());
+  EXPECT_EQ(v->stats().needs_idp, 3u);
+  EXPECT_EQ(v->stats().failures, 1u);  // only the forged signature
+
+  // The same unknown kid with access allowed does go to the IdP.
+  ASSERT_FALSE(v->Validate(OktaToken("forged-kid", okta2_.get())).ok());
+  EXPECT_EQ(idp_->TotalGets(), gets + 1);
+}
+
 TEST_F(TokenValidatorTest, IdpDownCachedKeysWorkUntilStaleThenFailClosed) {
   auto v = Make();
   std::string cached = OktaToken();
