@@ -604,10 +604,15 @@ class AuthFailureLimitTest(GrantsCase):
             wait_for(lambda: harness.port_accepts(api.host, api.port), 30)
             for _ in range(5):
                 self.assertEqual(api.grant("garbage", self.trace)[0], 401)
-            got, out, headers = api.call("POST", "/v1/grants", self.token(),
+            got, out, headers = api.call("POST", "/v1/grants", "garbage",
                                          {"connection": "traces-pg", "trace_id": self.trace})
             self.assertEqual(got, 429, out)
             self.assertTrue(int(headers["retry-after"]) >= 1)
+            # Throttled, not locked out (issue 17 item 4): a valid token from the same address
+            # is still verified with the cached keys and gets its grant.
+            got, out, _ = api.call("POST", "/v1/grants", self.token(),
+                                   {"connection": "traces-pg", "trace_id": self.trace})
+            self.assertEqual(got, 201, out)
 
 
 class IntrospectionTest(unittest.TestCase):

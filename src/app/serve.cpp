@@ -164,11 +164,11 @@ class AccessPlane {
     };
     service_ = std::make_unique<httpapi::ApiService>(
         config_,
-        [validator = validator_.get()](std::string_view token) {
-          return validator->Validate(token);
+        [validator = validator_.get()](std::string_view token, identity::IdpAccess access) {
+          return validator->Validate(token, access);
         },
         *grants_, listener_address, [] { return std::chrono::system_clock::now(); },
-        recorder_ ? store_.get() : nullptr, approvals_.get(), recorder_.get());
+        recorder_ ? store_.get() : nullptr, approvals_.get(), recorder_.get(), &registry_);
     fetcher_ = std::make_unique<fetch::TraceFetcher>(config_, *grants_, recorder_.get(), proxy);
     server_ = std::make_unique<httpapi::ApiServer>(
         config_, *service_,

@@ -3,6 +3,8 @@
 
 #include "config/access_keys.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -13,6 +15,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "config/scalars.h"
 
@@ -343,6 +346,43 @@ void CheckPolicy(const Item& map, Policy& policy, NoExtra&, Context& ctx) {
 
 // ---- api ---------------------------------------------------------------------------------
 
+// "10.0.0.0/8", "fd00::/8", or one address (a /32 or /128). The address must be the network's
+// (no host bits set), so that "10.0.0.1/8" is not silently read as 10.0.0.0/8.
+ScalarType<std::string> Cidr() {
+  return {"an IP address or CIDR like 10.0.0.0/8",
+          [](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
+            const size_t slash = text.find('/');
+            const std::string address = text.substr(0, slash);
+            unsigned char bytes[16] = {};
+            size_t size = 0;
+            if (inet_pton(AF_INET, address.c_str(), bytes) == 1) {
+              size = 4;
+            } else if (inet_pton(AF_INET6, address.c_str(), bytes) == 1) {
+              size = 16;
+            } else {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(Quote(address), " is not an IPv4 or IPv6 address"));
+            }
+            uint32_t prefix = static_cast<uint32_t>(size * 8);
+            if (slash != std::string::npos) {
+              const std::string digits = text.substr(slash + 1);
+              if (digits.empty() || digits.size() > 3 ||
+                  digits.find_first_not_of("0123456789") != std::string::npos ||
+                  !absl::SimpleAtoi(digits, &prefix) || prefix > size * 8) {
+                return absl::InvalidArgumentError(
+                    absl::StrCat("prefix length ", Quote(digits), " is not 0 to ", size * 8));
+              }
+            }
+            for (size_t bit = prefix; bit < size * 8; ++bit) {
+              if ((bytes[bit / 8] >> (7 - bit % 8)) & 1) {
+                return absl::InvalidArgumentError(
+                    absl::StrCat(Quote(text), " has bits set past its /", prefix, " prefix"));
+              }
+            }
+            return text;
+          }};
+}
+
 const Table<Api>& ApiKeys() {
   using K = Keys<Api>;
   static const auto* const table = new Table<Api>{
@@ -355,6 +395,22 @@ const Table<Api>& ApiKeys() {
                           ByteSize<uint32_t>(1024, 16u << 20)),
               K::Optional("auth_failures_per_minute", &Api::auth_failures_per_minute, 30,
                           kReloadable, Count<uint32_t>(1, 1000000)),
+              K::Strings("trusted_proxies", &Api::trusted_proxies, {}, kRestart, Cidr(), 256),
+              K::Optional("handler_threads", &Api::handler_threads, 4, kRestart,
+                          Count<uint32_t>(2, 256)),
+              K::Optional("max_slow_calls", &Api::max_slow_calls, 2, kRestart,
+                          Count<uint32_t>(1, 255)),
+          },
+      .check =
+          [](const Item& map, Api& api, NoExtra&, Context& ctx) {
+            // A slow dependency must never hold every handler thread: the approver's list and
+            // every other quick request keep at least one.
+            if (api.max_slow_calls >= api.handler_threads) {
+              const std::string key = ChildPath(map.path, "max_slow_calls");
+              ctx.Error(
+                  ctx.MarkOf(key).is_null() ? map.mark : ctx.MarkOf(key), key,
+                  absl::StrCat("must be less than handler_threads (", api.handler_threads, ")"));
+            }
           },
   };
   return *table;

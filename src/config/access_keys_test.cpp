@@ -40,6 +40,8 @@ api:
   public_host: gw.example.com
   max_body_bytes: 16KiB
   auth_failures_per_minute: 5
+  trusted_proxies: [10.0.0.0/8, "::1", 192.168.1.7]
+  handler_threads: 6
 state: {path: /var/lib/tracegate/state.db}
 identity:
   token_cache_entries: 500
@@ -78,6 +80,9 @@ policy:
   EXPECT_TRUE(c.api->tls);
   EXPECT_EQ(c.api->public_host, "gw.example.com");
   EXPECT_EQ(c.api->max_body_bytes, 16384u);
+  EXPECT_THAT(c.api->trusted_proxies, ElementsAre("10.0.0.0/8", "::1", "192.168.1.7"));
+  EXPECT_EQ(c.api->handler_threads, 6u);
+  EXPECT_EQ(c.api->max_slow_calls, 2u);  // the default
   EXPECT_EQ(c.state.path, "/var/lib/tracegate/state.db");
   ASSERT_EQ(c.identity.issuers.size(), 2u);
   const Issuer& okta = c.identity.issuers[0];
@@ -159,6 +164,7 @@ TEST_P(AccessErrorTest, Reports) {
 
 std::vector<ErrorCase> Cases() {
   const std::string issuer = "identity: {issuers: [{name: i, issuer: https://i, audiences: [tg]";
+  const std::string api = issuer + "}]}\napi: {listen: 127.0.0.1:8443, tls: false, ";
   return {
       {"AlgNone", issuer + ", algorithms: [none]}]}\n",
        "identity.issuers[0].algorithms[0]: \"none\" is never allowed"},
@@ -200,6 +206,14 @@ std::vector<ErrorCase> Cases() {
        "api: the API authenticates callers with OIDC tokens"},
       {"ApiClashesWithListener", "api: {listen: 127.0.0.1:6432, tls: false}\n",
        "api.listen: address 127.0.0.1:6432 is also used by connections[0].listen"},
+      {"TrustedProxyNotAnAddress", api + "trusted_proxies: [proxy.local]}\n",
+       "api.trusted_proxies[0]: \"proxy.local\" is not an IPv4 or IPv6 address"},
+      {"TrustedProxyBadPrefix", api + "trusted_proxies: [10.0.0.0/33]}\n",
+       "prefix length \"33\" is not 0 to 32"},
+      {"TrustedProxyHostBits", api + "trusted_proxies: [10.0.0.1/8]}\n",
+       "has bits set past its /8 prefix"},
+      {"SlowCallsTakeEveryHandler", api + "handler_threads: 2, max_slow_calls: 2}\n",
+       "api.max_slow_calls: must be less than handler_threads (2)"},
       {"UnknownRuleKey", "policy: {rules: [{name: r, group: [a]}]}\n",
        "unknown key \"group\" (did you mean \"groups\"?)"},
   };

@@ -326,6 +326,16 @@ struct Api {
   std::string public_host;  // host put into credential URIs; default: the listen host
   uint32_t max_body_bytes = 65536;
   uint32_t auth_failures_per_minute = 30;  // per client address, then 429
+  // Peers (CIDRs: "10.0.0.0/8", "::1/128", or one address) whose X-Forwarded-For is believed:
+  // the client address is then its right-most entry that is not itself trusted. Empty: the
+  // TCP peer is the client, and X-Forwarded-For is ignored.
+  std::vector<std::string> trusted_proxies;
+  // Threads that run API handlers, which may block (state store, risk query, IdP); the two
+  // I/O threads only read and write. More than max_slow_calls.
+  uint32_t handler_threads = 4;
+  // Handlers that may wait on a slow dependency (the risk query, token introspection, a JWKS
+  // fetch) at once; another such request is answered 503 `busy` with Retry-After.
+  uint32_t max_slow_calls = 2;
 };
 
 struct State {

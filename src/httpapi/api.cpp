@@ -30,6 +30,10 @@ constexpr std::string_view kApprovalsPath = "/v1/approvals";
 constexpr std::string_view kConnectionsPath = "/v1/connections";
 constexpr auto kMaxWait = std::chrono::seconds(60);
 constexpr auto kRiskQueryTimeout = std::chrono::seconds(5);
+// The reasons of tracegate_auth_failures_total{path="api"}: a fixed set, so no cardinality
+// grows with what callers send.
+constexpr const char* kAuthFailureReasons[] = {"missing_token", "invalid_token", "idp_unavailable",
+                                               "throttled"};
 
 ApiResponse Error(unsigned status, std::string_view code, std::string_view message,
                   const ApiRequest& request) {
@@ -151,7 +155,8 @@ std::string ErrorBody(std::string_view code, std::string_view message,
 ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
                        grants::GrantService& grants, ListenerAddress listener_address,
                        grants::Clock clock, store::StateStore* sessions,
-                       approvals::ApprovalService* approvals, audit::Recorder* recorder)
+                       approvals::ApprovalService* approvals, audit::Recorder* recorder,
+                       prometheus::Registry* metrics)
     : config_(std::move(config)),
       authenticate_(std::move(authenticate)),
       grants_(grants),
@@ -161,7 +166,104 @@ ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticat
       approvals_(approvals),
       recorder_(recorder),
       policy_(config_),
-      limiter_(config_->api ? config_->api->auth_failures_per_minute : 30) {}
+      limiter_(config_->api ? config_->api->auth_failures_per_minute : 30),
+      slow_calls_(config_->api ? config_->api->max_slow_calls : 2) {
+  if (metrics != nullptr) {
+    // The Postgres listeners add their series to the same family ({connection}).
+    auth_failures_ = &prometheus::BuildCounter()
+                          .Name("tracegate_auth_failures_total")
+                          .Help("Client authentications refused")
+                          .Register(*metrics);
+    for (const char* reason : kAuthFailureReasons) {
+      auth_failures_->Add({{"path", "api"}, {"reason", reason}});
+    }
+    busy_ = &prometheus::BuildCounter()
+                 .Name("tracegate_api_busy_total")
+                 .Help("API requests answered 503 busy: api.max_slow_calls were in flight")
+                 .Register(*metrics);
+    for (const char* dependency : {"risk", "idp"}) {
+      busy_->Add({{"dependency", dependency}});
+    }
+  }
+}
+
+void ApiService::CountAuthFailure(std::string_view reason) {
+  if (auth_failures_ != nullptr) {
+    auth_failures_->Add({{"path", "api"}, {"reason", std::string(reason)}}).Increment();
+  }
+}
+
+std::variant<ApiResponse, identity::Principal> ApiService::Authenticate(const ApiRequest& request) {
+  const auto now = std::chrono::steady_clock::now();
+  std::chrono::seconds retry_after{0};
+  // Over budget is a throttle, not a lock-out: what can be checked here still is.
+  const bool throttled = limiter_.Blocked(request.client_address, now, &retry_after);
+  auto too_many = [&](std::string_view message) {
+    ApiResponse response = Error(429, "too_many_requests", message, request);
+    response.headers.emplace_back("Retry-After", std::to_string(retry_after.count()));
+    return response;
+  };
+  std::string_view authorization = request.authorization;
+  absl::StatusOr<identity::Principal> principal = absl::UnauthenticatedError(
+      "missing bearer token: send \"Authorization: Bearer <OIDC access token>\"");
+  std::string_view reason = "missing_token";
+  if (authorization.size() > 7 &&
+      absl::AsciiStrToLower(std::string(authorization.substr(0, 7))) == "bearer ") {
+    std::string_view token = authorization.substr(7);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
+      token.remove_prefix(1);
+    }
+    principal = authenticate_(token, identity::IdpAccess::kLocalOnly);
+    if (!principal.ok() && identity::NeedsIdp(principal.status())) {
+      if (throttled) {
+        // Nothing is sent to the IdP for an address that is over its budget.
+        CountAuthFailure("throttled");
+        spdlog::info("api request={} peer={}: throttled before contacting the IdP: {}",
+                     request.request_id, LogEscape(request.client_address, 64),
+                     LogEscape(MessageOf(principal.status()), 1024));
+        return too_many(
+            "too many failed authentications from this address; a token that needs the "
+            "identity provider (unknown key, opaque token) is not checked until Retry-After");
+      }
+      std::optional<SlowCalls::Slot> slot = slow_calls_.TryAcquire();
+      if (!slot.has_value()) {
+        if (busy_ != nullptr) {
+          busy_->Add({{"dependency", "idp"}}).Increment();
+        }
+        ApiResponse response = Error(
+            503, "busy", "too many requests are waiting for the identity provider; retry shortly",
+            request);
+        response.headers.emplace_back("Retry-After", "1");
+        return response;
+      }
+      principal = authenticate_(token, identity::IdpAccess::kAllowed);
+    }
+    reason = "invalid_token";
+  }
+  if (principal.ok()) {
+    return *std::move(principal);
+  }
+  // Every failure counts against the address, IdP-unavailable and introspection failures
+  // included: an opaque token that makes the gateway wait on a slow IdP costs its sender.
+  const bool unavailable = absl::IsUnavailable(principal.status());
+  if (unavailable) {
+    reason = "idp_unavailable";
+  }
+  limiter_.RecordFailure(request.client_address, now);
+  CountAuthFailure(reason);
+  spdlog::info("api request={} peer={}: authentication failed ({}): {}", request.request_id,
+               LogEscape(request.client_address, 64), reason,
+               LogEscape(MessageOf(principal.status()), 1024));
+  if (throttled) {
+    return too_many("too many failed authentications from this address; try again later");
+  }
+  if (unavailable) {
+    return Error(503, "unavailable", MessageOf(principal.status()), request);
+  }
+  ApiResponse response = Error(401, "invalid_token", MessageOf(principal.status()), request);
+  response.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+  return response;
+}
 
 ApiResponse ApiService::Handle(const ApiRequest& request) {
   const std::string_view target = request.target;
@@ -213,41 +315,11 @@ ApiResponse ApiService::Handle(const ApiRequest& request) {
     return response;
   }
 
-  const auto now = std::chrono::steady_clock::now();
-  std::chrono::seconds retry_after{0};
-  if (limiter_.Blocked(request.client_address, now, &retry_after)) {
-    ApiResponse response =
-        Error(429, "too_many_requests",
-              "too many failed authentications from this address; try again later", request);
-    response.headers.emplace_back("Retry-After", std::to_string(retry_after.count()));
-    return response;
+  std::variant<ApiResponse, identity::Principal> authenticated = Authenticate(request);
+  if (ApiResponse* refused = std::get_if<ApiResponse>(&authenticated)) {
+    return std::move(*refused);
   }
-  std::string_view authorization = request.authorization;
-  absl::StatusOr<identity::Principal> principal = absl::UnauthenticatedError(
-      "missing bearer token: send \"Authorization: Bearer <OIDC access token>\"");
-  if (authorization.size() > 7 &&
-      absl::AsciiStrToLower(std::string(authorization.substr(0, 7))) == "bearer ") {
-    std::string_view token = authorization.substr(7);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
-      token.remove_prefix(1);
-    }
-    principal = authenticate_(token);
-  }
-  if (!principal.ok() && absl::IsUnavailable(principal.status())) {
-    // The issuer's keys cannot be had (IdP down past jwks_stale_max): a refusal, but not the
-    // caller's failure, so it does not count against its address.
-    spdlog::warn("api request={} peer={}: cannot validate: {}", request.request_id,
-                 request.client_address, LogEscape(MessageOf(principal.status()), 1024));
-    return Error(503, "unavailable", MessageOf(principal.status()), request);
-  }
-  if (!principal.ok()) {
-    limiter_.RecordFailure(request.client_address, now);
-    spdlog::info("api request={} peer={}: authentication failed: {}", request.request_id,
-                 request.client_address, LogEscape(MessageOf(principal.status()), 1024));
-    ApiResponse response = Error(401, "invalid_token", MessageOf(principal.status()), request);
-    response.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
-    return response;
-  }
+  const identity::Principal* principal = &std::get<identity::Principal>(authenticated);
   switch (route) {
     case Route::kSessions:
       return Sessions(request, *principal, path.substr(kSessionsPath.size()));
@@ -338,6 +410,22 @@ std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
   std::string approval_reason = decision.reason;
   if (decision.allowed() && decision.terms.approve_if_risk_at_least.has_value()) {
     // Risk decides: read it with the gateway's own credential. Unknown risk is not low risk.
+    // The query may take seconds: it holds one of the few slow-call slots (slow_calls.h).
+    std::optional<SlowCalls::Slot> slot = slow_calls_.TryAcquire();
+    if (!slot.has_value()) {
+      if (busy_ != nullptr) {
+        busy_->Add({{"dependency", "risk"}}).Increment();
+      }
+      spdlog::info("api request={} connection={}: busy, {} slow calls in flight",
+                   request.request_id, LogEscape(connection, 64), slow_calls_.in_use());
+      ApiResponse response =
+          Error(503, "busy",
+                "too many requests are waiting for a trace's risk; no grant was issued, retry "
+                "shortly",
+                request);
+      response.headers.emplace_back("Retry-After", "1");
+      return response;
+    }
     absl::StatusOr<double> risk =
         approvals::QueryRisk(target->backend, target->risk_query, trace_id, kRiskQueryTimeout);
     if (!risk.ok()) {

@@ -28,8 +28,20 @@
 // Every request carries `Authorization: Bearer <OIDC access token>`. Errors are JSON:
 // {"error": "<code>", "message": "<why>", "request_id": "<id>"}, with the HTTP status that fits
 // (400 bad request, 401 invalid token, 403 policy, 404, 405, 413, 429 too many failed
-// authentications from one address, 503 state store down). Messages never contain a token,
-// a credential or a backend password.
+// authentications from one address, 503 state store down or `busy`). Messages never contain a
+// token, a credential or a backend password.
+//
+// Failed authentications (issue 17 item 4) are counted per client address (client_address.h:
+// the TCP peer, or what a trusted proxy forwarded), IdP-unavailable and introspection failures
+// included. An address over its budget is throttled, not locked out: its tokens are still
+// checked where that is local (the token cache, or a JWT whose key is loaded), so a valid one
+// is served; only what would contact the IdP (an unknown kid's JWKS fetch, introspection of an
+// opaque token) and every failure are answered 429 with Retry-After, without asking the IdP.
+// Counted in tracegate_auth_failures_total{path="api",reason}.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/registry.h>
 
 #include <chrono>
 #include <cstdint>
@@ -49,7 +61,9 @@
 #include "config/config.h"
 #include "grants/grants.h"
 #include "httpapi/auth_limiter.h"
+#include "httpapi/slow_calls.h"
 #include "identity/principal.h"
+#include "identity/token_validator.h"
 #include "policy/policy.h"
 
 namespace tracegate::httpapi {
@@ -105,8 +119,10 @@ struct ApiResponse {
 ApiResponse FetchResponse(const FetchJob& job, const FetchOutcome& outcome,
                           const ApiRequest& request);
 
-// Validates a bearer token (identity::TokenValidator in production).
-using Authenticator = std::function<absl::StatusOr<identity::Principal>(std::string_view token)>;
+// Validates a bearer token (identity::TokenValidator in production). With kLocalOnly it must
+// not contact the IdP and answers identity::NeedsIdp(status) when only the IdP could decide.
+using Authenticator = std::function<absl::StatusOr<identity::Principal>(
+    std::string_view token, identity::IdpAccess access)>;
 // Where a connection's listener (Postgres or HTTP) can be reached by clients ("host", port).
 using ListenerAddress = std::function<std::pair<std::string, uint16_t>(const std::string& name)>;
 
@@ -118,7 +134,7 @@ class ApiService {
   ApiService(std::shared_ptr<const config::Config> config, Authenticator authenticate,
              grants::GrantService& grants, ListenerAddress listener_address, grants::Clock clock,
              store::StateStore* sessions = nullptr, approvals::ApprovalService* approvals = nullptr,
-             audit::Recorder* recorder = nullptr);
+             audit::Recorder* recorder = nullptr, prometheus::Registry* metrics = nullptr);
 
   ApiResponse Handle(const ApiRequest& request);
 
@@ -132,6 +148,9 @@ class ApiService {
                                                         std::function<void()> on_change);
 
  private:
+  // The caller's principal, or the refusal (401, 429, 503) to send; counts failures.
+  std::variant<ApiResponse, identity::Principal> Authenticate(const ApiRequest& request);
+  void CountAuthFailure(std::string_view reason);
   ApiResponse CreateGrant(const ApiRequest& request, const identity::Principal& principal);
   // The policy decision, risk, grant and approval request behind POST /v1/grants and the
   // one-call fetch. An error response, or the issued grant.
@@ -182,6 +201,9 @@ class ApiService {
   audit::Recorder* recorder_;
   policy::PolicyEngine policy_;
   AuthLimiter limiter_;
+  SlowCalls slow_calls_;  // risk queries and IdP calls in flight (slow_calls.h)
+  prometheus::Family<prometheus::Counter>* auth_failures_ = nullptr;
+  prometheus::Family<prometheus::Counter>* busy_ = nullptr;
 };
 
 // The JSON error body, also used by the transport for errors it produces itself.

@@ -11,6 +11,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -22,6 +23,7 @@
 #include "common/socket_deadline.h"
 #include "common/strings.h"
 #include "common/text_safety.h"
+#include "httpapi/client_address.h"
 
 namespace tracegate::httpapi {
 
@@ -63,6 +65,33 @@ http::response<http::string_body> ToHttp(const ApiResponse& api, unsigned versio
 }
 
 }  // namespace
+
+asio::awaitable<ApiResponse> OnHandlerThread(asio::thread_pool& pool,
+                                             std::function<ApiResponse()> work) {
+  auto executor = co_await asio::this_coro::executor;
+  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&,
+                                          void(std::exception_ptr, ApiResponse)>(
+      [&pool, executor, work = std::move(work)](auto handler) mutable {
+        // The coroutine's executor (its connection's strand) counts this as work until the
+        // answer is posted back to it.
+        auto home = asio::prefer(executor, asio::execution::outstanding_work.tracked);
+        asio::post(pool, [handler = std::move(handler), work = std::move(work),
+                          home = std::move(home)]() mutable {
+          std::exception_ptr failure;
+          ApiResponse answer;
+          try {
+            answer = work();
+          } catch (...) {
+            failure = std::current_exception();  // rethrown in the coroutine (AnswerAlways)
+          }
+          asio::post(home,
+                     [handler = std::move(handler), failure, answer = std::move(answer)]() mutable {
+                       std::move(handler)(failure, std::move(answer));
+                     });
+        });
+      },
+      asio::use_awaitable);
+}
 
 asio::awaitable<ApiResponse> AnswerAlways(std::string request_id,
                                           std::function<asio::awaitable<ApiResponse>()> handle) {
@@ -185,18 +214,25 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
         co_return;
       }
       const http::request<http::string_body>& request = parser.get();
+      std::vector<std::string_view> forwarded;
+      if (!trusted_proxies.empty()) {
+        const auto [first, last] = request.equal_range("X-Forwarded-For");
+        for (auto field = first; field != last; ++field) {
+          forwarded.emplace_back(field->value().data(), field->value().size());
+        }
+      }
       ApiRequest api_request{
           .method = std::string(request.method_string()),
           .target = std::string(request.target()),
           .authorization = std::string(request[http::field::authorization]),
           .body = request.body(),
-          .client_address = peer,
+          .client_address = trusted_proxies.ClientAddress(peer, forwarded),
           .request_id = request_id,
           .grant_credential = std::string(request["X-Tracegate-Grant"]),
       };
       ApiResponse api_response =
           co_await AnswerAlways(request_id, [&]() -> asio::awaitable<ApiResponse> {
-            ApiResponse answer = service.Handle(api_request);
+            ApiResponse answer = co_await Handle(api_request);
             if (answer.wait.has_value()) {
               answer = co_await LongPoll(api_request, *answer.wait);
             }
@@ -215,6 +251,13 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
+  // The service may block (state store, risk query, IdP): it runs on a handler thread while
+  // this connection's coroutine waits without holding an I/O thread.
+  asio::awaitable<ApiResponse> Handle(const ApiRequest& request) {
+    co_return co_await OnHandlerThread(*handlers,
+                                       [this, &request] { return service.Handle(request); });
+  }
+
   // Waits, without holding a thread, until the grant changes or the poll's time is up, then
   // asks the service again for the answer.
   asio::awaitable<ApiResponse> LongPoll(ApiRequest request, const httpapi::LongPoll& poll) {
@@ -223,13 +266,13 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
     std::unique_ptr<ApiService::ChangeWatch> watch = service.WatchGrant(
         poll.grant_id, [timer, executor] { asio::post(executor, [timer] { timer->cancel(); }); });
     // A decision may have landed between the first answer and the watch: look again first.
-    ApiResponse now = service.Handle(request);
+    ApiResponse now = co_await Handle(request);
     if (now.wait.has_value()) {
       error_code ec;
       co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
       watch.reset();
       request.may_wait = false;
-      now = service.Handle(request);
+      now = co_await Handle(request);
     }
     now.wait.reset();
     co_return now;
@@ -259,6 +302,10 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<asio::ssl::context> tls_context;
   std::vector<std::thread> threads;
+  // Runs ApiService::Handle (api.handler_threads). Stopped and destroyed before `context`:
+  // a finished handler posts its answer to a connection's strand.
+  std::unique_ptr<asio::thread_pool> handlers;
+  TrustedProxies trusted_proxies;
 };
 
 ApiServer::ApiServer(std::shared_ptr<const config::Config> config, ApiService& service,
@@ -269,6 +316,11 @@ ApiServer::~ApiServer() { Stop(); }
 
 absl::Status ApiServer::Start(unsigned threads) {
   const config::Api& api = *impl_->config->api;
+  absl::StatusOr<TrustedProxies> trusted = TrustedProxies::Parse(api.trusted_proxies);
+  if (!trusted.ok()) {
+    return trusted.status();
+  }
+  impl_->trusted_proxies = *std::move(trusted);
   if (api.tls) {
     absl::StatusOr<std::unique_ptr<asio::ssl::context>> tls =
         MakeServerTlsContext(impl_->config->tls.cert_file, impl_->config->tls.key_file);
@@ -293,6 +345,7 @@ absl::Status ApiServer::Start(unsigned threads) {
     return absl::UnavailableError(
         Cat("api: cannot listen on ", api.listen.host, ":", api.listen.port, ": ", ec.message()));
   }
+  impl_->handlers = std::make_unique<asio::thread_pool>(std::max<uint32_t>(2, api.handler_threads));
   asio::co_spawn(*impl_->context, impl_->Accept(), asio::detached);
   for (unsigned i = 0; i < std::max(1u, threads); ++i) {
     impl_->threads.emplace_back([context = impl_->context.get()] { context->run(); });
@@ -314,6 +367,12 @@ void ApiServer::Stop() {
     t.join();
   }
   impl_->threads.clear();
+  // A handler still running (a risk query, an IdP call) finishes within its own timeout; its
+  // answer goes to the stopped context and is destroyed with it. Handlers not yet started are
+  // destroyed with the pool, while the context they refer to still exists.
+  impl_->handlers->stop();
+  impl_->handlers->join();
+  impl_->handlers.reset();
   error_code ignored;  // closing during shutdown
   impl_->acceptor->close(ignored);
   impl_->acceptor.reset();

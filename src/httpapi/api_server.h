@@ -3,11 +3,19 @@
 //
 // The API runs on its own threads, not on the Postgres workers: validating a token may fetch
 // an issuer's keys and issuing a grant waits for the state store's fsync, and neither may
-// stall a data-path session. Each connection is bounded: 8 KiB of headers, api.max_body_bytes
+// stall a data-path session. Each connection is bounded: 24 KiB of headers, api.max_body_bytes
 // of body, 10 s to send a request, keep-alive for at most 100 requests.
+//
+// Threads (issue 17 item 5): two I/O threads only accept, read, write and wait; every call
+// into ApiService, which may block (SQLite's fsync, the risk query, token introspection, a JWKS
+// fetch), runs on a pool of api.handler_threads while the connection's coroutine waits without
+// holding an I/O thread. ApiService lets at most api.max_slow_calls handlers (fewer than the
+// pool) wait on a slow dependency at once, so quick requests always find a handler thread.
+// The client address is the TCP peer, or what a trusted proxy forwarded (client_address.h).
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,6 +32,11 @@ namespace tracegate::httpapi {
 // the server reads goes through this, so no failure leaves a connection without a reply.
 boost::asio::awaitable<ApiResponse> AnswerAlways(
     std::string request_id, std::function<boost::asio::awaitable<ApiResponse>()> handle);
+
+// Runs `work` on `pool` and resumes the awaiting coroutine on its own executor with the
+// answer; an exception `work` throws is rethrown there.
+boost::asio::awaitable<ApiResponse> OnHandlerThread(boost::asio::thread_pool& pool,
+                                                    std::function<ApiResponse()> work);
 
 // Runs a one-call fetch (src/fetch), waiting on I/O without holding an API thread.
 // The job must stay alive until the awaitable completes.

@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 namespace tracegate::httpapi {
 namespace {
@@ -54,6 +58,66 @@ TEST(AnswerAlways, ANonStdExceptionToo) {
     co_return ApiResponse{.status = 200};
   });
   EXPECT_EQ(r.status, 500u);
+}
+
+// Issue 17 item 5: the service runs on a handler thread, never on the connection's I/O thread,
+// and the coroutine resumes on its own executor with the answer (or the exception).
+TEST(OnHandlerThread, RunsTheWorkOnThePoolAndResumesOnTheCaller) {
+  asio::io_context context;
+  asio::thread_pool pool(2);
+  const std::thread::id io_thread = std::this_thread::get_id();
+  std::thread::id worked_on;
+  std::thread::id resumed_on;
+  ApiResponse out;
+  bool failed = false;
+  // A named lambda: the coroutine refers to its captures, so it must outlive run().
+  auto client = [&]() -> asio::awaitable<void> {
+    out = co_await OnHandlerThread(pool, [&] {
+      worked_on = std::this_thread::get_id();
+      return ApiResponse{.status = 201, .body = "{}"};
+    });
+    resumed_on = std::this_thread::get_id();
+    try {
+      (void)co_await OnHandlerThread(
+          pool, []() -> ApiResponse { throw std::runtime_error("handler bug"); });
+    } catch (const std::runtime_error&) {
+      failed = true;
+    }
+  };
+  asio::co_spawn(context, client(), asio::detached);
+  context.run();
+  pool.join();
+  EXPECT_EQ(out.status, 201u);
+  EXPECT_NE(worked_on, io_thread);
+  EXPECT_EQ(resumed_on, io_thread);
+  EXPECT_TRUE(failed);
+}
+
+// While one handler blocks, the I/O thread goes on serving: a second request is answered
+// before the first one's work is released.
+TEST(OnHandlerThread, ABlockedHandlerDoesNotHoldTheIoThread) {
+  asio::io_context context;
+  asio::thread_pool pool(2);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::vector<int> finished;
+  auto slow = [&]() -> asio::awaitable<void> {
+    (void)co_await OnHandlerThread(pool, [released] {
+      released.wait();
+      return ApiResponse{};
+    });
+    finished.push_back(1);
+  };
+  auto quick = [&]() -> asio::awaitable<void> {
+    (void)co_await OnHandlerThread(pool, [] { return ApiResponse{}; });
+    finished.push_back(2);
+    release.set_value();  // only now may the slow one finish
+  };
+  asio::co_spawn(context, slow(), asio::detached);
+  asio::co_spawn(context, quick(), asio::detached);
+  context.run();
+  pool.join();
+  EXPECT_EQ(finished, (std::vector<int>{2, 1}));
 }
 
 }  // namespace

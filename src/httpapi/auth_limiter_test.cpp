@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "httpapi/slow_calls.h"
+
 namespace tracegate::httpapi {
 namespace {
 
@@ -32,6 +34,23 @@ TEST(AuthLimiter, TracksABoundedNumberOfAddresses) {
   EXPECT_FALSE(limiter.Blocked("a", t0 + 3s, nullptr));
   EXPECT_TRUE(limiter.Blocked("b", t0 + 3s, nullptr));
   EXPECT_TRUE(limiter.Blocked("c", t0 + 3s, nullptr));
+}
+
+TEST(SlowCalls, RefusesPastTheLimitAndFreesOnRelease) {
+  SlowCalls calls(2);
+  std::optional<SlowCalls::Slot> a = calls.TryAcquire();
+  std::optional<SlowCalls::Slot> b = calls.TryAcquire();
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(b.has_value());
+  EXPECT_FALSE(calls.TryAcquire().has_value());
+  EXPECT_EQ(calls.in_use(), 2u);
+  a.reset();
+  std::optional<SlowCalls::Slot> c = calls.TryAcquire();
+  EXPECT_TRUE(c.has_value());
+  EXPECT_FALSE(calls.TryAcquire().has_value());
+  b.reset();
+  c.reset();
+  EXPECT_EQ(calls.in_use(), 0u);
 }
 
 }  // namespace
