@@ -195,6 +195,13 @@ class LogReader {
   std::filesystem::path dir_;
 };
 
+// One row of the state store's session index, as verify cross-checks it against the log.
+struct IndexedSession {
+  std::string id;
+  uint64_t first_seq = 0;  // its session_start (or auth_failure) record
+  uint64_t last_seq = 0;   // its last record so far
+};
+
 struct VerifyOptions {
   std::filesystem::path dir;
   const CheckpointKey* key = nullptr;       // public half is enough; required
@@ -202,6 +209,11 @@ struct VerifyOptions {
   // A log still being written: records after the last checkpoint are reported as unsigned,
   // not as a failure.
   bool live = false;
+  // The session index, when given: every session_start in the log must have its row (with
+  // that record as first_seq), a session id must start once, and every row must point at a
+  // session_start / auth_failure of its own id and at a last record of its own (rows older
+  // than the log's first remaining record are skipped: retention pruned them).
+  std::optional<std::vector<IndexedSession>> index;
 };
 
 struct VerifyReport {
@@ -219,7 +231,8 @@ struct VerifyReport {
 // Checks every segment, block and record: CRCs, seq continuity, the hash links, segment
 // headers against the chain, every checkpoint's signature and head, that a pruned prefix
 // is explained by a kPruned record in the chain, that the log ends at a signed checkpoint
-// (unless live), and that it reaches `expected_head` with the same hash.
+// (unless live), that it reaches `expected_head` with the same hash, and (with an index)
+// that the index and the log agree.
 VerifyReport Verify(const VerifyOptions& options);
 
 }  // namespace tracegate::audit

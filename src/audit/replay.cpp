@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_replace.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "pgwire/framing.h"
@@ -1211,7 +1212,10 @@ struct StepToText {
       const json frames = s.payload.value("frames", json::array());
       Head("client frames not forwarded (summary; their bytes are not recorded)");
       for (const json& f : frames.is_array() ? frames : json::array()) {
-        const std::string head = Field(f, "head", "");
+        // One line per entry: a newline in a refused statement's head is shown escaped, so
+        // recorded text cannot pass for a line of the replay's own.
+        const std::string head =
+            absl::StrReplaceAll(Field(f, "head", ""), {{"\n", "\\n"}, {"\r", "\\r"}});
         out += Cat(Field(f, "count"), " x '", Field(f, "type"), "' (", Field(f, "bytes"),
                    " bytes) ", Field(f, "verdict"), head.empty() ? "" : Cat(": ", head), "\n");
       }

@@ -434,6 +434,31 @@ TEST(SessionReplayTest, TruncatedRecordEndsTheFrames) {
               HasSubstr("recording truncated at 1024 bytes (1030 recorded)"));
 }
 
+// Issue 18 item 3: frames the gate dropped are a summary step, never their bytes, and the
+// statement after them replays as usual.
+TEST(SessionReplayTest, UnforwardedFramesAreASummaryStep) {
+  Session s;
+  s.Json(RecordType::kUnforwarded,
+         {{"session", "s-1"},
+          {"frames",
+           {{{"type", "d"}, {"verdict", "dropped"}, {"count", 27}, {"bytes", 283115655}},
+            {{"type", "Q"},
+             {"verdict", "refused"},
+             {"count", 1},
+             {"bytes", 31457320},
+             {"head", "SELECT count(*) FROM traces /* xx\nx"}}}}})
+      .Client(Query("SELECT 1"))
+      .Server(RowDesc({{"?column?"}}) + Row({"1"}) + Complete("SELECT 1") + Ready());
+  ASSERT_EQ(Kinds(s.replay()), (std::vector<std::string>{"unforwarded", "query", "result"}));
+  json step = Steps(s.replay())[0];
+  EXPECT_EQ(step["frames"][0]["count"], 27);
+  EXPECT_FALSE(step.contains("session"));
+  const std::string text = s.replay().RenderText();
+  EXPECT_THAT(text, HasSubstr("client frames not forwarded (summary; their bytes are not "
+                              "recorded)\n27 x 'd' (283115655 bytes) dropped\n1 x 'Q' (31457320 "
+                              "bytes) refused: SELECT count(*) FROM traces /* xx\\nx\n"));
+}
+
 TEST(SessionReplayTest, GrantEventStep) {
   Session s;
   s.Json(RecordType::kGrantEvent, {{"grant_id", "g-42"},

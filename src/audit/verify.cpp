@@ -1,8 +1,10 @@
 // Verify: reads a whole log and says precisely what is wrong with it, going on past each
 // problem where it can.
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "audit/log.h"
@@ -66,6 +68,8 @@ class Verifier {
   void CheckSeq(uint64_t seq, const SegmentFile& segment);
   void CheckCheckpoint(const Record& record, const Hash& head_before);
   void OnPruned(const Record& record);
+  void NoteForIndex(const Record& record);
+  void CheckIndex();
   std::optional<uint64_t> NextBlockAfter(const internal::SegmentSource& source, uint64_t offset);
   void Finish();
 
@@ -86,6 +90,12 @@ class Verifier {
   std::vector<PrunedEntry> pruned_;
   bool valid_checkpoint_ = false;
   std::optional<Hash> expected_seen_;
+  // Index cross-check: where each session id starts in the log (session_start or
+  // auth_failure; more than one is a reused id), and the session of each record an index
+  // row names as its last.
+  std::map<std::string, std::vector<uint64_t>, std::less<>> starts_;
+  std::map<uint64_t, std::string> wanted_last_;  // seq -> session of that record ("" unseen)
+  std::set<uint64_t> seen_last_;
 };
 
 void Verifier::Problem(std::string line) {
@@ -100,6 +110,11 @@ void Verifier::Problem(std::string line) {
 VerifyReport Verifier::Run() {
   if (options_.key == nullptr) {
     Problem("no checkpoint key given: signatures cannot be checked");
+  }
+  if (options_.index.has_value()) {
+    for (const IndexedSession& row : *options_.index) {
+      wanted_last_.emplace(row.last_seq, std::string());
+    }
   }
   absl::StatusOr<std::vector<SegmentFile>> segments = internal::ListSegments(options_.dir);
   if (!segments.ok()) {
@@ -349,8 +364,73 @@ void Verifier::OnRecord(const internal::ParsedRecord& parsed, const SegmentFile&
       }
       break;
   }
+  if (options_.index.has_value()) {
+    NoteForIndex(record);
+  }
   prev_seq_ = record.seq;
   report_.last_seq = record.seq;
+}
+
+void Verifier::NoteForIndex(const Record& record) {
+  if (record.type == RecordType::kSessionStart || record.type == RecordType::kAuthFailure) {
+    starts_[record.session].push_back(record.seq);
+  }
+  if (auto it = wanted_last_.find(record.seq); it != wanted_last_.end()) {
+    it->second = record.session;
+    seen_last_.insert(record.seq);
+  }
+}
+
+void Verifier::CheckIndex() {
+  std::map<std::string_view, const IndexedSession*> rows;
+  for (const IndexedSession& row : *options_.index) {
+    rows.emplace(row.id, &row);
+  }
+  const uint64_t first_kept = start_known_ ? log_start_ : 1;
+  for (const auto& [id, seqs] : starts_) {
+    if (seqs.size() > 1) {
+      std::string list;
+      for (uint64_t seq : seqs) {
+        list += Cat(list.empty() ? "" : ", ", seq);
+      }
+      Problem(Cat("session ", Printable(id), " starts more than once (records ", list,
+                  "): a reused session id; the index holds one row for them"));
+    }
+    auto row = rows.find(id);
+    if (row == rows.end()) {
+      const bool unsigned_tail = options_.live && seqs.front() > report_.last_checkpoint_seq;
+      std::string line = Cat("record ", seqs.front(), ": session ", Printable(id),
+                             " has no row in the session index");
+      if (unsigned_tail) {
+        Note(Cat(line, " (yet: the log is live)"));
+      } else {
+        Problem(std::move(line));
+      }
+    } else if (std::find(seqs.begin(), seqs.end(), row->second->first_seq) == seqs.end()) {
+      Problem(Cat("session ", Printable(id), ": the index points at record ",
+                  row->second->first_seq, " but the session starts at record ", seqs.front()));
+    }
+  }
+  for (const IndexedSession& row : *options_.index) {
+    if (row.first_seq < first_kept) {
+      continue;  // pruned by retention
+    }
+    if (!starts_.contains(row.id)) {
+      Problem(Cat("index row ", Printable(row.id), ": record ", row.first_seq,
+                  " is not the start of that session in the log"));
+      continue;
+    }
+    if (row.last_seq >= first_kept && row.last_seq <= report_.last_seq) {
+      auto last = wanted_last_.find(row.last_seq);
+      if (!seen_last_.contains(row.last_seq) || last->second != row.id) {
+        Problem(Cat("index row ", Printable(row.id), ": its last record ", row.last_seq,
+                    " is not a record of that session"));
+      }
+    } else if (row.last_seq > report_.last_seq) {
+      Problem(Cat("index row ", Printable(row.id), ": its last record ", row.last_seq,
+                  " is past the end of the log (", report_.last_seq, ")"));
+    }
+  }
 }
 
 void Verifier::CheckCheckpoint(const Record& record, const Hash& head_before) {
@@ -482,6 +562,10 @@ void Verifier::Finish() {
     } else {
       Problem(Cat("the state store's signed head (record ", expected.seq, ") is not in the log"));
     }
+  }
+
+  if (options_.index.has_value()) {
+    CheckIndex();
   }
 
   if (unlisted_problems_ > 0) {

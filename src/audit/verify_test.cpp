@@ -523,5 +523,84 @@ TEST_F(VerifyTest, NoLogAtAll) {
   EXPECT_FALSE(Verify(no_key).ok);
 }
 
+// ---- The index against the log (issue 18, item 2) ---------------------------------------
+
+class VerifyIndexTest : public VerifyTest {
+ protected:
+  // Appends (type, session) records after the opening checkpoint (seq 1); returns their seqs.
+  std::vector<uint64_t> Write(const std::vector<std::pair<RecordType, std::string>>& records) {
+    LogOptions options;
+    options.dir = dir_.path();
+    options.checkpoint_interval = std::chrono::hours(1);
+    options.on_checkpoint = [this](const Checkpoint& c) {
+      head_ = c;
+      return absl::OkStatus();
+    };
+    auto log = LogWriter::Open(options, *CheckpointKey::FromPrivatePem(pem_));
+    EXPECT_TRUE(log.ok()) << log.status();
+    std::vector<uint64_t> seqs;
+    for (const auto& [type, session] : records) {
+      auto seq = (*log)->Append(type, session, "{}");
+      EXPECT_TRUE(seq.ok()) << seq.status();
+      seqs.push_back(*seq);
+    }
+    EXPECT_TRUE((*log)->Flush().ok());
+    return seqs;
+  }
+  VerifyReport CheckWith(std::vector<IndexedSession> index) {
+    VerifyOptions options;
+    options.dir = dir_.path();
+    options.key = key_.get();
+    options.index = std::move(index);
+    return Verify(options);
+  }
+};
+
+TEST_F(VerifyIndexTest, AnIndexThatMatchesTheLogVerifies) {
+  auto seqs = Write({{RecordType::kSessionStart, "p01"},
+                     {RecordType::kClientFrames, "p01"},
+                     {RecordType::kSessionStart, "p02"},
+                     {RecordType::kSessionEnd, "p01"},
+                     {RecordType::kAuthFailure, "af-1"}});
+  VerifyReport report = CheckWith({{"p01", seqs[0], seqs[3]},
+                                   {"p02", seqs[2], seqs[2]},  // still open
+                                   {"af-1", seqs[4], seqs[4]}});
+  EXPECT_TRUE(report.ok) << Joined(report.problems);
+}
+
+// The issue's evidence: two runs, both with a session "000001"; the index kept one row.
+TEST_F(VerifyIndexTest, AReusedSessionIdIsAProblem) {
+  auto seqs = Write({{RecordType::kSessionStart, "000001"},
+                     {RecordType::kSessionEnd, "000001"},
+                     {RecordType::kSessionStart, "000001"},
+                     {RecordType::kSessionEnd, "000001"}});
+  VerifyReport report = CheckWith({{"000001", seqs[2], seqs[3]}});
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problems,
+              Contains(HasSubstr(Cat("session 000001 starts more than once (records ", seqs[0],
+                                     ", ", seqs[2], ")"))));
+}
+
+TEST_F(VerifyIndexTest, ASessionWithoutItsRowAndRowsThatPointElsewhereAreProblems) {
+  auto seqs = Write({{RecordType::kSessionStart, "p01"},
+                     {RecordType::kSessionEnd, "p01"},
+                     {RecordType::kSessionStart, "p02"},
+                     {RecordType::kSessionEnd, "p02"},
+                     {RecordType::kSessionStart, "p03"}});
+  VerifyReport report = CheckWith({
+      {"p02", seqs[2], seqs[1]},  // its last record is p01's
+      {"p03", seqs[3], seqs[4]},  // points at p02's end as its start
+      {"ghost", seqs[4], seqs[4]},
+  });
+  EXPECT_FALSE(report.ok);
+  EXPECT_THAT(report.problems,
+              Contains(Cat("record ", seqs[0], ": session p01 has no row in the session index")));
+  EXPECT_THAT(report.problems, Contains(HasSubstr(Cat("index row p02: its last record ", seqs[1],
+                                                      " is not a record of that session"))));
+  EXPECT_THAT(report.problems,
+              Contains(HasSubstr(Cat("session p03: the index points at record ", seqs[3]))));
+  EXPECT_THAT(report.problems, Contains(HasSubstr("index row ghost: record")));
+}
+
 }  // namespace
 }  // namespace tracegate::audit
