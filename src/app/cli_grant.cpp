@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "app/cli.h"
@@ -111,6 +113,21 @@ int Call(const ApiOptions& options, const std::string& method, const std::string
   return 0;
 }
 
+// A query-string value, percent-encoded (RFC 3986's unreserved characters pass as they are).
+std::string QueryValue(std::string_view value) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (absl::ascii_isalnum(byte) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(c);
+    } else {
+      out += {'%', kHex[byte >> 4], kHex[byte & 0xf]};
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void AddGrantCommands(CLI::App& app, int& exit_code) {
@@ -196,33 +213,83 @@ void AddApprovalCommands(CLI::App& app, int& exit_code) {
   struct ListOptions {
     ApiOptions api;
     std::string state = "pending";
+    uint32_t limit = 100;
+    std::string after;
+    std::string connection;
+    std::string trace_id;
+    std::string requester;
+    bool all = false;
     bool json = false;
   };
   auto list_options = std::make_shared<ListOptions>();
-  auto* list = approvals->add_subcommand("list", "Requests you may decide (or have made)");
+  auto* list = approvals->add_subcommand(
+      "list", "Requests you may decide (or have made), newest first, a page at a time");
   AddApiOptions(*list, list_options->api);
   list->add_option("--state", list_options->state,
                    "pending, approved, denied, expired, cancelled or all")
       ->capture_default_str();
+  list->add_option("--limit", list_options->limit, "Requests per page (1 to 200)")
+      ->check(CLI::Range(1, 200))
+      ->capture_default_str();
+  list->add_option("--after", list_options->after,
+                   "Start after this cursor (the \"next\" a previous page printed)");
+  list->add_option("--connection", list_options->connection, "Only requests for this connection");
+  list->add_option("--trace-id", list_options->trace_id, "Only requests for this trace");
+  list->add_option("--requester", list_options->requester,
+                   "Only this requester's requests: me, or <issuer name>:<subject>");
+  list->add_flag("--all", list_options->all, "Follow every page to the end");
   list->add_flag("--json", list_options->json, "Print the API's JSON");
   list->callback([list_options, &exit_code] {
-    json out;
-    exit_code =
-        Call(list_options->api, "GET", "/v1/approvals?state=" + list_options->state, "", out);
-    if (exit_code != 0) {
-      return;
+    const ListOptions& o = *list_options;
+    std::string query = Cat("state=", QueryValue(o.state), "&limit=", o.limit);
+    const std::pair<const char*, const std::string*> filters[] = {
+        {"connection", &o.connection}, {"trace_id", &o.trace_id}, {"requester", &o.requester}};
+    for (const auto& [name, value] : filters) {
+      if (!value->empty()) {
+        query += Cat("&", name, "=", QueryValue(*value));
+      }
     }
-    if (list_options->json) {
+    json listed = json::array();
+    std::string after = o.after;
+    std::string next;
+    // --all stops after this many pages (200 000 requests at the largest page), so a server
+    // that always answers `next` cannot keep the CLI going for ever.
+    constexpr int kMaxPages = 1000;
+    for (int page = 0; page < kMaxPages; ++page) {
+      json out;
+      exit_code = Call(
+          o.api, "GET",
+          Cat("/v1/approvals?", query, after.empty() ? "" : "&after=", QueryValue(after)), "", out);
+      if (exit_code != 0) {
+        return;
+      }
+      for (json& a : out["approvals"]) {
+        listed.push_back(std::move(a));
+      }
+      next = out.value("next", std::string());
+      if (!o.all || next.empty()) {
+        break;
+      }
+      after = next;
+    }
+    if (o.json) {
+      json out = {{"approvals", listed}};
+      if (!next.empty()) {
+        out["next"] = next;
+      }
       std::cout << DumpJson(out, 2) << "\n";
       return;
     }
     std::cout << "id                              kind      state     votes  trace               "
                  "requester / reason\n";
-    for (const json& a : out["approvals"]) {
+    for (const json& a : listed) {
       std::cout << fmt::format("{:<31} {:<9} {:<9} {}/{}    {:<19} {} / {}\n", a.value("id", ""),
                                a.value("kind", ""), a.value("state", ""), a.value("approvals", 0),
                                a.value("required", 1), a.value("trace_id", "").substr(0, 19),
                                a.value("requester", ""), a.value("reason", ""));
+    }
+    if (!next.empty()) {
+      std::cout << "more: --after " << next << "  (or --all)\n";
     }
   });
 
