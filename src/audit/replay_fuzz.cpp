@@ -1,8 +1,9 @@
 // Fuzzes SessionReplay over arbitrary records. The input is a sequence of fake records, each
 //   u8 tag | u16 length (big-endian) | length bytes of payload (fewer if the input ends)
-// where tag % 11 + 1 is the RecordType (session_start .. auth_failure) and tag / 8 picks the
-// record's time (30 and 31: the extremes of int64). Replay must never crash, read out of
-// bounds, or produce JSON that dump() refuses; every rendering is exercised.
+// where tag % 11 + 1 is the RecordType (session_start .. auth_failure), except tag 0xff:
+// unforwarded_frames, and tag / 8 picks the record's time (30 and 31: the extremes of int64).
+// Replay must never crash, read out of bounds, or produce JSON that dump() refuses; every rendering
+// is exercised.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     length = std::min(length, size - pos);
     Record record;
     record.seq = seq++;
-    record.type = static_cast<RecordType>(tag % 11 + 1);
+    record.type = tag == 0xff ? RecordType::kUnforwarded : static_cast<RecordType>(tag % 11 + 1);
     record.session = "fuzz";
     int64_t when = tag / 8;
     record.time_us = when == 31   ? std::numeric_limits<int64_t>::max()
