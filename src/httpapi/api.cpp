@@ -453,6 +453,15 @@ std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
     return Error(503, "unavailable", Cat(approval_reason, "; approvals are not available"),
                  request);
   }
+  if (needs_approval) {
+    // One requester's flood must not bury everyone else's requests: past
+    // approvals.max_pending_per_requester nothing is stored (no grant, request or webhook).
+    if (absl::Status room = approvals_->AdmitRequester(principal); !room.ok()) {
+      return absl::IsResourceExhausted(room)
+                 ? Error(429, "too_many_pending", MessageOf(room), request)
+                 : StatusResponse(room, request);
+    }
+  }
 
   grants::GrantRequest grant_request{
       .principal = principal,
@@ -479,9 +488,12 @@ std::variant<ApiResponse, ApiService::Issued> ApiService::Issue(
     absl::StatusOr<store::ApprovalRequest> opened =
         approvals_->OpenForGrant(out.issued.grant, principal.Describe(), approval_reason);
     if (!opened.ok()) {
-      // Without its request nobody could approve the grant: withdraw it (fail closed).
+      // Without its request nobody could approve the grant: withdraw it (fail closed). (Over
+      // the cap here: another request of the same requester won the race since AdmitRequester.)
       (void)grants_.Revoke(out.issued.grant.id, "tracegate");
-      return StatusResponse(opened.status(), request);
+      return absl::IsResourceExhausted(opened.status())
+                 ? Error(429, "too_many_pending", MessageOf(opened.status()), request)
+                 : StatusResponse(opened.status(), request);
     }
     out.approval = *std::move(opened);
   }
@@ -637,6 +649,18 @@ ApiResponse ApiService::RevokeGrant(const ApiRequest& request, const identity::P
   }
   spdlog::info("api request={} principal={}: revoked grant {}", request.request_id,
                LogEscape(principal.Describe()), LogEscape(id, 64));
+  if (approvals_ != nullptr) {
+    // Whatever of the grant still waits for approvers is moot: close it, so that it leaves
+    // their queue and a vote gets the answer any settled request gets. The grant is revoked
+    // either way; a store failure here leaves the request to expire with it (logged).
+    absl::StatusOr<size_t> closed =
+        approvals_->CancelForGrant(id, principal.Describe(), "its grant was revoked");
+    if (!closed.ok()) {
+      spdlog::error("api request={}: grant {} revoked, but its approval requests stay open: {}",
+                    request.request_id, LogEscape(id, 64),
+                    LogEscape(MessageOf(closed.status()), 1024));
+    }
+  }
   grant = grants_.Get(id);
   if (!grant.ok()) {
     return StoreError(grant.status(), request);
