@@ -99,6 +99,8 @@ tls:
 limits:
   max_startup_length: 2KiB
   max_message_length: 1GiB
+  max_auth_message_length: 4KiB
+  max_unauthenticated: 64
 connections:
   - name: traces-pg
     type: postgres
@@ -145,6 +147,8 @@ connections:
   EXPECT_EQ(c.tls.key_file, "/etc/tracegate/server.key");
   EXPECT_EQ(c.limits.max_startup_length, 2048u);
   EXPECT_EQ(c.limits.max_message_length, 1u << 30);
+  EXPECT_EQ(c.limits.max_auth_message_length, 4096u);
+  EXPECT_EQ(c.limits.max_unauthenticated, 64u);
   ASSERT_EQ(c.connections.size(), 2u);
   const Connection& pg = c.connections[0];
   EXPECT_EQ(pg.name, "traces-pg");
@@ -210,6 +214,8 @@ TEST(LoadString, DefaultsMatchTheHeader) {
   EXPECT_FALSE(c->admin.has_value());
   EXPECT_EQ(c->limits.max_startup_length, 10000u);
   EXPECT_EQ(c->limits.max_message_length, 64u << 20);
+  EXPECT_EQ(c->limits.max_auth_message_length, 1024u);  // PostgreSQL's SASL message cap
+  EXPECT_EQ(c->limits.max_unauthenticated, 256u);
   EXPECT_EQ(pg.idle_timeout, 5min);
   EXPECT_EQ(pg.session_timeout, 1h);
   EXPECT_EQ(pg.backend.port, 5432);
@@ -416,6 +422,11 @@ std::vector<ErrorCase> ErrorCases() {
       {"SizeOutOfRange", "limits: {max_message_length: 4GiB}\n" + m,
        "t.yaml:1:30: limits.max_message_length: "
        "size \"4GiB\" is out of range (5 to 1073741824 bytes)"},
+      {"AuthMessageTooSmall", "limits: {max_auth_message_length: 100}\n" + m,
+       "t.yaml:1:35: limits.max_auth_message_length: "
+       "size \"100\" is out of range (256 to 1048576 bytes)"},
+      {"NoUnauthenticatedClients", "limits: {max_unauthenticated: 0}\n" + m,
+       R"(t.yaml:1:31: limits.max_unauthenticated: expected an integer from 1 to 1000000, got "0")"},
       {"NotBoolean", m + "    require_tls: yes\n",
        R"(t.yaml:10:18: connections[0].require_tls: expected true or false, got "yes")"},
       {"MissingRequiredKey",
