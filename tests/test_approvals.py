@@ -417,9 +417,11 @@ class ApprovalFlowTest(ApprovalsCase):
                 self.assertEqual((status, out["error"]), (403, "forbidden"), out)
                 self.assertIn("requester", out["message"])
             with self.subTest(who="outsider", path=path):
+                # Who may not see the request hears what a GET says: it does not exist.
                 status, out = self.vote(grant, "outsider", path=path)
-                self.assertEqual((status, out["error"]), (403, "forbidden"), out)
+                self.assertEqual((status, out["error"]), (404, "not_found"), out)
                 self.assertNotIn("selfish", out["message"])  # who asked is not leaked
+                self.assertNotIn(APPROVERS, out["message"])  # nor who may decide
         status, out, _ = self.api.call("GET", f"/v1/grants/{gid}", self.token("selfish"))
         self.assertEqual((status, out["state"]), (200, "pending"), out)
         self.assertEqual(out["approval"]["decisions"], [])
