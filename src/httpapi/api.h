@@ -11,9 +11,12 @@
 //   POST   /v1/grants/{id}/approve|deny  {"comment": "…"}
 //                            → 200 the approval after this vote: the grant's own if pending,
 //                            else its held result's; approvers only, never the requester
-//   GET    /v1/approvals[?state=pending|approved|denied|expired|cancelled|all]
-//                            → 200 the requests the caller may decide or has made
-//   GET    /v1/approvals/{id}, POST /v1/approvals/{id}/approve|deny: one request
+//   GET    /v1/approvals[?state=pending|approved|denied|expired|cancelled|all&limit=&after=
+//                            &connection=&trace_id=&requester=me|<issuer>:<subject>]
+//                            → 200 {"approvals":[…],"next":"<cursor>"}: the requests the caller
+//                            may decide or has made, newest first, a page at a time
+//   GET    /v1/approvals/{id}, POST /v1/approvals/{id}/approve|deny: one request; 404 alike
+//                            for an unknown id and one the caller may not see
 //   GET    /v1/connections/{name}/traces/{trace_id}[?reason=]
 //                            → 200 the masked trace as JSON, in one call: a grant is minted
 //                            under the same policy, used by the gateway itself (the
@@ -28,7 +31,8 @@
 // Every request carries `Authorization: Bearer <OIDC access token>`. Errors are JSON:
 // {"error": "<code>", "message": "<why>", "request_id": "<id>"}, with the HTTP status that fits
 // (400 bad request, 401 invalid token, 403 policy, 404, 405, 413, 429 too many failed
-// authentications from one address, 503 state store down or `busy`). Messages never contain a
+// authentications from one address or `too_many_pending` approval requests of one requester,
+// 503 state store down or `busy`). Messages never contain a
 // token, a credential or a backend password.
 //
 // Failed authentications (issue 17 item 4) are counted per client address (client_address.h:
