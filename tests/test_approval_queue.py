@@ -100,12 +100,17 @@ def jwt_subject(token: str) -> str:
     return json.loads(base64.urlsafe_b64decode(payload))["sub"]
 
 
-def dropped_deliveries(admin_url: str) -> float:
+def metric(admin_url: str, series: str) -> float:
+    """The value of one series in /metrics (e.g. 'name{label="x"}'), or -1."""
     status, text = http_get(admin_url + "/metrics")
     if status != 200:
         return -1
-    match = re.search(r'^tracegate_webhook_deliveries\{outcome="dropped"\} (\S+)$', text, re.M)
+    match = re.search("^" + re.escape(series) + r" (\S+)$", text, re.M)
     return float(match.group(1)) if match else -1
+
+
+def dropped_deliveries(admin_url: str) -> float:
+    return metric(admin_url, 'tracegate_webhook_deliveries{outcome="dropped"}')
 
 
 class ApprovalQueueTest(ApprovalsCase):
@@ -323,6 +328,15 @@ class ApprovalQueueTest(ApprovalsCase):
                  what="dropped deliveries in /metrics")
         ids = self.dead.ids()
         self.assertEqual(len(ids), len(set(ids)), f"retried before Retry-After: {ids}")
+        # Per hook: the hostile hooks' queues are full and dropping; the healthy one's is not.
+        admin = self.gw.admin_url
+        wait_for(lambda: metric(admin, 'tracegate_webhook_dropped{hook="dead"}') > 0, 30,
+                 what="the dead hook's drops in /metrics")
+        wait_for(lambda: metric(admin, 'tracegate_webhook_queued{hook="hung"}')
+                 == HUNG_QUEUE + 1, 30, what="the hung hook's full queue in /metrics")
+        self.assertEqual(metric(admin, 'tracegate_webhook_dropped{hook="live"}'), 0)
+        self.assertLessEqual(metric(admin, 'tracegate_webhook_queued{hook="dead"}'),
+                             DEAD_QUEUE + 1)
         log = self.gw.stderr_text()
         self.assertIn("notify: webhook dead: queue full", log)
         self.assertIn("notify: webhook hung: queue full", log)

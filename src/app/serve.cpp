@@ -102,6 +102,19 @@ class AccessPlane {
         for (const char* outcome : {"delivered", "failed", "dropped", "retries"}) {
           webhook_gauges_.push_back(&family.Add({{"outcome", outcome}}));
         }
+        // Per hook: which one backs up (its own queue) and what its full queue dropped.
+        auto& queued = prometheus::BuildGauge()
+                           .Name("tracegate_webhook_queued")
+                           .Help("Deliveries waiting in a webhook's queue (in flight included)")
+                           .Register(registry_);
+        auto& dropped = prometheus::BuildGauge()
+                            .Name("tracegate_webhook_dropped")
+                            .Help("Deliveries a webhook's full queue (or shutdown) dropped so far")
+                            .Register(registry_);
+        for (const config::Webhook& hook : config_->approvals.webhooks) {
+          webhook_hook_gauges_.push_back(
+              {&queued.Add({{"hook", hook.name}}), &dropped.Add({{"hook", hook.name}})});
+        }
       }
       approvals_ = std::make_unique<approvals::ApprovalService>(
           config_, *store_, *grants_, recorder_.get(), webhooks_.get(),
@@ -217,6 +230,11 @@ class AccessPlane {
         for (size_t i = 0; i < webhook_gauges_.size(); ++i) {
           webhook_gauges_[i]->Set(static_cast<double>(values[i]));
         }
+        const std::vector<notify::HookStats> hooks = webhooks_->hook_stats();
+        for (size_t i = 0; i < hooks.size() && i < webhook_hook_gauges_.size(); ++i) {
+          webhook_hook_gauges_[i].first->Set(static_cast<double>(hooks[i].queued));
+          webhook_hook_gauges_[i].second->Set(static_cast<double>(hooks[i].stats.dropped));
+        }
       }
       if (approvals_) {
         absl::StatusOr<size_t> expired = approvals_->ExpireDue();
@@ -249,6 +267,8 @@ class AccessPlane {
   std::shared_ptr<const config::Config> config_;
   prometheus::Registry& registry_;
   std::vector<prometheus::Gauge*> webhook_gauges_;  // delivered, failed, dropped, retries
+  // Per hook, in configuration order: (queued, dropped).
+  std::vector<std::pair<prometheus::Gauge*, prometheus::Gauge*>> webhook_hook_gauges_;
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<grants::GrantService> grants_;
   std::unique_ptr<audit::Recorder> recorder_;
