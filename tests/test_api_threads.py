@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
+import threading
 import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import harness
@@ -73,9 +76,53 @@ class TableLock:
                 stream.close()
 
 
+class HeldIntrospection:
+    """An RFC 7662 endpoint that holds every request until release(), then says the token is
+    not active. Counts the requests it holds."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.release_event = threading.Event()
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer._lock:
+                    outer.held += 1
+                outer.release_event.wait(30)
+                body = b'{"active":false}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/introspect"
+
+    def count(self) -> int:
+        with self._lock:
+            return self.held
+
+    def close(self) -> None:
+        self.release_event.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 class ApiThreadsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
+        cls.introspection = HeldIntrospection()
+
         def make_config() -> dict:
             ids = cls.pg.psql("select id from traces order by id limit 2").split()
             cls.risky_trace, cls.plain_trace = ids
@@ -87,13 +134,27 @@ class ApiThreadsTest(unittest.TestCase):
             cfg["connections"][0]["risk_query"] = RISK_QUERY
             cfg["api"]["handler_threads"] = 4
             cfg["api"]["max_slow_calls"] = SLOW_CALLS
+            secret_file = os.path.join(cls.tmp, "introspector.secret")
+            with open(secret_file, "w") as f:
+                f.write("introspector-secret\n")
+            cfg["identity"]["issuers"][0].update(
+                {"introspection_endpoint": cls.introspection.url,
+                 "introspection_client_id": "introspector",
+                 "introspection_client_secret_file": secret_file})
             return cfg
 
-        start_access_plane(cls, "tg-apithreads-", make_config, clients=CLIENTS)
+        try:
+            start_access_plane(cls, "tg-apithreads-", make_config, clients=CLIENTS)
+        except BaseException:
+            cls.introspection.close()
+            raise
 
     @classmethod
     def tearDownClass(cls) -> None:
-        stop_access_plane(cls)
+        try:
+            stop_access_plane(cls)
+        finally:
+            cls.introspection.close()
 
     def waiting_risk_queries(self) -> int:
         return int(self.pg.psql(
@@ -157,6 +218,36 @@ class ApiThreadsTest(unittest.TestCase):
         # The slow-call slots were returned: a risky grant works again.
         got, out, _ = self.risky_grant()
         self.assertEqual(got, 202, out)
+
+
+    def test_slow_introspection_does_not_stall_other_callers(self):
+        approver = self.idp.token("approver")
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=SLOW_CALLS)
+        held_before = self.introspection.count()
+        try:
+            opaque = [pool.submit(self.api.call, "GET", "/v1/approvals", f"opaque-{i:04d}")
+                      for i in range(SLOW_CALLS)]
+            wait_for(lambda: self.introspection.count() == held_before + SLOW_CALLS, 30,
+                     what="introspections held by the endpoint")
+            got, out, _ = self.api.call("GET", "/v1/approvals", approver)
+            self.assertEqual(got, 200, out)
+            status, body = http_get(self.gw.admin_url + "/healthz", timeout=10)
+            self.assertEqual(status, 200, body)
+            # A third opaque token would need the IdP too: busy, and never sent there.
+            got, out, headers = self.api.call("GET", "/v1/approvals", "opaque-9999")
+            self.assertEqual(got, 503, out)
+            self.assertEqual(out["error"], "busy")
+            self.assertGreaterEqual(int(headers["retry-after"]), 1)
+            others_done_first = not any(f.done() for f in opaque)
+            self.assertEqual(self.introspection.count(), held_before + SLOW_CALLS)
+        finally:
+            self.introspection.release_event.set()
+        results = [f.result(timeout=60) for f in opaque]
+        pool.shutdown()
+        self.introspection.release_event.clear()
+        self.assertTrue(others_done_first, "other callers waited for the introspections")
+        for got, out, _ in results:
+            self.assertEqual(got, 401, out)  # the endpoint said: not active
 
 
 if __name__ == "__main__":

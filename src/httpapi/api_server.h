@@ -33,10 +33,11 @@ namespace tracegate::httpapi {
 boost::asio::awaitable<ApiResponse> AnswerAlways(
     std::string request_id, std::function<boost::asio::awaitable<ApiResponse>()> handle);
 
-// Runs `work` on `pool` and resumes the awaiting coroutine on its own executor with the
-// answer; an exception `work` throws is rethrown there.
+// Runs a copy of `work` on `pool` and resumes the awaiting coroutine on its own executor with
+// the answer; an exception `work` throws is rethrown there. Pass a named `work` (g++ 12 and
+// temporaries across a co_await, see api_server.cpp).
 boost::asio::awaitable<ApiResponse> OnHandlerThread(boost::asio::thread_pool& pool,
-                                                    std::function<ApiResponse()> work);
+                                                    const std::function<ApiResponse()>& work);
 
 // Runs a one-call fetch (src/fetch), waiting on I/O without holding an API thread.
 // The job must stay alive until the awaitable completes.

@@ -71,15 +71,18 @@ TEST(OnHandlerThread, RunsTheWorkOnThePoolAndResumesOnTheCaller) {
   ApiResponse out;
   bool failed = false;
   // A named lambda: the coroutine refers to its captures, so it must outlive run().
+  const std::function<ApiResponse()> work = [&] {
+    worked_on = std::this_thread::get_id();
+    return ApiResponse{.status = 201, .body = "{}"};
+  };
+  const std::function<ApiResponse()> bug = []() -> ApiResponse {
+    throw std::runtime_error("handler bug");
+  };
   auto client = [&]() -> asio::awaitable<void> {
-    out = co_await OnHandlerThread(pool, [&] {
-      worked_on = std::this_thread::get_id();
-      return ApiResponse{.status = 201, .body = "{}"};
-    });
+    out = co_await OnHandlerThread(pool, work);
     resumed_on = std::this_thread::get_id();
     try {
-      (void)co_await OnHandlerThread(
-          pool, []() -> ApiResponse { throw std::runtime_error("handler bug"); });
+      (void)co_await OnHandlerThread(pool, bug);
     } catch (const std::runtime_error&) {
       failed = true;
     }
@@ -101,15 +104,17 @@ TEST(OnHandlerThread, ABlockedHandlerDoesNotHoldTheIoThread) {
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::vector<int> finished;
+  const std::function<ApiResponse()> blocked = [released] {
+    released.wait();
+    return ApiResponse{};
+  };
+  const std::function<ApiResponse()> at_once = [] { return ApiResponse{}; };
   auto slow = [&]() -> asio::awaitable<void> {
-    (void)co_await OnHandlerThread(pool, [released] {
-      released.wait();
-      return ApiResponse{};
-    });
+    (void)co_await OnHandlerThread(pool, blocked);
     finished.push_back(1);
   };
   auto quick = [&]() -> asio::awaitable<void> {
-    (void)co_await OnHandlerThread(pool, [] { return ApiResponse{}; });
+    (void)co_await OnHandlerThread(pool, at_once);
     finished.push_back(2);
     release.set_value();  // only now may the slow one finish
   };
