@@ -757,6 +757,47 @@ TEST_F(ApprovalServiceTest, AFloodNeverHidesAnotherRequestFromItsApprovers) {
   EXPECT_TRUE(AllPages(*service_, arno, query).empty());
 }
 
+// A caller who may see almost nothing of a long history still gets prompt pages: each reads
+// at most kMaxScanned rows and hands back a cursor, and following it reaches the one request
+// it may see, past more than a page's budget of others' requests.
+TEST_F(ApprovalServiceTest, APageReadsABoundedNumberOfRowsAndItsCursorGoesOn) {
+  const identity::Principal dana = Person("dana", {"agents"});
+  const identity::Principal arno = Person("arno", {"approvers"});  // "defaulted" only
+  store::GrantRecord victim = MustOpen("defaulted", dana);
+  // Requests arno may not see, straight into the store (the service's cap is per requester).
+  const size_t others = kMaxScanned + 50;
+  for (size_t i = 0; i < others; ++i) {
+    store::GrantRecord grant = victim;
+    grant.id = Cat("g_other_", i);
+    grant.created_at = victim.created_at + std::chrono::microseconds(i + 1);
+    grant.expires_at = grant.created_at + std::chrono::minutes(5);
+    ASSERT_TRUE(store_
+                    ->CreateGrant(grant, {.grant_id = grant.id,
+                                          .to = GrantState::kPending,
+                                          .at = grant.created_at,
+                                          .actor = "test"})
+                    .ok());
+    ApprovalRequest request = *store_->GetApproval(victim.id);
+    request.id = grant.id;
+    request.grant_id = grant.id;
+    request.approver_groups = {"sre"};
+    request.created_at = grant.created_at;
+    request.expires_at = grant.expires_at;
+    ASSERT_TRUE(store_->CreateApproval(request).ok()) << i;
+  }
+  ListQuery query;
+  query.limit = 10;
+  auto first = service_->ListFor(arno, query);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(first->requests, IsEmpty());
+  ASSERT_TRUE(first->next.has_value()) << "a page out of budget must say where to go on";
+  query.after = first->next;
+  auto second = service_->ListFor(arno, query);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(Ids(second->requests), ElementsAre(victim.id));
+  EXPECT_FALSE(second->next.has_value());
+}
+
 TEST_F(ApprovalServiceTest, ACursorIsCheckedBeforeUse) {
   for (const char* bad :
        {"", ".", "12", "x.g1", "12.", "12.a b", "1234567890123456789.g", "-5.g1", "12.g\x01"}) {
