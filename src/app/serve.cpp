@@ -182,7 +182,8 @@ class AccessPlane {
         },
         *grants_, listener_address, [] { return std::chrono::system_clock::now(); },
         recorder_ ? store_.get() : nullptr, approvals_.get(), recorder_.get(), &registry_);
-    fetcher_ = std::make_unique<fetch::TraceFetcher>(config_, *grants_, recorder_.get(), proxy);
+    fetcher_ = std::make_unique<fetch::TraceFetcher>(config_, *grants_, recorder_.get(),
+                                                     approvals_.get(), proxy);
     server_ = std::make_unique<httpapi::ApiServer>(
         config_, *service_,
         [fetcher = fetcher_.get()](const httpapi::FetchJob& job) { return fetcher->Fetch(job); });
@@ -301,7 +302,8 @@ int Serve(std::shared_ptr<const config::Config> config) {
     spdlog::error("cannot start: {}", MessageOf(started));
     return 1;
   }
-  httpproxy::HttpProxy http_proxy(config, *registry, access.grants(), access.recorder());
+  httpproxy::HttpProxy http_proxy(config, *registry, access.grants(), access.recorder(),
+                                  access.approvals());
   const unsigned workers =
       config->workers > 0 ? config->workers : std::max(1u, std::thread::hardware_concurrency());
   if (absl::Status started = http_proxy.Start(workers); !started.ok()) {

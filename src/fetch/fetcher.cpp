@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <map>
 
@@ -11,6 +12,7 @@
 #include "common/strings.h"
 #include "common/text_safety.h"
 #include "httpproxy/exchange.h"
+#include "httpproxy/one_shot.h"
 #include "httpproxy/recording.h"
 #include "sql/gate.h"
 
@@ -20,8 +22,10 @@ namespace asio = boost::asio;
 
 namespace {
 
-httpapi::FetchOutcome ToFetchOutcome(const httpproxy::Outcome& outcome, std::string session_id) {
+httpapi::FetchOutcome ToFetchOutcome(const httpproxy::Outcome& outcome, std::string session_id,
+                                     std::string approval_id) {
   httpapi::FetchOutcome out;
+  out.approval_id = std::move(approval_id);
   out.status = outcome.status;
   out.body = outcome.body;
   out.error = outcome.error;
@@ -125,10 +129,19 @@ httpproxy::Outcome QueryTrace(const config::Connection& connection, const sql::G
 
 TraceFetcher::TraceFetcher(std::shared_ptr<const config::Config> config,
                            grants::GrantService& grants, audit::Recorder* recorder,
-                           httpproxy::HttpProxy& proxy)
-    : config_(std::move(config)), grants_(grants), recorder_(recorder), proxy_(proxy) {}
+                           approvals::ApprovalService* approvals, httpproxy::HttpProxy& proxy)
+    : config_(std::move(config)),
+      grants_(grants),
+      recorder_(recorder),
+      approvals_(approvals),
+      proxy_(proxy) {}
 
-TraceFetcher::~TraceFetcher() { pool_.join(); }
+TraceFetcher::~TraceFetcher() {
+  // A fetch still held for approvers would keep the pool busy until its request expires:
+  // at shutdown it is abandoned (its API connection is already gone).
+  pool_.stop();
+  pool_.join();
+}
 
 std::shared_ptr<const sql::Gate> TraceFetcher::GateFor(const config::Connection& connection) {
   std::lock_guard lock(gates_mu_);
@@ -149,66 +162,67 @@ asio::awaitable<httpapi::FetchOutcome> TraceFetcher::Fetch(const httpapi::FetchJ
     const httpproxy::FetchRequest request{
         .grant = job.grant, .client_address = job.client_address, .request_id = job.request_id};
     httpproxy::FetchResult result = co_await proxy_.Fetch(request);
-    co_return ToFetchOutcome(result.outcome, std::move(result.session_id));
+    co_return ToFetchOutcome(result.outcome, std::move(result.session_id),
+                             std::move(result.approval_id));
   }
-  // libpq blocks: run on the pool. The function holds only pointers (see proxy.h).
+  // libpq blocks: the fetch runs on the pool, held results included (a hold waits on a
+  // timer, not a thread), on a strand of its own, since what wakes it (a revocation, a
+  // decision) is posted to its executor from other threads. The function holds only
+  // pointers (see proxy.h).
   const httpapi::FetchJob* pending = &job;
   co_return co_await asio::co_spawn(
-      pool_, [this, pending] { return FetchPostgres(*pending); }, asio::use_awaitable);
+      asio::make_strand(pool_), [this, pending] { return FetchPostgres(*pending); },
+      asio::use_awaitable);
 }
 
 asio::awaitable<httpapi::FetchOutcome> TraceFetcher::FetchPostgres(const httpapi::FetchJob& job) {
+  using httpproxy::OneShotSession;
   using httpproxy::Outcome;
   using httpproxy::Refuse;
   const store::GrantRecord& grant = job.grant;
-  const std::string session_id = httpproxy::NewSessionId();
+  // Named locals, not temporaries: g++ 12 mishandles temporaries that live across a
+  // co_await in the same full-expression (see proxy.h).
+  const asio::any_io_executor executor = co_await asio::this_coro::executor;
+  const httpproxy::ExchangeRecording::Start start{.session_id = httpproxy::NewSessionId(),
+                                                  .kind = "fetch",
+                                                  .client_address = job.client_address};
+  OneShotSession session({.grants = grants_, .recorder = recorder_, .approvals = approvals_}, grant,
+                         start, executor);
   const config::Connection* connection = nullptr;
   for (const config::Connection& c : config_->connections) {
     if (c.name == grant.connection) {
       connection = &c;
     }
   }
-  absl::StatusOr<httpproxy::ExchangeRecording> recording =
-      session_id.empty()
-          ? absl::StatusOr<httpproxy::ExchangeRecording>(absl::UnavailableError("no randomness"))
-          : httpproxy::ExchangeRecording::Begin(
-                recorder_, grant,
-                {.session_id = session_id, .kind = "fetch", .client_address = job.client_address});
-  if (!recording.ok() || connection == nullptr) {
-    Outcome refused = connection == nullptr
-                          ? Refuse(503, "unavailable", "the connection is no longer configured")
-                          : Refuse(503, "recording_unavailable",
-                                   "the fetch could not be recorded (audit log unavailable)");
-    (void)httpproxy::EndGrantUse(grants_, grant, refused, session_id);
-    co_return ToFetchOutcome(refused, "");
+  if (session.begin_refusal() || connection == nullptr) {
+    const Outcome refused =
+        session.begin_refusal()
+            ? *session.begin_refusal()
+            : Refuse(503, "unavailable", "the connection is no longer configured");
+    session.End(refused, 0);
+    co_return ToFetchOutcome(refused, "", "");
   }
   const std::string request_text =
       Cat("GET /v1/connections/", grant.connection, "/traces/", grant.trace_id,
           " (one-call fetch, api request ", job.request_id, ", fetch_query ",
           connection->fetch_query, ")");
-  absl::Status recorded = recording->Request(request_text);
   std::shared_ptr<const sql::Gate> gate = GateFor(*connection);
-  Outcome outcome =
-      !recorded.ok()    ? Refuse(503, "recording_unavailable",
-                                 "the fetch could not be recorded (audit log unavailable)")
-      : gate == nullptr ? Refuse(503, "unavailable", "the connection's statement gate is unusable")
-                        : QueryTrace(*connection, *gate, grant, config_);
-  if (recorded.ok()) {
-    absl::Status released = recording->Response(outcome.body);
-    if (released.ok()) {
-      released = co_await recording->Durable();
-    }
-    if (!released.ok()) {
-      outcome = Refuse(503, "recording_unavailable",
-                       "the fetch could not be recorded (audit log unavailable)");
-    }
+  Outcome outcome;
+  if (absl::Status recorded = session.Request(request_text); !recorded.ok()) {
+    outcome = Refuse(503, "recording_unavailable",
+                     "the fetch could not be recorded (audit log unavailable)");
+  } else if (gate == nullptr) {
+    outcome = Refuse(503, "unavailable", "the connection's statement gate is unusable");
+  } else {
+    outcome = QueryTrace(*connection, *gate, grant, config_);
   }
-  spdlog::info("session={} fetch connection={} grant={} trace={}: {}{}{}", session_id,
-               grant.connection, grant.id, LogEscape(grant.trace_id, 64), outcome.status,
-               outcome.error.empty() ? "" : " ", outcome.error);
-  const std::string state = httpproxy::EndGrantUse(grants_, grant, outcome, session_id);
-  recording->End(outcome, state, request_text.size());
-  co_return ToFetchOutcome(outcome, session_id);
+  const OneShotSession::Serializer body = [](const Outcome& o, bool) { return o.body; };
+  OneShotSession::Answer answer = co_await session.Release(std::move(outcome), body);
+  spdlog::info("session={} fetch connection={} grant={} trace={}: {}{}{}", session.id(),
+               grant.connection, grant.id, LogEscape(grant.trace_id, 64), answer.outcome.status,
+               answer.outcome.error.empty() ? "" : " ", answer.outcome.error);
+  session.End(answer.outcome, request_text.size());
+  co_return ToFetchOutcome(answer.outcome, session.id(), std::move(answer.approval_id));
 }
 
 }  // namespace tracegate::fetch

@@ -2,8 +2,10 @@
 // The one-call fetch (GET /v1/connections/{name}/traces/{trace_id}) after the API redeemed
 // the grant: runs the connection's declared fetch — its fetch_query on the PostgreSQL backend
 // (libpq, on a small pool of blocking threads) or its fetch_route on the HTTP trace store
-// (httpproxy) — checks the rows or the JSON against the granted trace, masks, records the
-// session (audit kind "fetch") and ends the grant's use.
+// (httpproxy) — checks the rows or the JSON against the granted trace, masks, and lives the
+// life every one-shot grant session lives (httpproxy::OneShotSession: recorded as audit kind
+// "fetch", cut when the grant ends, held for approvers when the rule holds results, the
+// grant's use ended).
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <map>
@@ -11,6 +13,7 @@
 #include <mutex>
 #include <string>
 
+#include "approvals/approvals.h"
 #include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
@@ -22,9 +25,11 @@ namespace tracegate::fetch {
 
 class TraceFetcher {
  public:
-  // Everything must outlive the fetcher; `recorder` may be null (recording disabled).
+  // Everything must outlive the fetcher; `recorder` may be null (recording disabled), and so
+  // may `approvals` (then no rule holds results).
   TraceFetcher(std::shared_ptr<const config::Config> config, grants::GrantService& grants,
-               audit::Recorder* recorder, httpproxy::HttpProxy& proxy);
+               audit::Recorder* recorder, approvals::ApprovalService* approvals,
+               httpproxy::HttpProxy& proxy);
   ~TraceFetcher();
 
   // Completes on the caller's executor.
@@ -39,6 +44,7 @@ class TraceFetcher {
   std::shared_ptr<const config::Config> config_;
   grants::GrantService& grants_;
   audit::Recorder* recorder_;
+  approvals::ApprovalService* approvals_;
   httpproxy::HttpProxy& proxy_;
   std::mutex gates_mu_;
   std::map<std::string, std::shared_ptr<const sql::Gate>, std::less<>> gates_;

@@ -101,6 +101,7 @@ struct FetchOutcome {
   std::string error;
   std::map<std::string, uint64_t> masked;
   std::string session_id;
+  std::string approval_id;  // the result was held for this approval request (and released)
 };
 
 // A long-poll: the transport waits (without a thread) until the grant changes or `timeout`

@@ -210,6 +210,10 @@ ApiResponse FetchResponse(const FetchJob& job, const FetchOutcome& outcome,
   if (!outcome.session_id.empty()) {
     response.headers.emplace_back("X-Tracegate-Session", outcome.session_id);
   }
+  if (!outcome.approval_id.empty()) {
+    // The result was held for approvers (rule hold_if_masked_at_least): released or withheld.
+    response.headers.emplace_back("X-Tracegate-Approval", outcome.approval_id);
+  }
   if (!outcome.error.empty()) {
     json body = json::parse(outcome.body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) {
@@ -217,16 +221,21 @@ ApiResponse FetchResponse(const FetchJob& job, const FetchOutcome& outcome,
     }
     body["request_id"] = request.request_id;
     body["grant_id"] = job.grant.id;
+    if (!outcome.approval_id.empty()) {
+      body["approval_id"] = outcome.approval_id;
+    }
     response.body = DumpJson(body);
     return response;
   }
   // The trace is embedded as it was masked, without parsing it again.
-  response.body =
-      Cat("{\"grant_id\":", DumpJson(json(job.grant.id)),
-          ",\"connection\":", DumpJson(json(job.grant.connection)),
-          ",\"trace_id\":", DumpJson(json(job.grant.trace_id)),
-          ",\"session_id\":", DumpJson(json(outcome.session_id)),
-          ",\"masked\":", DumpJson(json(outcome.masked)), ",\"trace\":", outcome.body, "}");
+  response.body = Cat(
+      "{\"grant_id\":", DumpJson(json(job.grant.id)),
+      ",\"connection\":", DumpJson(json(job.grant.connection)),
+      ",\"trace_id\":", DumpJson(json(job.grant.trace_id)),
+      ",\"session_id\":", DumpJson(json(outcome.session_id)),
+      outcome.approval_id.empty() ? std::string()
+                                  : Cat(",\"approval_id\":", DumpJson(json(outcome.approval_id))),
+      ",\"masked\":", DumpJson(json(outcome.masked)), ",\"trace\":", outcome.body, "}");
   return response;
 }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -25,6 +26,7 @@
 #include "common/strings.h"
 #include "common/text_safety.h"
 #include "httpproxy/grant_cut.h"
+#include "httpproxy/one_shot.h"
 #include "httpproxy/recording.h"
 #include "httpproxy/upstream.h"
 #include "httproute/route.h"
@@ -140,8 +142,9 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
     tcp::endpoint endpoint;
   };
 
-  Impl(std::shared_ptr<const config::Config> cfg, grants::GrantService* g, audit::Recorder* r)
-      : config(std::move(cfg)), grants(g), recorder(r) {}
+  Impl(std::shared_ptr<const config::Config> cfg, grants::GrantService* g, audit::Recorder* r,
+       approvals::ApprovalService* a)
+      : config(std::move(cfg)), grants(g), recorder(r), approvals(a) {}
 
   Worker& NextWorker() { return *workers[next_worker++ % workers.size()]; }
 
@@ -292,63 +295,39 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       co_return !ec;
     }
 
-    GrantCut cut(*grants, grant, worker.context.get_executor());
-    const std::string session_id = NewSessionId();
-    absl::StatusOr<ExchangeRecording> recording =
-        session_id.empty()
-            ? absl::StatusOr<ExchangeRecording>(absl::UnavailableError("no randomness"))
-            : ExchangeRecording::Begin(recorder, grant,
-                                       {.session_id = session_id,
-                                        .kind = "http",
-                                        .client_address = peer,
-                                        .tls_version = tls_version,
-                                        .tls_cipher = tls_cipher});
-    Outcome outcome;
-    if (!recording.ok()) {
-      spdlog::error("session={}: recording failed, refusing the request: {}", session_id,
-                    MessageOf(recording.status()));
-      outcome = Refuse(503, "recording_unavailable",
-                       "the request could not be recorded (audit log unavailable)");
-      (void)EndGrantUse(*grants, grant, outcome, session_id);
-      auto response = MakeResponse(outcome, request.version(), false, "");
-      co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
-      co_return false;
-    }
+    const ExchangeRecording::Start start{.session_id = NewSessionId(),
+                                         .kind = "http",
+                                         .client_address = peer,
+                                         .tls_version = tls_version,
+                                         .tls_cipher = tls_cipher};
+    OneShotSession session({.grants = *grants, .recorder = recorder, .approvals = approvals}, grant,
+                           start, worker.context.get_executor());
+    const std::string& session_id = session.id();
     const std::string request_text = RequestText(request);
-    if (absl::Status recorded = recording->Request(request_text); !recorded.ok()) {
+    Outcome outcome;
+    if (session.begin_refusal()) {
+      outcome = *session.begin_refusal();
+      keep_alive = false;
+    } else if (absl::Status recorded = session.Request(request_text); !recorded.ok()) {
       outcome = Refuse(503, "recording_unavailable",
                        "the request could not be recorded (audit log unavailable)");
     } else {
       const std::string method(request.method_string());
       const std::string target(request.target());
-      outcome = co_await Exchange(worker, connection, grant, &method, &target, cut);
+      outcome = co_await Exchange(worker, connection, grant, &method, &target, session.cut());
     }
-    auto response = MakeResponse(outcome, request.version(), keep_alive, session_id);
-    std::string bytes = Serialize(response);
-    absl::Status released = recording->Response(bytes);
-    if (released.ok()) {
-      released = co_await recording->Durable();
-    }
-    std::optional<Outcome> refusal = cut.Refusal();
-    if (released.ok() && refusal && outcome.error != refusal->error) {
-      // The grant ended while the answer was being made durable: it stays unsent, and the
-      // refusal sent instead is recorded after it.
-      outcome = *std::move(refusal);
-      response = MakeResponse(outcome, request.version(), false, session_id);
-      keep_alive = false;
-      released = recording->Response(Serialize(response));
-      if (released.ok()) {
-        released = co_await recording->Durable();
-      }
-    }
-    if (!released.ok()) {
-      // Nothing of an answer that is not on record goes out.
-      spdlog::error("session={}: recording failed, withholding the response: {}", session_id,
-                    MessageOf(released));
-      outcome = Refuse(503, "recording_unavailable",
-                       "the response could not be recorded (audit log unavailable)");
-      response = MakeResponse(outcome, request.version(), false, session_id);
-      keep_alive = false;
+    std::string bytes;
+    if (session.begin_refusal()) {
+      bytes = Serialize(MakeResponse(outcome, request.version(), false, ""));
+    } else {
+      // A named serializer: g++ 12 mishandles temporaries that live across a co_await.
+      const OneShotSession::Serializer serialize = [&](const Outcome& o, bool replaced) {
+        return Serialize(MakeResponse(o, request.version(), keep_alive && !replaced, session_id));
+      };
+      OneShotSession::Answer answer = co_await session.Release(std::move(outcome), serialize);
+      keep_alive = keep_alive && !answer.replaced;
+      outcome = std::move(answer.outcome);
+      bytes = std::move(answer.bytes);
     }
     spdlog::info("session={} http connection={} grant={} trace={} {} {}: {}{}{}", session_id,
                  connection.name, grant.id, LogEscape(grant.trace_id, 64),
@@ -356,9 +335,9 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
                  outcome.status, outcome.error.empty() ? "" : " ", outcome.error);
     // The session's end is on record before the caller hears the answer, so whoever reads the
     // recording after the answer finds the whole session.
-    const std::string state = EndGrantUse(*grants, grant, outcome, session_id);
-    recording->End(outcome, state, request_text.size());
-    co_await http::async_write(stream, response, asio::redirect_error(asio::use_awaitable, ec));
+    session.End(outcome, request_text.size());
+    co_await asio::async_write(stream, asio::buffer(bytes),
+                               asio::redirect_error(asio::use_awaitable, ec));
     co_return !ec && keep_alive;
   }
 
@@ -468,63 +447,44 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
   // `request` lives in the spawning lambda (Fetch) until this completes.
   asio::awaitable<FetchResult> RunFetch(Worker& worker, const FetchRequest& request) {
     FetchResult result;
+    const ExchangeRecording::Start start{
+        .session_id = NewSessionId(), .kind = "fetch", .client_address = request.client_address};
+    OneShotSession session({.grants = *grants, .recorder = recorder, .approvals = approvals},
+                           request.grant, start, worker.context.get_executor());
     const config::Connection* connection = ConnectionNamed(request.grant.connection);
-    if (connection == nullptr || connection->type != config::ConnectionType::kHttp) {
-      result.outcome = Refuse(503, "unavailable", "the connection is not an http connection");
+    if (session.begin_refusal() || connection == nullptr ||
+        connection->type != config::ConnectionType::kHttp) {
+      result.outcome = session.begin_refusal()
+                           ? *session.begin_refusal()
+                           : Refuse(503, "unavailable", "the connection is not an http connection");
+      session.End(result.outcome, 0);
       co_return result;
     }
-    result.session_id = NewSessionId();
-    absl::StatusOr<ExchangeRecording> recording =
-        ExchangeRecording::Begin(recorder, request.grant,
-                                 {.session_id = result.session_id,
-                                  .kind = "fetch",
-                                  .client_address = request.client_address});
-    if (!recording.ok() || result.session_id.empty()) {
-      spdlog::error("fetch grant={}: recording failed, refusing the fetch: {}", request.grant.id,
-                    recording.ok() ? "no random session id" : MessageOf(recording.status()));
-      result.outcome = Refuse(503, "recording_unavailable",
-                              "the fetch could not be recorded (audit log unavailable)");
-      (void)EndGrantUse(*grants, request.grant, result.outcome, result.session_id);
-      co_return result;
-    }
+    result.session_id = session.id();
     const std::string request_text =
         Cat("GET /v1/connections/", connection->name, "/traces/", request.grant.trace_id,
             " (one-call fetch, api request ", request.request_id, ", route ",
             connection->fetch_route, ")");
-    GrantCut cut(*grants, request.grant, worker.context.get_executor());
-    result.outcome = co_await Exchange(worker, *connection, request.grant, nullptr, nullptr, cut);
-    absl::Status released = recording->Request(request_text);
-    if (released.ok()) {
-      released = recording->Response(result.outcome.body);
+    Outcome outcome;
+    if (absl::Status recorded = session.Request(request_text); !recorded.ok()) {
+      outcome = Refuse(503, "recording_unavailable",
+                       "the fetch could not be recorded (audit log unavailable)");
+    } else {
+      outcome =
+          co_await Exchange(worker, *connection, request.grant, nullptr, nullptr, session.cut());
     }
-    if (released.ok()) {
-      released = co_await recording->Durable();
-    }
-    std::optional<Outcome> refusal = cut.Refusal();
-    if (released.ok() && refusal && result.outcome.error != refusal->error) {
-      // Ended during the durable wait: as on the listener, the refusal is recorded after the
-      // answer it replaces.
-      result.outcome = *std::move(refusal);
-      released = recording->Response(result.outcome.body);
-      if (released.ok()) {
-        released = co_await recording->Durable();
-      }
-    }
-    if (!released.ok()) {
-      spdlog::error("session={}: recording failed, withholding the fetch: {}", result.session_id,
-                    MessageOf(released));
-      result.outcome = Refuse(503, "recording_unavailable",
-                              "the fetch could not be recorded (audit log unavailable)");
-    }
-    const std::string state =
-        EndGrantUse(*grants, request.grant, result.outcome, result.session_id);
-    recording->End(result.outcome, state, request_text.size());
+    const OneShotSession::Serializer body = [](const Outcome& o, bool) { return o.body; };
+    OneShotSession::Answer answer = co_await session.Release(std::move(outcome), body);
+    result.outcome = std::move(answer.outcome);
+    result.approval_id = std::move(answer.approval_id);
+    session.End(result.outcome, request_text.size());
     co_return result;
   }
 
   std::shared_ptr<const config::Config> config;
   grants::GrantService* grants;
   audit::Recorder* recorder;
+  approvals::ApprovalService* approvals;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<Listener>> listeners;
   std::map<std::string, std::shared_ptr<asio::ssl::context>, std::less<>> tls_clients;
@@ -536,8 +496,9 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
 };
 
 HttpProxy::HttpProxy(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
-                     grants::GrantService* grants, audit::Recorder* recorder)
-    : impl_(std::make_shared<Impl>(std::move(config), grants, recorder)) {
+                     grants::GrantService* grants, audit::Recorder* recorder,
+                     approvals::ApprovalService* approvals)
+    : impl_(std::make_shared<Impl>(std::move(config), grants, recorder, approvals)) {
   (void)registry;
 }
 

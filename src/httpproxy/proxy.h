@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "approvals/approvals.h"
 #include "audit/recorder.h"
 #include "config/config.h"
 #include "grants/grants.h"
@@ -38,13 +39,16 @@ struct FetchRequest {
 struct FetchResult {
   Outcome outcome;  // body: the masked store body (not yet wrapped) or an error object
   std::string session_id;
+  std::string approval_id;  // the approval the result was held for, if it was
 };
 
 class HttpProxy {
  public:
-  // `grants` and `recorder` (either may be null) must outlive the proxy.
+  // `grants`, `recorder` and `approvals` (any may be null) must outlive the proxy. Results
+  // a rule holds (hold_if_masked_at_least) wait for `approvals` (OneShotSession).
   HttpProxy(std::shared_ptr<const config::Config> config, prometheus::Registry& registry,
-            grants::GrantService* grants, audit::Recorder* recorder);
+            grants::GrantService* grants, audit::Recorder* recorder,
+            approvals::ApprovalService* approvals);
   ~HttpProxy();
   HttpProxy(const HttpProxy&) = delete;
   HttpProxy& operator=(const HttpProxy&) = delete;

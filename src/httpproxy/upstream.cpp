@@ -94,26 +94,6 @@ struct LookupRace {
 
 }  // namespace
 
-// Points `cut` (may be null) at what the exchange waits on for as long as the scope lives.
-class CutScope {
- public:
-  CutScope(ExchangeCut* cut, std::function<void()> abort) : cut_(cut) {
-    if (cut_ != nullptr) {
-      cut_->abort_ = std::move(abort);
-    }
-  }
-  ~CutScope() {
-    if (cut_ != nullptr) {
-      cut_->abort_ = nullptr;
-    }
-  }
-  CutScope(const CutScope&) = delete;
-  CutScope& operator=(const CutScope&) = delete;
-
- private:
-  ExchangeCut* cut_;
-};
-
 void ExchangeCut::Cut(std::string reason) {
   if (cut_) {
     return;

@@ -35,10 +35,10 @@ absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeUpstreamTlsContex
 
 class CutScope;
 
-// Ends an upstream exchange from outside while it waits (its grant was revoked): Cut() closes
-// the socket, or abandons the name lookup, the exchange is waiting on, and Get returns
-// Cancelled with `reason` at once. A cut exchange's connection is never reused. Used on the
-// client's thread only.
+// Ends an exchange from outside while it waits (its grant was revoked): Cut() closes the
+// socket, or abandons the name lookup, the upstream exchange is waiting on, and Get returns
+// Cancelled with `reason` at once; a held result's wait for approvers (OneShotSession) ends
+// too. A cut exchange's connection is never reused. Used on the client's thread only.
 class ExchangeCut {
  public:
   void Cut(std::string reason);
@@ -51,6 +51,27 @@ class ExchangeCut {
   bool cut_ = false;
   std::string reason_;
   std::function<void()> abort_;  // what the exchange waits on now (set by the client)
+};
+
+// Points `cut` (may be null) at what the exchange waits on for as long as the scope lives.
+// A cut that came before the scope does not call `abort`: check cut() after entering it.
+class CutScope {
+ public:
+  CutScope(ExchangeCut* cut, std::function<void()> abort) : cut_(cut) {
+    if (cut_ != nullptr) {
+      cut_->abort_ = std::move(abort);
+    }
+  }
+  ~CutScope() {
+    if (cut_ != nullptr) {
+      cut_->abort_ = nullptr;
+    }
+  }
+  CutScope(const CutScope&) = delete;
+  CutScope& operator=(const CutScope&) = delete;
+
+ private:
+  ExchangeCut* cut_;
 };
 
 class UpstreamClient {

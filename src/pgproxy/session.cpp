@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "approvals/result_hold.h"
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -862,9 +863,7 @@ awaitable<absl::Status> Session::AwaitApproval(const std::string& grant_id) {
 }
 
 awaitable<absl::Status> Session::AwaitResultApproval(uint64_t found) {
-  const std::string detail =
-      Cat("the result holds ", found, " value(s) masking found (the rule holds at ",
-          hold_threshold_, ")");
+  const std::string detail = approvals::HeldDetail(found, hold_threshold_);
   absl::StatusOr<store::ApprovalRequest> opened =
       runtime_.approvals->OpenForResponse(*grant_, id_, detail);
   if (!opened.ok()) {
@@ -930,16 +929,7 @@ awaitable<absl::Status> Session::AwaitResultApproval(uint64_t found) {
                  request_id);
     co_return absl::OkStatus();
   }
-  std::string why = Cat("approval ", request_id, " ", store::ApprovalStateName((*settled)->state));
-  if (absl::StatusOr<approvals::ApprovalView> view = runtime_.approvals->Get(request_id);
-      view.ok()) {
-    for (const store::ApprovalDecision& d : view->decisions) {
-      if (!d.approve) {
-        why = Cat("approval ", request_id, " was denied by ", d.approver,
-                  d.comment.empty() ? "" : Cat(": ", d.comment));
-      }
-    }
-  }
+  const std::string why = approvals::WithheldWhy(*runtime_.approvals, **settled);
   spdlog::info("session={} grant={}: held result discarded: {}", id_, grant_->id,
                LogEscape(why, 1024));
   co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInsufficientPrivilege,
