@@ -47,12 +47,6 @@ bool NeedsKeys(const config::Issuer& issuer) {
 
 constexpr char kNeedsIdpPayload[] = "tracegate.identity/needs-idp";
 
-absl::Status NeedsIdpError(std::string_view why) {
-  absl::Status status = absl::UnavailableError(Cat("validating this token needs the IdP: ", why));
-  status.SetPayload(kNeedsIdpPayload, absl::Cord("1"));
-  return status;
-}
-
 bool CanIntrospect(const config::Issuer& issuer) {
   return !issuer.introspection_client_id.empty() &&
          (!issuer.introspection_endpoint.empty() ||
@@ -60,6 +54,12 @@ bool CanIntrospect(const config::Issuer& issuer) {
 }
 
 }  // namespace
+
+absl::Status NeedsIdpError(std::string_view why) {
+  absl::Status status = absl::UnavailableError(Cat("validating this token needs the IdP: ", why));
+  status.SetPayload(kNeedsIdpPayload, absl::Cord("1"));
+  return status;
+}
 
 bool NeedsIdp(const absl::Status& status) {
   return absl::IsUnavailable(status) && status.GetPayload(kNeedsIdpPayload).has_value();

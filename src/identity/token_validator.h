@@ -53,6 +53,8 @@ enum class IdpAccess {
 // True for the status Validate(…, kLocalOnly) returns when only the IdP could decide (an
 // UnavailableError, so a caller that ignores the distinction still fails closed).
 [[nodiscard]] bool NeedsIdp(const absl::Status& status);
+// The status NeedsIdp recognises (for Validate and for test doubles of it).
+[[nodiscard]] absl::Status NeedsIdpError(std::string_view why);
 
 class TokenValidator {
  public:
