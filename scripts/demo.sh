@@ -13,7 +13,8 @@
 #      (another process, the CLI) approves, and the commands to do it yourself,
 #   7. an HTTP trace store in Langfuse's API shape (tests/http_store.py, behind Basic auth)
 #      read through tracegate's HTTP listener with a grant's bearer credential, and the
-#      one-call fetch (GET /v1/connections/{name}/traces/{id}) for both stores.
+#      one-call fetch (GET /v1/connections/{name}/traces/{id}) for both stores,
+#   8. a one-call fetch held for an approver because masking found personal data in it.
 #
 # Ctrl-C (or SIGTERM) stops everything it started and removes the temp dir.
 # Knobs: DEMO_PORT (6432), DEMO_API_PORT (8443), DEMO_ADMIN_PORT (9187), DEMO_HTTP_PORT (8444),
@@ -167,6 +168,16 @@ policy:
       approvers: [trace-approvers]
       ttl: 30s
       masking_profile: default
+    # Analysts read freely, but a result in which masking found 5 or more values waits for
+    # an approver, whichever path it takes (psql, the HTTP listener, the one-call fetch).
+    - name: analysts-held-if-personal
+      groups: [analysts]
+      connections: [traces-pg, traces-http]
+      hold_if_masked_at_least: 5
+      approvers: [trace-approvers]
+      ttl: 30s
+      uses: 1
+      masking_profile: default
 # Pending requests expire after 15 minutes; add webhooks: to tell approvers (Slack format
 # built in) - see tracegate.example.yaml.
 approvals:
@@ -269,7 +280,8 @@ echo "        tracegate audit sessions -c tracegate.yaml --trace $trace_id"
 session_id=$("$tracegate" audit sessions -c "$tmp/tracegate.yaml" --trace "$trace_id" \
   --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
 echo "        tracegate audit replay -c tracegate.yaml $session_id   (the first statements)"
-"$tracegate" audit replay -c "$tmp/tracegate.yaml" "$session_id" | head -n 24 |
+# (sed reads to the end: head would close the pipe early and SIGPIPE would stop the demo)
+"$tracegate" audit replay -c "$tmp/tracegate.yaml" "$session_id" | sed -n 1,24p |
   sed 's/^/        /'
 echo "demo: 7. the log is hash-chained and its checkpoints signed; verify checks every byte:"
 "$tracegate" audit verify -c "$tmp/tracegate.yaml" --live \
@@ -335,6 +347,33 @@ for target in "traces-http/traces/pii-1" "traces-pg/traces/$trace_id"; do
 print("        ", r.get("connection"), r.get("trace_id"), "session", r.get("session_id"),
       "masked", r.get("masked"), "trace bytes", len(json.dumps(r.get("trace"))) if "trace" in r else r)'
 done
+echo "demo: 11. an analyst's one-call fetch of pii-1: masking finds personal data, so the answer"
+echo "        waits for an approver (rule hold_if_masked_at_least: 5); the approver says yes:"
+"$tracegate" dev token --sub analyst-7 --groups analysts > "$tmp/analyst.token"
+(
+  for _ in $(seq 1 50); do
+    held=$("$tracegate" approvals list --token-file "$tmp/approver.token" --json 2>/dev/null |
+      python3 -c 'import json,sys
+for a in json.load(sys.stdin).get("approvals", []):
+    if a["kind"] == "response" and a["state"] == "pending": print(a["id"]); break' || true)
+    [ -n "$held" ] && break
+    sleep 0.2
+  done
+  echo "        [approver] held result $held: $(
+    "$tracegate" approvals list --token-file "$tmp/approver.token" --json |
+      python3 -c 'import json,sys
+print(next(a["detail"] for a in json.load(sys.stdin)["approvals"] if a["kind"] == "response"))')"
+  echo "        [approver] tracegate approvals approve $held --comment 'incident 12'"
+  "$tracegate" approvals approve "$held" --comment "incident 12" \
+    --token-file "$tmp/approver.token" | sed 's/^/        /'
+) &
+approver_pid=$!
+curl -s -D "$tmp/held.headers" --cacert "$tmp/gateway.crt" \
+  -H "Authorization: Bearer $(cat "$tmp/analyst.token")" \
+  "https://127.0.0.1:$api_port/v1/connections/traces-http/traces/pii-1?reason=incident-12" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)
+print("        released after approval", r.get("approval_id"), "- masked", r.get("masked"))'
+wait "$approver_pid" || true
 
 cat <<MSG
 
