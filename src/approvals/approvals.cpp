@@ -6,6 +6,7 @@
 
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 
 namespace tracegate::approvals {
 
@@ -174,7 +175,7 @@ absl::StatusOr<ApprovalRequest> ApprovalService::OpenForGrant(const store::Grant
   Record(request, "requested", request.requester, "");
   Publish(request, "requested", {});
   spdlog::info("approvals: grant {} for trace {} waits for {} approval(s) from {}", grant.id,
-               grant.trace_id.substr(0, 64), request.required, GroupList(request.approver_groups));
+               LogEscape(grant.trace_id, 64), request.required, GroupList(request.approver_groups));
   return request;
 }
 

@@ -145,8 +145,10 @@ ApiResponse ApiService::Sessions(const ApiRequest& request, const identity::Prin
   if (!replay.ok()) {
     spdlog::error("api request={} session={}: replay: {}", request.request_id, LogEscape(id, 64),
                   LogEscape(MessageOf(replay.status()), 1024));
+    // The reader's text (paths, offsets) is for the log; the caller gets the request id.
     return ErrorResponse(503, "unavailable",
-                         Cat("the session's records cannot be read: ", MessageOf(replay.status())),
+                         "the session's records cannot be read right now; the gateway's log has "
+                         "the details under this request id",
                          request);
   }
   return ApiResponse{.status = 200,
