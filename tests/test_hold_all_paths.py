@@ -31,6 +31,7 @@ from typing import Any, Callable
 import harness
 from harness import Gateway, HttpTraceStore, PgServer, wait_for
 from oidc import OidcProvider
+from test_audit import audit
 from test_grants import Api, grants_config
 from test_http_proxy import EMAIL as STORE_EMAIL
 from test_http_proxy import PII as STORE_PII
@@ -205,6 +206,11 @@ class HoldOnEveryPathTest(unittest.TestCase):
         self.assertIn("masking found", request["detail"])
         return join, request
 
+    def replay_with(self, session: str, text: str) -> str | None:
+        out = audit(self.gw.config_path, "replay", session, "--format", "json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout if text in out.stdout else None
+
     # -- the scenarios, on every path --
 
     def test_an_approved_result_is_released_masked(self):
@@ -260,6 +266,38 @@ class HoldOnEveryPathTest(unittest.TestCase):
                                                  self.idp.token("approver"))
                 self.assertEqual(status, 200, after)
                 self.assertNotEqual(after["state"], "pending", after)
+
+    def test_a_listener_client_that_leaves_cancels_its_held_request(self):
+        known = self.known_requests()
+        status, grant = self.api.grant(self.idp.token("reader"), STORE_PII,
+                                       connection="traces-http")
+        self.assertEqual(status, 201, grant)
+        curl = subprocess.Popen(
+            ["curl", "-sS", "--cacert", self.ca_file, "--max-time", "30",
+             "-H", f"Authorization: Bearer {grant['http']['bearer']}",
+             f"https://127.0.0.1:{self.http_port}/api/public/traces/{STORE_PII}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(curl.kill)
+        request = self.pending_held(known)
+        curl.kill()
+        out, _ = curl.communicate(timeout=10)
+        self.assert_nothing_planted(out.decode(errors="replace"))
+
+        def closed() -> dict | None:
+            status, now, _ = self.api.call("GET", f"/v1/approvals/{request['id']}",
+                                           self.idp.token("approver"))
+            self.assertEqual(status, 200, now)
+            return now if now["state"] == "cancelled" else None
+        wait_for(closed, 20, what="the held request cancelled after its client left")
+        # Cancelled because the client left, not because nobody decided in time.
+        replay = wait_for(lambda: self.replay_with(request["session_id"], "the client left"), 20,
+                          what="the cancellation in the session's recording")
+        self.assertIn(request["id"], replay)
+        # The grant was spent on the request; its use ended with the session.
+        status, after, _ = self.api.call("GET", f"/v1/grants/{grant['grant_id']}",
+                                         self.idp.token("reader"))
+        self.assertEqual(status, 200, after)
+        self.assertNotEqual(after["state"], "in_use", after)
 
     def test_a_result_with_fewer_findings_passes_at_once(self):
         known = self.known_requests()

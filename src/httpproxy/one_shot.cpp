@@ -20,9 +20,11 @@ namespace asio = boost::asio;
 
 namespace {
 
-// A held result looks at the store this often, besides being woken the moment a decision is
-// made in this process (a decision on another replica, an expiry the sweeper settled late).
-constexpr auto kHoldPoll = std::chrono::seconds(5);
+// A held result looks at the store every kPollTicks ticks, besides being woken the moment a
+// decision is made in this process (a decision on another replica, an expiry the sweeper
+// settled late); every tick it looks whether its client is still there.
+constexpr auto kTick = std::chrono::seconds(1);
+constexpr int kPollTicks = 5;
 // How long past the request's expiry a held result waits for the sweeper to settle it.
 constexpr auto kExpiryGrace = std::chrono::seconds(2);
 
@@ -55,7 +57,8 @@ absl::Status OneShotSession::Request(std::string_view text) {
   return recording_->Request(text);
 }
 
-asio::awaitable<Outcome> OneShotSession::HoldIfNeeded(Outcome&& outcome, std::string& approval_id) {
+asio::awaitable<Outcome> OneShotSession::HoldIfNeeded(Outcome&& outcome, std::string& approval_id,
+                                                      const std::function<bool()>& client_gone) {
   const uint64_t found = outcome.masked.Total();
   if (!outcome.error.empty() || found == 0) {
     co_return outcome;
@@ -114,15 +117,20 @@ asio::awaitable<Outcome> OneShotSession::HoldIfNeeded(Outcome&& outcome, std::st
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                            opened->expires_at - std::chrono::system_clock::now()) +
                        kExpiryGrace;
-  while (!wait->settled && !cut_.cut()->cut()) {
+  bool client_left = false;
+  for (int tick = 1; !wait->settled && !cut_.cut()->cut(); ++tick) {
     if (std::chrono::steady_clock::now() >= give_up) {
       services_.approvals->Cancel(approval_id, "not decided before it expired");
       break;
     }
-    wait->timer.expires_at(std::min(give_up, std::chrono::steady_clock::now() + kHoldPoll));
+    wait->timer.expires_at(std::min(give_up, std::chrono::steady_clock::now() + kTick));
     boost::system::error_code ec;
     co_await wait->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (!wait->settled && !cut_.cut()->cut()) {
+    if (!wait->settled && client_gone && client_gone()) {
+      client_left = true;
+      break;
+    }
+    if (!wait->settled && !cut_.cut()->cut() && tick % kPollTicks == 0) {
       if (absl::StatusOr<approvals::ApprovalView> now = services_.approvals->Get(approval_id);
           now.ok() && now->request.state != store::ApprovalState::kPending) {
         wait->settled = now->request;
@@ -130,6 +138,13 @@ asio::awaitable<Outcome> OneShotSession::HoldIfNeeded(Outcome&& outcome, std::st
     }
   }
   watch.reset();
+  if (client_left) {
+    services_.approvals->Cancel(approval_id, "the client left");
+    spdlog::info("session={} grant={}: the client left while its result waited for {}", id_,
+                 grant_.id, approval_id);
+    // Nobody reads this answer; the record says why the session ended.
+    co_return Refuse(499, "client_left", "the client left while the result waited for approval");
+  }
   if (std::optional<Outcome> refusal = cut_.Refusal()) {
     services_.approvals->Cancel(approval_id, "the grant ended while the result was held");
     co_return *std::move(refusal);
@@ -149,11 +164,11 @@ asio::awaitable<Outcome> OneShotSession::HoldIfNeeded(Outcome&& outcome, std::st
   co_return Refuse(403, "result_withheld", Cat("the result was withheld (", detail, "): ", why));
 }
 
-asio::awaitable<OneShotSession::Answer> OneShotSession::Release(Outcome&& outcome,
-                                                                const Serializer& serialize) {
+asio::awaitable<OneShotSession::Answer> OneShotSession::Release(
+    Outcome&& outcome, const Serializer& serialize, const std::function<bool()>& client_gone) {
   Answer answer;
   const std::string exchange_error = outcome.error;
-  answer.outcome = co_await HoldIfNeeded(std::move(outcome), answer.approval_id);
+  answer.outcome = co_await HoldIfNeeded(std::move(outcome), answer.approval_id, client_gone);
   answer.replaced = answer.outcome.error != exchange_error;
   if (std::optional<Outcome> refusal = cut_.Refusal();
       refusal && answer.outcome.error != refusal->error) {

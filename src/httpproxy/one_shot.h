@@ -70,13 +70,17 @@ class OneShotSession {
   absl::Status Request(std::string_view text);
 
   // `outcome` is taken by reference (see proxy.h on g++ 12 and by-value coroutine parameters).
-  boost::asio::awaitable<Answer> Release(Outcome&& outcome, const Serializer& serialize);
+  // `client_gone` (may be empty) says whether the caller has left: a held result then stops
+  // waiting and its request is cancelled.
+  boost::asio::awaitable<Answer> Release(Outcome&& outcome, const Serializer& serialize,
+                                         const std::function<bool()>& client_gone = {});
 
   void End(const Outcome& outcome, uint64_t bytes_from_client);
 
  private:
   // Holds `outcome` for approvers if the rule says so; the outcome to release after.
-  boost::asio::awaitable<Outcome> HoldIfNeeded(Outcome&& outcome, std::string& approval_id);
+  boost::asio::awaitable<Outcome> HoldIfNeeded(Outcome&& outcome, std::string& approval_id,
+                                               const std::function<bool()>& client_gone);
 
   Services services_;
   store::GrantRecord grant_;

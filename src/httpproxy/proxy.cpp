@@ -20,6 +20,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "common/peer_gone.h"
 #include "common/server_tls.h"
 #include "common/socket_deadline.h"
 #include "common/status.h"
@@ -246,7 +247,8 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
 
   // One listener request, after it was read.
   template <typename Stream>
-  asio::awaitable<bool> HandleRequest(Stream& stream, Worker& worker, const Listener& listener,
+  asio::awaitable<bool> HandleRequest(Stream& stream, tcp::socket& socket, Worker& worker,
+                                      const Listener& listener,
                                       const http::request<http::string_body>& request,
                                       const std::string& peer, const std::string& tls_version,
                                       const std::string& tls_cipher, bool keep_alive) {
@@ -324,7 +326,9 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       const OneShotSession::Serializer serialize = [&](const Outcome& o, bool replaced) {
         return Serialize(MakeResponse(o, request.version(), keep_alive && !replaced, session_id));
       };
-      OneShotSession::Answer answer = co_await session.Release(std::move(outcome), serialize);
+      const std::function<bool()> client_gone = [&socket] { return PeerGone(socket); };
+      OneShotSession::Answer answer =
+          co_await session.Release(std::move(outcome), serialize, client_gone);
       keep_alive = keep_alive && !answer.replaced;
       outcome = std::move(answer.outcome);
       bytes = std::move(answer.bytes);
@@ -383,8 +387,8 @@ struct HttpProxy::Impl : std::enable_shared_from_this<Impl> {
       const http::request<http::string_body>& request = parser.get();
       const bool keep_alive = request.keep_alive() && served + 1 < kMaxRequestsPerConnection;
       ++active;
-      const bool more = co_await HandleRequest(stream, worker, listener, request, peer, tls_version,
-                                               tls_cipher, keep_alive);
+      const bool more = co_await HandleRequest(stream, socket, worker, listener, request, peer,
+                                               tls_version, tls_cipher, keep_alive);
       --active;
       if (!more) {
         co_return;
