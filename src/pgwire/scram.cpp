@@ -198,6 +198,11 @@ std::string FormatScramVerifier(const ScramVerifier& verifier) {
 ScramServer::ScramServer(ScramVerifier verifier, RandomBytes random)
     : verifier_(std::move(verifier)), random_(std::move(random)) {}
 
+void ScramServer::SetChannelBinding(std::string end_point, bool plus_selected) {
+  end_point_ = std::move(end_point);
+  plus_selected_ = plus_selected;
+}
+
 absl::StatusOr<std::string> ScramServer::HandleClientFirst(std::string_view client_first) {
   constexpr std::string_view kMsg = "client-first-message";
   if (state_ != State::kExpectClientFirst) {
@@ -206,20 +211,33 @@ absl::StatusOr<std::string> ScramServer::HandleClientFirst(std::string_view clie
   }
   state_ = State::kFailed;  // until it succeeds
   // gs2-header: cbind-flag "," [authzid] ","
+  size_t flag_end = 1;
   if (client_first.starts_with("p=")) {
-    return Malformed(kMsg, "channel binding (SCRAM-SHA-256-PLUS) is not supported");
+    if (!plus_selected_) {
+      return Malformed(kMsg, "channel binding requested but SCRAM-SHA-256-PLUS was not selected");
+    }
+    constexpr std::string_view kType = "p=tls-server-end-point,";
+    if (!client_first.starts_with(kType)) {
+      return Malformed(kMsg, "unsupported channel binding type (only tls-server-end-point)");
+    }
+    flag_end = kType.size() - 1;
+  } else if (plus_selected_) {
+    return Malformed(kMsg, "SCRAM-SHA-256-PLUS was selected without channel binding");
+  } else if (client_first.starts_with("y,") && !end_point_.empty()) {
+    return Malformed(kMsg,
+                     "the client believes the server cannot bind the channel, but "
+                     "SCRAM-SHA-256-PLUS was offered (a downgrade on the path?)");
+  } else if (!client_first.starts_with("n,") && !client_first.starts_with("y,")) {
+    return Malformed(kMsg, "channel binding flag must be 'n', 'y' or 'p'");
   }
-  if (!client_first.starts_with("n,") && !client_first.starts_with("y,")) {
-    return Malformed(kMsg, "channel binding flag must be 'n' or 'y'");
-  }
-  if (client_first.size() < 3) {
+  if (client_first.size() < flag_end + 2) {
     return Malformed(kMsg, "gs2 header is truncated");
   }
-  if (client_first[2] != ',') {
+  if (client_first[flag_end + 1] != ',') {
     return Malformed(kMsg, "authorization identity is not supported");
   }
-  gs2_header_ = std::string(client_first.substr(0, 3));
-  std::string_view bare = client_first.substr(3);
+  gs2_header_ = std::string(client_first.substr(0, flag_end + 2));
+  std::string_view bare = client_first.substr(flag_end + 2);
   TG_ASSIGN_OR_RETURN(std::vector<Attribute> attrs, SplitAttributes(bare, kMsg));
   if (attrs[0].name == 'm') {
     return Malformed(kMsg, "mandatory extensions are not supported");
@@ -252,8 +270,10 @@ absl::StatusOr<std::string> ScramServer::HandleClientFinal(std::string_view clie
   if (attrs.size() < 3 || attrs.back().name != 'p') {
     return Malformed(kMsg, "the proof 'p' must be the last attribute");
   }
-  if (attrs[0].value != Base64Encode(gs2_header_)) {
-    return Malformed(kMsg, "channel binding data does not match the gs2 header");
+  const std::string binding =
+      gs2_header_.starts_with("p=") ? absl::StrCat(gs2_header_, end_point_) : gs2_header_;
+  if (attrs[0].value != Base64Encode(binding)) {
+    return Malformed(kMsg, "channel binding data does not match this connection");
   }
   if (attrs[1].value != nonce_) {
     return Malformed(kMsg, "nonce does not match the one the server sent");
@@ -278,8 +298,12 @@ absl::StatusOr<std::string> ScramServer::HandleClientFinal(std::string_view clie
 
 // ---- Client ----------------------------------------------------------------------------
 
-ScramClient::ScramClient(std::string password, RandomBytes random)
-    : password_(std::move(password)), random_(std::move(random)) {}
+ScramClient::ScramClient(std::string password, RandomBytes random, ScramClientOptions options)
+    : password_(std::move(password)), random_(std::move(random)), options_(std::move(options)) {
+  gs2_header_ = !options_.end_point.empty() ? "p=tls-server-end-point,,"
+                : options_.tls              ? "y,,"
+                                            : "n,,";
+}
 
 std::string ScramClient::ClientFirst() {
   if (state_ != State::kInitial) {
@@ -294,7 +318,7 @@ std::string ScramClient::ClientFirst() {
   client_nonce_ = *std::move(nonce);
   client_first_bare_ = absl::StrCat("n=,r=", client_nonce_);
   state_ = State::kExpectServerFirst;
-  return absl::StrCat("n,,", client_first_bare_);
+  return absl::StrCat(gs2_header_, client_first_bare_);
 }
 
 absl::StatusOr<std::string> ScramClient::HandleServerFirst(std::string_view server_first) {
@@ -329,12 +353,22 @@ absl::StatusOr<std::string> ScramClient::HandleServerFirst(std::string_view serv
         kMsg, absl::StrCat("iteration count \"", Sv(attrs[2].value), "\" is not a number from ",
                            kMinClientIterations, " to ", kMaxIterations));
   }
+  if (*iterations > options_.max_iterations) {
+    // Each iteration is an HMAC the gateway computes: a server (or whoever answers in its
+    // place) must not be able to make a login arbitrarily expensive.
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the backend asked for ", *iterations,
+                     " SCRAM iterations, more than backend.max_scram_iterations (",
+                     options_.max_iterations, ")"));
+  }
   // No SASLprep: the password is used as given (identical for ASCII passwords).
   std::string salted = internal::Pbkdf2Sha256(password_, *salt, *iterations);
   std::string client_key = HmacSha256(salted, "Client Key");
   std::string stored_key = Sha256(client_key);
-  // "biws" is base64("n,,"): no channel binding.
-  std::string without_proof = absl::StrCat("c=biws,r=", Sv(nonce));
+  // c= is the gs2 header, followed by the certificate hash when the channel is bound.
+  const std::string binding =
+      gs2_header_.starts_with("p=") ? absl::StrCat(gs2_header_, options_.end_point) : gs2_header_;
+  std::string without_proof = absl::StrCat("c=", Base64Encode(binding), ",r=", Sv(nonce));
   std::string auth_message =
       absl::StrCat(client_first_bare_, ",", Sv(server_first), ",", without_proof);
   std::string proof = internal::XorBytes(client_key, HmacSha256(stored_key, auth_message));

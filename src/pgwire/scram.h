@@ -4,8 +4,8 @@
 // tests are deterministic.
 //
 // PostgreSQL's SCRAM: the username in client-first is ignored (empty, "n=,r=..."); channel
-// binding flag 'n' or 'y' (tracegate does not offer SCRAM-SHA-256-PLUS yet, so 'p' is an
-// error); iteration count 4096 by default.
+// binding is SCRAM-SHA-256-PLUS with "tls-server-end-point" (RFC 5929: a hash of the server's
+// certificate), the only type PostgreSQL implements; iteration count 4096 by default.
 
 #include <cstdint>
 #include <functional>
@@ -38,6 +38,13 @@ struct ScramVerifier {
 class ScramServer {
  public:
   ScramServer(ScramVerifier verifier, RandomBytes random);
+  // Channel binding, set before HandleClientFirst. `end_point` is the tls-server-end-point
+  // data of the connection (empty: no TLS, so SCRAM-SHA-256-PLUS was not offered);
+  // `plus_selected` says the client chose SCRAM-SHA-256-PLUS. With PLUS the client must bind
+  // ('p=tls-server-end-point') to exactly this data; without it, a client claiming 'y' (it
+  // supports binding but thinks the server does not) while PLUS was offered is refused: the
+  // mechanism list was tampered with (RFC 5802 section 6).
+  void SetChannelBinding(std::string end_point, bool plus_selected);
   // client-first-message -> server-first-message.
   [[nodiscard]] absl::StatusOr<std::string> HandleClientFirst(std::string_view client_first);
   // client-final-message -> server-final-message ("v=..."). PermissionDenied when the
@@ -53,16 +60,31 @@ class ScramServer {
   std::string server_first_;
   std::string gs2_header_;
   std::string nonce_;  // client nonce + server nonce
+  std::string end_point_;
+  bool plus_selected_ = false;
+};
+
+// Iteration counts the gateway accepts from a backend by default (backend.max_scram_iterations).
+inline constexpr uint32_t kDefaultMaxClientIterations = 100'000;
+
+struct ScramClientOptions {
+  // tls-server-end-point data of the backend's certificate: non-empty = SCRAM-SHA-256-PLUS
+  // (the caller selects that mechanism). Empty with `tls` = flag 'y' (we could bind, the
+  // server offered no PLUS); empty without TLS = flag 'n'.
+  std::string end_point;
+  bool tls = false;
+  uint32_t max_iterations = kDefaultMaxClientIterations;
 };
 
 // Client side: the gateway authenticating to a backend PostgreSQL.
 class ScramClient {
  public:
-  ScramClient(std::string password, RandomBytes random);
-  // client-first-message ("n,,n=,r=<nonce>").
+  ScramClient(std::string password, RandomBytes random, ScramClientOptions options = {});
+  // client-first-message ("n,,n=,r=<nonce>", "p=tls-server-end-point,,n=,r=<nonce>", ...).
   [[nodiscard]] std::string ClientFirst();
   // server-first-message -> client-final-message. Rejects a nonce that does not extend
-  // ours, iteration counts below 4096 or above 10'000'000, malformed fields.
+  // ours, malformed fields, and iteration counts below 4096 (InvalidArgument) or above
+  // options.max_iterations (ResourceExhausted, naming the count and the bound).
   [[nodiscard]] absl::StatusOr<std::string> HandleServerFirst(std::string_view server_first);
   // Verifies the server signature (constant time). PermissionDenied on mismatch.
   [[nodiscard]] absl::Status HandleServerFinal(std::string_view server_final);
@@ -72,6 +94,8 @@ class ScramClient {
   State state_ = State::kInitial;
   std::string password_;
   RandomBytes random_;
+  ScramClientOptions options_;
+  std::string gs2_header_;
   std::string client_nonce_;
   std::string client_first_bare_;
   std::string expected_server_signature_;

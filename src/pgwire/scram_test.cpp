@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -248,7 +249,7 @@ TEST(ScramServerTest, RejectsMalformedClientFirst) {
     std::string expected;
   };
   const std::vector<Case> cases = {
-      {"p=tls-server-end-point,,n=,r=abc", "channel binding (SCRAM-SHA-256-PLUS) is not supported"},
+      {"p=tls-server-end-point,,n=,r=abc", "SCRAM-SHA-256-PLUS was not selected"},
       {"", "channel binding flag"},
       {"x,,n=,r=abc", "channel binding flag"},
       {"n", "channel binding flag"},
@@ -414,6 +415,101 @@ TEST(ScramClientTest, EnforcesMessageOrder) {
   ScramClient broken("pw", Fixed(""));
   EXPECT_EQ(broken.ClientFirst(), "");
   EXPECT_FALSE(broken.HandleServerFirst("r=a,s=c2FsdA==,i=4096").ok());
+}
+
+TEST(ScramClientTest, RefusesMoreIterationsThanItsBoundNamingBoth) {
+  for (const auto& [max, asked, ok] : std::vector<std::tuple<uint32_t, uint32_t, bool>>{
+           {kDefaultMaxClientIterations, 100'000, true},
+           {kDefaultMaxClientIterations, 100'001, false},
+           {kDefaultMaxClientIterations, 10'000'000, false},
+           {5000, 5000, true},
+           {5000, 5001, false}}) {
+    ScramClient client("pw", Counting(), {.max_iterations = max});
+    std::string first = client.ClientFirst();
+    std::string nonce = first.substr(first.find("r=") + 2);
+    absl::StatusOr<std::string> r =
+        client.HandleServerFirst(absl::StrCat("r=", nonce, "srv,s=c2FsdA==,i=", asked));
+    EXPECT_EQ(r.ok(), ok) << max << " " << asked << ": " << r.status();
+    if (!ok) {
+      EXPECT_TRUE(absl::IsResourceExhausted(r.status())) << r.status();
+      EXPECT_EQ(
+          Msg(r.status()),
+          absl::StrCat("the backend asked for ", asked,
+                       " SCRAM iterations, more than backend.max_scram_iterations (", max, ")"));
+    }
+  }
+}
+
+// ---- Channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point) ------------------------------
+
+struct PlusCase {
+  ScramClientOptions client;
+  std::string server_end_point;
+  bool plus_selected;
+  std::string expected_error;  // empty = the exchange succeeds
+};
+
+TEST(ScramChannelBindingTest, TableOfClientAndServerBindings) {
+  const std::string cert_hash(32, '\x5a');
+  const std::string other_hash(32, '\x5b');
+  const std::vector<PlusCase> cases = {
+      // Bound to the same certificate hash on both ends.
+      {{.end_point = cert_hash, .tls = true}, cert_hash, true, ""},
+      // A man in the middle terminates TLS with its own certificate: the hashes differ.
+      {{.end_point = other_hash, .tls = true}, cert_hash, true, "does not match this connection"},
+      // TLS client that saw no PLUS offer says 'y'; fine when none was offered ...
+      {{.tls = true}, "", false, ""},
+      // ... refused when PLUS was offered (the offer was stripped on the way).
+      {{.tls = true}, cert_hash, false, "a downgrade on the path"},
+      // No TLS: 'n', PLUS not offered.
+      {{}, "", false, ""},
+      // No TLS but PLUS offered: 'n' is allowed (libpq with channel_binding=prefer).
+      {{}, cert_hash, false, ""},
+      // PLUS selected but the client does not bind.
+      {{.tls = true}, cert_hash, true, "without channel binding"},
+      // Binding attempted without selecting PLUS.
+      {{.end_point = cert_hash, .tls = true}, cert_hash, false, "was not selected"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const PlusCase& c = cases[i];
+    ScramServer server(MakeScramVerifier("pw", "0123456789abcdef", 4096), SystemRandom());
+    server.SetChannelBinding(c.server_end_point, c.plus_selected);
+    ScramClient client("pw", SystemRandom(), c.client);
+    std::string first = client.ClientFirst();
+    absl::Status failure;
+    absl::StatusOr<std::string> server_first = server.HandleClientFirst(first);
+    if (!server_first.ok()) {
+      failure = server_first.status();
+    } else {
+      absl::StatusOr<std::string> client_final = client.HandleServerFirst(*server_first);
+      ASSERT_TRUE(client_final.ok()) << i << ": " << client_final.status();
+      absl::StatusOr<std::string> server_final = server.HandleClientFinal(*client_final);
+      if (!server_final.ok()) {
+        failure = server_final.status();
+      } else {
+        EXPECT_TRUE(client.HandleServerFinal(*server_final).ok()) << i;
+      }
+    }
+    if (c.expected_error.empty()) {
+      EXPECT_TRUE(failure.ok()) << i << ": " << first << ": " << failure;
+    } else {
+      EXPECT_THAT(Msg(failure), HasSubstr(c.expected_error)) << i << ": " << first;
+    }
+  }
+}
+
+TEST(ScramChannelBindingTest, ClientMessagesCarryTheHeaderAndTheHash) {
+  const std::string cert_hash(32, '\x01');
+  ScramClient client("pw", Counting(), {.end_point = cert_hash, .tls = true});
+  std::string first = client.ClientFirst();
+  EXPECT_THAT(first, StartsWith("p=tls-server-end-point,,n=,r="));
+  std::string nonce = first.substr(first.find("r=") + 2);
+  absl::StatusOr<std::string> r = client.HandleServerFirst("r=" + nonce + "srv,s=c2FsdA==,i=4096");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(*r, StartsWith("c=" + internal::Base64Encode("p=tls-server-end-point,," + cert_hash) +
+                             ",r="));
+  ScramClient tls_only("pw", Counting(), {.tls = true});
+  EXPECT_THAT(tls_only.ClientFirst(), StartsWith("y,,n=,r="));
 }
 
 // ---- md5 and helpers ------------------------------------------------------------------------
