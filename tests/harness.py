@@ -35,10 +35,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
 ROOT = (os.environ.get("TRACEGATE_ROOT")
@@ -1409,3 +1411,125 @@ class HttpTraceStore:
     def open_connections(self) -> int | None:
         """Client connections open right now (in-process only; None in subprocess mode)."""
         return self._server.open_connections() if self._server is not None else None
+
+
+# --- test fixtures: small local HTTP servers, class-level parts -----------------------------
+
+
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """A request's body, by its Content-Length (empty without one)."""
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: Any = b"", *,
+          headers: dict[str, str] | None = None,
+          content_type: str | None = "application/json") -> None:
+    """Answers one request: `body` as is if bytes, else as JSON. `headers` are sent first,
+    then Content-Type (none if None) and Content-Length."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    if content_type is not None:
+        handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+class LocalHttpServer:
+    """A small HTTP server on a free loopback port for a test's fake endpoint (an
+    introspection endpoint, a webhook, a JWKS host): each request with one of `methods` is
+    passed to `handle(handler)` on its own daemon thread, which answers it (reply()) or not
+    at all. Quiet (no request log). Serving once constructed; close() or leaving the `with`
+    stops it.
+
+        with LocalHttpServer(lambda h: reply(h, 200, {"active": False})) as srv:
+            url = srv.url + "/introspect"
+    """
+
+    def __init__(self, handle: Callable[[BaseHTTPRequestHandler], None],
+                 methods: Iterable[str] = ("POST",), protocol_version: str = "HTTP/1.0"):
+        attrs: dict[str, Any] = {"protocol_version": protocol_version,
+                                 "log_message": lambda self, *args: None}
+        for method in methods:
+            attrs["do_" + method] = lambda self: handle(self)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0),
+                                          type("Handler", (BaseHTTPRequestHandler,), attrs))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        self.port: int = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._closed = False
+
+    def __enter__(self) -> "LocalHttpServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+
+def start_class_fixtures(cls: Any, prefix: str) -> str:
+    """Starts the class-level parts of test class `cls` (a unittest.TestCase): a fresh temp
+    dir cls.tmp and an empty stack of parts (enter_class_fixture()). stop_class_fixtures()
+    leaves the parts in reverse order, then removes cls.tmp; unittest calls it as a class
+    cleanup too, so a setUpClass that raises after this still stops what it started."""
+    cls._fixtures = contextlib.ExitStack()
+    cls.tmp = tempfile.mkdtemp(prefix=prefix)
+    cls._fixtures.callback(shutil.rmtree, cls.tmp, ignore_errors=True)
+    cls.addClassCleanup(stop_class_fixtures, cls)
+    return cls.tmp
+
+
+def enter_class_fixture(cls: Any, part: Any) -> Any:
+    """Enters `part` (a context manager) for the class; returns `part` itself."""
+    cls.__dict__["_fixtures"].enter_context(part)
+    return part
+
+
+def stop_class_fixtures(cls: Any) -> None:
+    stack = cls.__dict__.get("_fixtures")
+    cls._fixtures = None
+    if stack is not None:
+        stack.close()
+
+
+class ClassFixtures:
+    """Mixin for a unittest.TestCase whose parts (PgServer, OidcProvider, Gateway, ...) live as
+    long as the class:
+
+        class MyTest(harness.ClassFixtures, unittest.TestCase):
+            @classmethod
+            def setUpClass(cls):
+                cls.start_fixtures("tg-my-")      # makes cls.tmp
+                cls.pg = cls.enter(PgServer())
+                cls.gw = cls.enter(Gateway(Gateway.config_for(cls.pg, users={})))
+
+    The parts are left in reverse order, then cls.tmp is removed: in tearDownClass, or, if
+    setUpClass raises after start_fixtures(), in the class cleanup unittest runs then."""
+
+    tmp: str = ""
+
+    @classmethod
+    def start_fixtures(cls, prefix: str) -> str:
+        return start_class_fixtures(cls, prefix)
+
+    @classmethod
+    def enter(cls, part: Any) -> Any:
+        """Enters `part` (a context manager) for the class; returns `part` itself."""
+        return enter_class_fixture(cls, part)
+
+    @classmethod
+    def stop_fixtures(cls) -> None:
+        stop_class_fixtures(cls)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        stop_class_fixtures(cls)
