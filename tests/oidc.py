@@ -40,14 +40,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 
-from harness import KEEP_TMP, ROOT, free_port, http_get, wait_for
+from harness import KEEP_TMP, ROOT, LocalHttpServer, free_port, http_get, reply, wait_for
 
 OIDC_DIR = os.path.join(ROOT, "tests", "oidc")
 PROVIDER_JS = os.path.join(OIDC_DIR, "provider.js")
@@ -446,41 +445,26 @@ class StaticJsonServer:
     def __init__(self, routes: dict[str, Any]):
         self.routes = dict(routes)
         self.counts: dict[str, int] = {}
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalHttpServer | None = None
 
     def __enter__(self) -> "StaticJsonServer":
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                path = urllib.parse.urlsplit(self.path).path
-                outer.counts[path] = outer.counts.get(path, 0) + 1
-                if path not in outer.routes:
-                    self.send_error(404)
-                    return
-                body = json.dumps(outer.routes[path]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LocalHttpServer(self._get, methods=("GET",))
         return self
 
+    def _get(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urllib.parse.urlsplit(handler.path).path
+        self.counts[path] = self.counts.get(path, 0) + 1
+        if path not in self.routes:
+            handler.send_error(404)
+            return
+        reply(handler, 200, self.routes[path])
+
     def __exit__(self, *exc) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None, "not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        assert self._server is not None, "not started"
+        return self._server.url

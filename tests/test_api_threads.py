@@ -21,7 +21,7 @@ import os
 import subprocess
 import threading
 import unittest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import harness
@@ -76,7 +76,7 @@ class TableLock:
                 stream.close()
 
 
-class HeldIntrospection:
+class HeldIntrospection(harness.LocalHttpServer):
     """An RFC 7662 endpoint that holds every request until release(), then says the token is
     not active. Counts the requests it holds."""
 
@@ -84,29 +84,15 @@ class HeldIntrospection:
         self.held = 0
         self.release_event = threading.Event()
         self._lock = threading.Lock()
-        outer = self
+        super().__init__(self._post)
+        self.url += "/introspect"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with outer._lock:
-                    outer.held += 1
-                outer.release_event.wait(30)
-                body = b'{"active":false}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/introspect"
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        harness.read_body(handler)
+        with self._lock:
+            self.held += 1
+        self.release_event.wait(30)
+        harness.reply(handler, 200, b'{"active":false}')
 
     def count(self) -> int:
         with self._lock:
@@ -114,8 +100,7 @@ class HeldIntrospection:
 
     def close(self) -> None:
         self.release_event.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().close()
 
 
 class ApiThreadsTest(unittest.TestCase):

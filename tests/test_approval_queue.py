@@ -28,7 +28,7 @@ import subprocess
 import threading
 import unittest
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import harness
 from harness import gateway_binary, http_get, wait_for
@@ -42,7 +42,7 @@ HUNG_QUEUE = 2
 RETRY_AFTER_SECONDS = 3600
 
 
-class HostileHook:
+class HostileHook(harness.LocalHttpServer):
     """A webhook endpoint on loopback that is no use to anyone: `mode` "dead" answers every POST
     503 with Retry-After; "hung" reads the request and never answers. Records each POST's
     X-Tracegate-Delivery."""
@@ -52,37 +52,18 @@ class HostileHook:
         self._lock = threading.Lock()
         self.delivery_ids: list[str] = []
         self._release = threading.Event()
-        outer = self
+        super().__init__(self._post, protocol_version="HTTP/1.1")
+        self.url += "/hook"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                with outer._lock:
-                    outer.delivery_ids.append(self.headers.get("X-Tracegate-Delivery", ""))
-                if outer.mode == "hung":
-                    outer._release.wait()
-                    return
-                body = b"busy"
-                self.send_response(503)
-                self.send_header("Retry-After", str(RETRY_AFTER_SECONDS))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/hook"
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        harness.read_body(handler)
+        with self._lock:
+            self.delivery_ids.append(handler.headers.get("X-Tracegate-Delivery", ""))
+        if self.mode == "hung":
+            self._release.wait()
+            return
+        harness.reply(handler, 503, b"busy", content_type=None,
+                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     def ids(self) -> list[str]:
         with self._lock:
@@ -90,8 +71,7 @@ class HostileHook:
 
     def close(self) -> None:
         self._release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().close()
 
 
 def jwt_subject(token: str) -> str:

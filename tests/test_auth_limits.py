@@ -21,7 +21,7 @@ import threading
 import time
 import unittest
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import harness
@@ -35,43 +35,26 @@ PROXY = "127.0.0.2"
 CLIENTS = {"agent": {"groups": ["trace-readers"]}}
 
 
-class FailingIntrospection:
+class FailingIntrospection(harness.LocalHttpServer):
     """An RFC 7662 endpoint that is slow and down: every POST waits a little, then 503.
     Counts the POSTs, so a test can tell whether the gateway asked it at all."""
 
     def __init__(self) -> None:
         self.posts = 0
         self._lock = threading.Lock()
-        outer = self
+        super().__init__(self._post)
+        self.url += "/introspect"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with outer._lock:
-                    outer.posts += 1
-                time.sleep(0.2)
-                body = b'{"error":"temporarily_unavailable"}'
-                self.send_response(503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/introspect"
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        harness.read_body(handler)
+        with self._lock:
+            self.posts += 1
+        time.sleep(0.2)
+        harness.reply(handler, 503, b'{"error":"temporarily_unavailable"}')
 
     def count(self) -> int:
         with self._lock:
             return self.posts
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 class AuthLimitsTest(unittest.TestCase):

@@ -18,10 +18,10 @@ import json
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
-from harness import wait_for
+from harness import LocalHttpServer, read_body, reply, wait_for
 
 
 @dataclass
@@ -72,48 +72,29 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._failed_once: set[tuple[str, str]] = set()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalHttpServer | None = None
 
     def __enter__(self) -> "WebhookReceiver":
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                path = urllib.parse.urlsplit(self.path).path
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status = outer._status_for(path, headers.get("x-tracegate-delivery", ""))
-                try:
-                    parsed = json.loads(raw)
-                except ValueError:
-                    parsed = None
-                with outer._lock:
-                    outer._deliveries.append(Delivery(path, headers, raw, status, parsed))
-                body = b"{}"
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LocalHttpServer(self._post, protocol_version="HTTP/1.1")
         return self
 
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        raw = read_body(handler)
+        path = urllib.parse.urlsplit(handler.path).path
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        status = self._status_for(path, headers.get("x-tracegate-delivery", ""))
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        with self._lock:
+            self._deliveries.append(Delivery(path, headers, raw, status, parsed))
+        reply(handler, status, b"{}")
+
     def __exit__(self, *exc) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def _status_for(self, path: str, delivery_id: str) -> int:
         if path not in self.fail_first:
@@ -126,8 +107,8 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None, "not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        assert self._server is not None, "not started"
+        return self._server.url
 
     def deliveries(self, path: str | None = None) -> list[Delivery]:
         with self._lock:
