@@ -5,6 +5,7 @@
 
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -56,6 +57,7 @@ using internal::Period;
 using internal::Quote;
 using internal::RequiredSecretSources;
 using internal::RoleName;
+using internal::ScalarType;
 using internal::ScramVerifier;
 using internal::Secret;
 using internal::SqlName;
@@ -147,6 +149,29 @@ void CheckBackend(const Item& map, Backend& backend, RequiredSecretSources& sour
     const std::string key = internal::ChildPath(map.path, "ca_file");
     ctx.Error(ctx.MarkOf(key), key, "is only used with tls: verify-full");
   }
+  const std::string auth_key = internal::ChildPath(map.path, "auth");
+  if (backend.auth.empty()) {
+    ctx.Error(ctx.MarkOf(auth_key), auth_key, "must list at least one method");
+  }
+  // Cleartext crosses the network only inside TLS; a loopback backend never leaves the host.
+  const bool lists_password =
+      std::find(backend.auth.begin(), backend.auth.end(), "password") != backend.auth.end();
+  if (lists_password && backend.tls == BackendTlsMode::kDisable && !IsLoopbackHost(backend.host)) {
+    ctx.Error(ctx.MarkOf(auth_key), auth_key,
+              "lists password (cleartext) but tls is disable and the host is not loopback: "
+              "the password would cross the network in the clear");
+  }
+}
+
+ScalarType<std::string> BackendAuthMethod() {
+  return {"an authentication method (scram-sha-256, md5, password)",
+          [](const std::string& text, const Context&) -> absl::StatusOr<std::string> {
+            if (text != "scram-sha-256" && text != "md5" && text != "password") {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("expected one of scram-sha-256|md5|password, got ", Quote(text)));
+            }
+            return text;
+          }};
 }
 
 const Table<Backend, RequiredSecretSources>& BackendKeys() {
@@ -171,6 +196,10 @@ const Table<Backend, RequiredSecretSources>& BackendKeys() {
                                                  {"require", BackendTlsMode::kRequire},
                                                  {"verify-full", BackendTlsMode::kVerifyFull}})),
               K::Optional("ca_file", &Backend::ca_file, "", kReloadable, FilePath(true)),
+              K::Strings("auth", &Backend::auth, {"scram-sha-256"}, kReloadable,
+                         BackendAuthMethod(), 3),
+              K::Optional("max_scram_iterations", &Backend::max_scram_iterations, 100000,
+                          kReloadable, Count<uint32_t>(4096, 10000000)),
               K::Optional("connect_timeout", &Backend::connect_timeout, 5s, kReloadable,
                           Period(1ms)),
               K::Optional("statement_timeout", &Backend::statement_timeout, 30s, kReloadable,
@@ -406,6 +435,12 @@ void CheckConnection(const Item& map, Connection& connection, ConnectionExtra& e
     internal::CheckHttpConnection(map, connection, ctx);
     return;
   }
+  // A listener other clients can reach takes TLS only, unless the operator says otherwise
+  // (issue 18, item 7): SCRAM keeps the password off the wire, but not the traces.
+  if (!map.yaml["require_tls"].IsDefined() && !connection.listen.host.empty() &&
+      !IsLoopbackHost(connection.listen.host)) {
+    connection.require_tls = true;
+  }
   std::map<std::string, std::string> first_by_name;
   for (size_t i = 0; i < connection.users.size(); ++i) {
     const std::string& name = connection.users[i].name;
@@ -499,7 +534,9 @@ void CheckConfig(const Item& item, Config& config, NoExtra&, Context& ctx) {
     }
     if (c.require_tls && config.tls.cert_file.empty()) {
       ctx.Error(ctx.MarkOf(path + ".require_tls"), path + ".require_tls",
-                "require_tls: true needs tls.cert_file and tls.key_file");
+                "require_tls (true by default on a listener that is not loopback) needs "
+                "tls.cert_file and tls.key_file; set require_tls: false to serve clients "
+                "without TLS");
     }
   }
   if (config.api.has_value() && config.api->listen.port != 0) {
@@ -634,6 +671,23 @@ absl::StatusOr<std::shared_ptr<const Config>> Load(const std::string& yaml,
 }
 
 }  // namespace
+
+bool IsLoopbackHost(std::string_view host) {
+  if (host == "localhost") {
+    return true;
+  }
+  const std::string text(host);
+  unsigned char v4[4];
+  if (inet_pton(AF_INET, text.c_str(), v4) == 1) {
+    return v4[0] == 127;
+  }
+  unsigned char v6[16];
+  if (inet_pton(AF_INET6, text.c_str(), v6) == 1) {
+    static const unsigned char kLoopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    return std::equal(v6, v6 + 16, kLoopback);
+  }
+  return false;
+}
 
 absl::StatusOr<std::shared_ptr<const Config>> LoadFile(const std::string& path,
                                                        LoadOptions options) {

@@ -46,10 +46,19 @@ struct Backend {
   std::string password;
   BackendTlsMode tls = BackendTlsMode::kDisable;
   std::string ca_file;  // verify-full: CA bundle (empty = system default)
+  // Authentication methods the gateway answers when the backend asks (issue 18, item 6):
+  // "scram-sha-256" (SCRAM-SHA-256-PLUS when the link is TLS), "md5", "password" (cleartext;
+  // only over TLS or to a loopback host). Anything else the backend asks for ends the login.
+  std::vector<std::string> auth = {"scram-sha-256"};
+  // The most PBKDF2 iterations a backend may ask for in SCRAM (PostgreSQL's default is 4096).
+  uint32_t max_scram_iterations = 100000;
   Duration connect_timeout{5000};
   Duration statement_timeout{30000};  // 0 = off
   bool read_only = true;              // default_transaction_read_only on backend sessions
 };
+
+// True for a host name that cannot leave this machine: "localhost", 127.0.0.0/8, ::1.
+[[nodiscard]] bool IsLoopbackHost(std::string_view host);
 
 struct Pool {
   uint32_t max_size = 32;        // backend connections per connection entry

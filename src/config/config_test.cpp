@@ -288,6 +288,79 @@ TEST(LoadString, RelativePathsResolveAgainstWorkingDirectory) {
   EXPECT_EQ(c->tls.key_file, (cwd.parent_path() / "b.key").string());
 }
 
+// ---- backend authentication and TLS defaults (issue 18, items 6 and 7) ----------------------
+
+std::string BackendWith(const std::string& listen, const std::string& backend_tail) {
+  return absl::StrCat("connections:\n  - name: pg\n    listen: ", listen,
+                      "\n    backend:\n      host: db.internal\n      database: d\n"
+                      "      user: u\n      password: pw\n      allow_inline_password: true\n",
+                      backend_tail);
+}
+
+TEST(BackendAuth, DefaultsToScramOnlyWithABoundedIterationCount) {
+  std::shared_ptr<const Config> c = MustLoad(kMinimal);
+  ASSERT_NE(c, nullptr);
+  EXPECT_THAT(c->connections[0].backend.auth, ElementsAre("scram-sha-256"));
+  EXPECT_EQ(c->connections[0].backend.max_scram_iterations, 100000u);
+  EXPECT_FALSE(c->connections[0].require_tls);  // loopback listener
+}
+
+TEST(BackendAuth, ListedMethodsAndBoundAreTaken) {
+  std::shared_ptr<const Config> c =
+      MustLoad(BackendWith("127.0.0.1:6432",
+                           "      tls: require\n      auth: [scram-sha-256, md5, password]\n"
+                           "      max_scram_iterations: 200000\n"));
+  ASSERT_NE(c, nullptr);
+  EXPECT_THAT(c->connections[0].backend.auth, ElementsAre("scram-sha-256", "md5", "password"));
+  EXPECT_EQ(c->connections[0].backend.max_scram_iterations, 200000u);
+}
+
+TEST(BackendAuth, RefusesUnknownEmptyAndCleartextOverTheNetwork) {
+  struct Case {
+    std::string tail;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"      auth: [scram-sha-256, gss]\n",
+            "expected one of scram-sha-256|md5|password, got \"gss\""},
+           {"      auth: []\n", "backend.auth: must list at least one method"},
+           {"      auth: md5\n", "expected a list of"},
+           {"      auth: [password]\n",
+            "lists password (cleartext) but tls is disable and the host is not loopback"},
+           {"      max_scram_iterations: 100\n", "max_scram_iterations"},
+           {"      max_scram_iterations: 10000001\n", "max_scram_iterations"},
+       }) {
+    EXPECT_THAT(ErrorOf(BackendWith("127.0.0.1:6432", c.tail)), HasSubstr(c.error)) << c.tail;
+  }
+  // Cleartext is allowed inside TLS, or to a backend on this host.
+  EXPECT_EQ(ErrorOf(BackendWith("127.0.0.1:6432", "      tls: require\n      auth: [password]\n")),
+            "<loaded>");
+  std::string local = BackendWith("127.0.0.1:6432", "      auth: [password]\n");
+  local.replace(local.find("db.internal"), 11, "127.0.0.1");
+  EXPECT_EQ(ErrorOf(local), "<loaded>");
+}
+
+TEST(ClientTls, RequiredByDefaultOutsideLoopback) {
+  // A wildcard listener without a certificate: the implicit require_tls cannot be met.
+  EXPECT_THAT(ErrorOf(BackendWith("0.0.0.0:6432", "")),
+              HasSubstr("require_tls (true by default on a listener that is not loopback)"));
+  std::string opted_out = BackendWith("0.0.0.0:6432", "");
+  opted_out.replace(opted_out.find("    backend:"), 0, "    require_tls: false\n");
+  std::shared_ptr<const Config> c = MustLoad(opted_out);
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->connections[0].require_tls);
+}
+
+TEST(ClientTls, LoopbackHosts) {
+  for (std::string_view host : {"localhost", "127.0.0.1", "127.1.2.3", "::1"}) {
+    EXPECT_TRUE(IsLoopbackHost(host)) << host;
+  }
+  for (std::string_view host : {"0.0.0.0", "::", "10.0.0.1", "db.internal", "128.0.0.1",
+                                "localhost.example.com", "::2", ""}) {
+    EXPECT_FALSE(IsLoopbackHost(host)) << host;
+  }
+}
+
 TEST(LoadString, PasswordFromEnvironment) {
   const std::string yaml = R"(connections:
   - name: pg
@@ -515,8 +588,9 @@ std::vector<ErrorCase> ErrorCases() {
       {"TlsCertWithoutKey", "tls:\n  cert_file: a.crt\n" + m,
        "t.yaml:2:3: tls: cert_file and key_file go together; key_file is missing"},
       {"RequireTlsWithoutCertificate", m + "    require_tls: true\n",
-       "t.yaml:10:18: connections[0].require_tls: require_tls: true needs tls.cert_file and "
-       "tls.key_file"},
+       "t.yaml:10:18: connections[0].require_tls: require_tls (true by default on a listener that "
+       "is not loopback) needs tls.cert_file and tls.key_file; set require_tls: false to serve "
+       "clients without TLS"},
       {"DuplicateConnectionName",
        m + "  - name: pg\n    listen: 127.0.0.1:6433\n"
            "    backend: {host: h, database: d, user: u, password_env: HOME}\n",
