@@ -31,8 +31,9 @@ class BackendConn {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // Connects, negotiates TLS as configured, authenticates (SCRAM-SHA-256, md5 or
-  // cleartext, whichever the server asks for) and reads up to the first ReadyForQuery,
+  // Connects, negotiates TLS as configured, authenticates with a method backend.auth allows
+  // (SCRAM-SHA-256, SCRAM-SHA-256-PLUS over TLS, md5 or cleartext; anything else is refused
+  // with 28000 and never answered) and reads up to the first ReadyForQuery,
   // all within backend.connect_timeout. Errors carry a SQLSTATE (pg_error.h); a backend
   // ErrorResponse keeps the backend's own SQLSTATE and message.
   static awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> Open(const BackendTarget& target);
@@ -74,8 +75,10 @@ class BackendConn {
 
  private:
   awaitable<absl::Status> Handshake(const BackendTarget& target);
-  awaitable<absl::Status> Authenticate(const config::Backend& backend,
+  awaitable<absl::Status> Authenticate(const config::Connection& conn,
                                        const pgwire::Authentication& request);
+  awaitable<absl::Status> AuthenticateScram(const config::Connection& conn,
+                                            const pgwire::Authentication& request);
 
   Stream stream_;
   FrameBuffer buffer_;

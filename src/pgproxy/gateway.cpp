@@ -54,6 +54,10 @@ absl::Status ConfigureBackendTls(const config::Backend& backend, asio::ssl::cont
   ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                   asio::ssl::context::no_tlsv1_1);
+  // The backend is ours to choose: the same modern suites the listeners offer.
+  if (SSL_CTX_set_cipher_list(ctx.native_handle(), kTls12Ciphers) != 1) {
+    return absl::InternalError("the TLS library accepts none of the TLS 1.2 cipher suites");
+  }
   if (backend.tls != config::BackendTlsMode::kVerifyFull) {
     ctx.set_verify_mode(asio::ssl::verify_none);  // `require`: encrypted, not authenticated
     return absl::OkStatus();
@@ -69,6 +73,29 @@ absl::Status ConfigureBackendTls(const config::Backend& backend, asio::ssl::cont
     return absl::InvalidArgumentError(Cat("backend.ca_file ", backend.ca_file, ": ", ec.message()));
   }
   return absl::OkStatus();
+}
+
+// Loud at startup: a link that is neither verified TLS nor local lets anyone on the path
+// read traces, or answer in the backend's place (issue 18, items 6 and 7).
+void WarnAboutPlainLinks(const config::Connection& conn) {
+  const config::Backend& backend = conn.backend;
+  if (backend.tls != config::BackendTlsMode::kVerifyFull && !config::IsLoopbackHost(backend.host)) {
+    spdlog::warn(
+        "connection {}: the backend link to {}:{} is {} and not local: anyone on the path can "
+        "read the traces{}; set backend.tls: verify-full with backend.ca_file",
+        conn.name, backend.host, backend.port,
+        backend.tls == config::BackendTlsMode::kRequire ? "TLS without certificate verification"
+                                                        : "unencrypted",
+        backend.tls == config::BackendTlsMode::kRequire
+            ? " (SCRAM-SHA-256-PLUS still keeps an impostor from logging in)"
+            : " and answer in the trace store's place");
+  }
+  if (!conn.require_tls && !config::IsLoopbackHost(conn.listen.host)) {
+    spdlog::warn(
+        "connection {}: listens on {} with require_tls: false: clients may read traces "
+        "without TLS",
+        conn.name, conn.listen.host);
+  }
 }
 
 std::string RandomKey() {
@@ -171,6 +198,7 @@ absl::Status Gateway::Start() {
       }
       runtime.users.emplace(user.name, std::move(*verifier));
     }
+    WarnAboutPlainLinks(conn);
     runtime.backend = BackendTarget{.connection = &conn, .tls = nullptr, .limits = limits};
     if (conn.backend.tls != config::BackendTlsMode::kDisable) {
       asio::ssl::context& ctx = st.backend_tls.emplace_back(asio::ssl::context::tls_client);

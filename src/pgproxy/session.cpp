@@ -668,9 +668,26 @@ awaitable<absl::Status> Session::Authenticate() {
     }
   };
 
+  // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to our certificate (RFC 5929
+  // tls-server-end-point), so libpq's channel_binding=require works and a client can tell
+  // that nobody terminated TLS in between. It is offered first, as PostgreSQL does.
+  std::string end_point;
+  if (client_.tls()) {
+    absl::StatusOr<std::string> hash = client_.TlsServerEndPoint(/*peer=*/false);
+    if (hash.ok()) {
+      end_point = *std::move(hash);
+    } else {
+      spdlog::debug("session={}: SCRAM-SHA-256-PLUS not offered: {}", id_,
+                    MessageOf(hash.status()));
+    }
+  }
+  std::vector<std::string> mechanisms;
+  if (!end_point.empty()) {
+    mechanisms.emplace_back("SCRAM-SHA-256-PLUS");
+  }
+  mechanisms.emplace_back("SCRAM-SHA-256");
   pgwire::Buffer out;
-  pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kSasl, .mechanisms = {"SCRAM-SHA-256"}},
-                               out);
+  pgwire::EncodeAuthentication({.code = pgwire::AuthCode::kSasl, .mechanisms = mechanisms}, out);
   if (!co_await WriteClient(out)) {
     co_return absl::CancelledError("client left");
   }
@@ -697,10 +714,12 @@ awaitable<absl::Status> Session::Authenticate() {
       if (!initial.ok()) {
         co_return ProtocolViolation(MessageOf(initial.status()));
       }
-      if (initial->mechanism != "SCRAM-SHA-256") {
+      const bool plus = initial->mechanism == "SCRAM-SHA-256-PLUS" && !end_point.empty();
+      if (initial->mechanism != "SCRAM-SHA-256" && !plus) {
         co_return ProtocolViolation(
             Cat("client selected an unsupported SASL mechanism: ", initial->mechanism));
       }
+      scram.SetChannelBinding(end_point, plus);
       if (!initial->data.has_value()) {
         co_return ProtocolViolation("SASLInitialResponse without data");
       }

@@ -2,6 +2,8 @@
 
 #include <openssl/ssl.h>
 
+#include "common/server_tls.h"
+
 namespace tracegate::pgproxy {
 
 awaitable<error_code> ConnectTcp(tcp::socket& socket, const std::string& host, uint16_t port) {
@@ -56,6 +58,20 @@ void Stream::Close() {
   error_code ignored;  // closing an already-broken socket is not an error worth reporting
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
+}
+
+absl::StatusOr<std::string> Stream::TlsServerEndPoint(bool peer) const {
+  if (!tls_) {
+    return absl::FailedPreconditionError("no TLS on this connection");
+  }
+  SSL* ssl = tls_->native_handle();
+  if (!peer) {
+    return tracegate::TlsServerEndPoint(SSL_get_certificate(ssl));  // owned by the SSL
+  }
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  absl::StatusOr<std::string> hash = tracegate::TlsServerEndPoint(cert);
+  X509_free(cert);
+  return hash;
 }
 
 std::string Stream::TlsVersion() const {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "pgproxy/asio.h"
 
 namespace tracegate::pgproxy {
@@ -25,6 +26,9 @@ class Stream {
   [[nodiscard]] std::string TlsVersion() const;
   [[nodiscard]] std::string TlsCipher() const;
   tcp::socket& socket() { return socket_; }
+  // RFC 5929 tls-server-end-point data for SCRAM-SHA-256-PLUS: the hash of the peer's
+  // certificate (`peer`, as a TLS client) or of our own (as a TLS server). Fails without TLS.
+  [[nodiscard]] absl::StatusOr<std::string> TlsServerEndPoint(bool peer) const;
 
   // TLS handshake as `type` (server for clients, client for backends). On success every
   // later read and write goes through TLS.
