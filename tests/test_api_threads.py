@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import subprocess
 import threading
 import unittest
@@ -26,7 +25,7 @@ from typing import Any
 
 import harness
 from harness import http_get, wait_for
-from test_grants import Api, grants_config, start_access_plane, stop_access_plane
+from test_grants import Api, grants_config, start_access_plane, use_introspection
 
 harness.install_sigterm_cleanup()
 
@@ -103,12 +102,11 @@ class HeldIntrospection(harness.LocalHttpServer):
         super().close()
 
 
-class ApiThreadsTest(unittest.TestCase):
+class ApiThreadsTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.introspection = HeldIntrospection()
-
         def make_config() -> dict:
+            cls.introspection = cls.enter(HeldIntrospection())
             ids = cls.pg.psql("select id from traces order by id limit 2").split()
             cls.risky_trace, cls.plain_trace = ids
             cls.pg.psql("CREATE TABLE trace_risk (trace_id text PRIMARY KEY, risk numeric);"
@@ -119,27 +117,10 @@ class ApiThreadsTest(unittest.TestCase):
             cfg["connections"][0]["risk_query"] = RISK_QUERY
             cfg["api"]["handler_threads"] = 4
             cfg["api"]["max_slow_calls"] = SLOW_CALLS
-            secret_file = os.path.join(cls.tmp, "introspector.secret")
-            with open(secret_file, "w") as f:
-                f.write("introspector-secret\n")
-            cfg["identity"]["issuers"][0].update(
-                {"introspection_endpoint": cls.introspection.url,
-                 "introspection_client_id": "introspector",
-                 "introspection_client_secret_file": secret_file})
+            use_introspection(cfg, cls.tmp, "introspector-secret", cls.introspection.url)
             return cfg
 
-        try:
-            start_access_plane(cls, "tg-apithreads-", make_config, clients=CLIENTS)
-        except BaseException:
-            cls.introspection.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        try:
-            stop_access_plane(cls)
-        finally:
-            cls.introspection.close()
+        start_access_plane(cls, "tg-apithreads-", make_config, clients=CLIENTS)
 
     def waiting_risk_queries(self) -> int:
         return int(self.pg.psql(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import ssl
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 
 import harness
 from harness import http_get, wait_for
-from test_grants import grants_config, start_access_plane, stop_access_plane
+from test_grants import grants_config, read_response, start_access_plane, use_introspection
 
 harness.install_sigterm_cleanup()
 
@@ -57,46 +56,29 @@ class FailingIntrospection(harness.LocalHttpServer):
             return self.posts
 
 
-class AuthLimitsTest(unittest.TestCase):
+class AuthLimitsTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.introspection = FailingIntrospection()
-
         def make_config() -> dict:
+            cls.introspection = cls.enter(FailingIntrospection())
             cfg = grants_config(cls.pg, cls.idp, cls.tmp)
             cfg["api"]["auth_failures_per_minute"] = LIMIT
             cfg["api"]["trusted_proxies"] = [PROXY]
-            secret_file = os.path.join(cls.tmp, "introspector.secret")
-            with open(secret_file, "w") as f:
-                f.write("introspector-secret\n")
             cfg["identity"]["issuers"][0].update(
                 # Background refreshes would blur the JWKS request count; unknown kids
                 # refetch every time (no rate limit), so a fetch shows up at once.
                 {"jwks_refresh": "10m", "jwks_stale_max": "1h",
-                 "unknown_kid_min_interval": "0ms",
-                 "introspection_endpoint": cls.introspection.url,
-                 "introspection_client_id": "introspector",
-                 "introspection_client_secret_file": secret_file})
+                 "unknown_kid_min_interval": "0ms"})
+            use_introspection(cfg, cls.tmp, "introspector-secret", cls.introspection.url)
             return cfg
 
-        try:
-            start_access_plane(cls, "tg-authlimits-", make_config, clients=CLIENTS)
-        except BaseException:
-            cls.introspection.close()
-            raise
+        start_access_plane(cls, "tg-authlimits-", make_config, clients=CLIENTS)
         cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
         cls.ctx = ssl.create_default_context(cafile=cls.ca_file)
         cls.jwks_path = urllib.parse.urlparse(cls.idp.jwks_uri).path
         attacker = cls.idp.gen_key(kid="attacker-kid")
         cls.unknown_kid_token = cls.idp.forge(key=attacker, kid="attacker-kid",
                                               groups=["trace-readers"])
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        try:
-            stop_access_plane(cls)
-        finally:
-            cls.introspection.close()
 
     # -- helpers --
 
@@ -120,13 +102,7 @@ class AuthLimitsTest(unittest.TestCase):
                 conn.putheader("Content-Type", "application/json")
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
-            resp = conn.getresponse()
-            raw = resp.read()
-            try:
-                parsed = json.loads(raw) if raw else None
-            except ValueError:
-                parsed = raw.decode(errors="replace")
-            return resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()}
+            return read_response(conn)
         finally:
             conn.close()
 

@@ -15,7 +15,6 @@ session has ended (a grant serves one session at a time).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import unittest
@@ -23,10 +22,9 @@ import urllib.parse
 from typing import Any
 
 import harness
-from harness import (Gateway, PgServer, RawPgConn, free_port, make_self_signed_cert,
-                     run_libpq_client, run_psql, sqlstate_of, wait_for)
+from harness import PgServer, RawPgConn, run_libpq_client, run_psql, sqlstate_of, wait_for
 from oidc import OidcProvider
-from test_grants import Api, issuer_config, start_access_plane, stop_access_plane
+from test_grants import Api, access_config, start_access_plane
 
 harness.install_sigterm_cleanup()
 
@@ -73,18 +71,10 @@ def raw_query(conn: RawPgConn, sql: bytes) -> tuple[int, dict[str, str] | None]:
 
 
 def gate_config(pg: PgServer, idp: OidcProvider, tmp: str) -> dict:
-    cert, key = make_self_signed_cert(tmp, "gateway")
-    cfg = Gateway.config_for(pg, users={}, tls={"cert_file": cert, "key_file": key})
-    del cfg["connections"][0]["users"]
-    cfg["api"] = {"listen": f"127.0.0.1:{free_port()}", "tls": True,
-                  "auth_failures_per_minute": 100000}
-    cfg["state"] = {"path": os.path.join(tmp, "state.db")}
-    cfg["identity"] = {"issuers": [issuer_config(idp)]}
-    cfg["policy"] = POLICY
-    return cfg
+    return access_config(pg, idp, tmp, POLICY)
 
 
-class GateCase(unittest.TestCase):
+class GateCase(harness.ClassFixtures, unittest.TestCase):
     """One PostgreSQL, one OpenID provider and one gateway (with the statement gate on the
     default trace tables traces(id), observations(trace_id), scores(trace_id)) per class."""
 
@@ -100,10 +90,6 @@ class GateCase(unittest.TestCase):
         cls.other_trace = cls.others[0]
         cls.tokens: dict[str, str] = {}
         cls.grants: dict[str, dict[str, Any]] = {}
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        stop_access_plane(cls)
 
     # -- grants --
 

@@ -61,21 +61,43 @@ def issuer_config(idp: OidcProvider, **overrides: Any) -> dict:
     return cfg
 
 
-def grants_config(pg: PgServer, idp: OidcProvider, tmp: str, **overrides: Any) -> dict:
+def access_config(pg: PgServer, idp: OidcProvider, tmp: str, policy: dict) -> dict:
+    """A gateway with one PostgreSQL connection (traces-pg, grants only), the grants API over
+    HTTPS (a self-signed certificate in tmp), its state in tmp, `idp` the one issuer and
+    `policy`."""
     cert, key = make_self_signed_cert(tmp, "gateway")
     cfg = Gateway.config_for(pg, users={}, tls={"cert_file": cert, "key_file": key})
     del cfg["connections"][0]["users"]
-    other = json.loads(json.dumps(cfg["connections"][0]))
-    other["name"] = "other-pg"
-    other["listen"] = f"127.0.0.1:{free_port()}"
-    cfg["connections"].append(other)
     cfg["api"] = {"listen": f"127.0.0.1:{free_port()}", "tls": True,
                   "auth_failures_per_minute": 100000}
     cfg["state"] = {"path": os.path.join(tmp, "state.db")}
     cfg["identity"] = {"issuers": [issuer_config(idp)]}
-    cfg["policy"] = POLICY
+    cfg["policy"] = policy
+    return cfg
+
+
+def grants_config(pg: PgServer, idp: OidcProvider, tmp: str, **overrides: Any) -> dict:
+    """access_config() with POLICY and a second connection to pg, other-pg; then
+    `overrides`."""
+    cfg = access_config(pg, idp, tmp, POLICY)
+    other = json.loads(json.dumps(cfg["connections"][0]))
+    other["name"] = "other-pg"
+    other["listen"] = f"127.0.0.1:{free_port()}"
+    cfg["connections"].append(other)
     cfg.update(overrides)
     return cfg
+
+
+def read_response(conn: http.client.HTTPConnection) -> tuple[int, Any, dict[str, str]]:
+    """The response to the request sent on conn: (status, the body as JSON (as text if it is
+    not JSON, None if empty), the headers with lower-cased names)."""
+    resp = conn.getresponse()
+    raw = resp.read()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()}
 
 
 class Api:
@@ -98,13 +120,7 @@ class Api:
             if body is not None:
                 data = body if isinstance(body, (bytes, str)) else json.dumps(body)
             conn.request(method, path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            raw = resp.read()
-            try:
-                parsed = json.loads(raw) if raw else None
-            except ValueError:
-                parsed = raw.decode(errors="replace")
-            return resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()}
+            return read_response(conn)
         finally:
             conn.close()
 
@@ -117,45 +133,54 @@ class Api:
         return status, out
 
 
+def use_introspection(cfg: dict, tmp: str, secret: str, endpoint: str | None = None) -> None:
+    """Makes cfg's first issuer introspect tokens (RFC 7662) as client "introspector" with
+    `secret` (written to a file in tmp), at `endpoint` if given, else at the IdP's own."""
+    secret_file = os.path.join(tmp, "introspector.secret")
+    with open(secret_file, "w") as f:
+        f.write(secret + "\n")
+    settings = {"introspection_client_id": "introspector",
+                "introspection_client_secret_file": secret_file}
+    if endpoint is not None:
+        settings["introspection_endpoint"] = endpoint
+    cfg["identity"]["issuers"][0].update(settings)
+
+
+def start_api_gateway(cls: Any, cfg: dict, env: dict[str, str] | None = None) -> None:
+    """Enters (harness.enter_class_fixture) a gateway with `cfg`, the grants API, for a test
+    class, with cls.pg's backend password and `env` in its environment; sets cls.gw, ca_file
+    and api once the API listens."""
+    cls.gw = harness.enter_class_fixture(cls, Gateway(cfg, env={
+        Gateway.BACKEND_PASSWORD_ENV: cls.pg.password_for("tracegate"), **(env or {})}))
+    cls.ca_file = cfg["tls"]["cert_file"]
+    cls.api = Api(cls.gw, cls.ca_file)
+    wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
+             what="api listening")
+
+
 def start_access_plane(cls: Any, prefix: str, make_config: Callable[[], dict],
                        clients: dict | None = None) -> None:
     """Starts one PostgreSQL (20 traces), one OpenID provider (with `clients`, default
     CLIENTS) and one gateway with the grants API for a test class: sets cls.tmp, pg, idp, gw,
-    ca_file, api. What started is stopped again if a later step fails; stop_access_plane()
-    undoes it all."""
-    cls.tmp = tempfile.mkdtemp(prefix=prefix)
-    cls.pg = PgServer(traces=20)
-    cls.pg.__enter__()
+    ca_file, api (harness.start_class_fixtures). What started, and whatever make_config()
+    enters, is stopped again if a later step fails; stop_access_plane() (or
+    harness.ClassFixtures' tearDownClass) undoes it all."""
+    harness.start_class_fixtures(cls, prefix)
     try:
-        cls.idp = OidcProvider(clients=CLIENTS if clients is None else clients)
-        cls.idp.__enter__()
+        cls.pg = harness.enter_class_fixture(cls, PgServer(traces=20))
+        cls.idp = harness.enter_class_fixture(
+            cls, OidcProvider(clients=CLIENTS if clients is None else clients))
+        start_api_gateway(cls, make_config())
     except BaseException:
-        cls.pg.__exit__(None, None, None)
-        raise
-    try:
-        cls.gw = Gateway(make_config(),
-                         env={Gateway.BACKEND_PASSWORD_ENV: cls.pg.password_for("tracegate")})
-        cls.gw.__enter__()
-        cls.ca_file = cls.gw.config["tls"]["cert_file"]
-        cls.api = Api(cls.gw, cls.ca_file)
-        wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                 what="api listening")
-    except BaseException:
-        cls.idp.__exit__(None, None, None)
-        cls.pg.__exit__(None, None, None)
+        harness.stop_class_fixtures(cls)
         raise
 
 
 def stop_access_plane(cls: Any) -> None:
-    try:
-        cls.gw.__exit__(None, None, None)
-    finally:
-        cls.idp.__exit__(None, None, None)
-        cls.pg.__exit__(None, None, None)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+    harness.stop_class_fixtures(cls)
 
 
-class GrantsCase(unittest.TestCase):
+class GrantsCase(harness.ClassFixtures, unittest.TestCase):
     """One PostgreSQL, one OpenID provider and one gateway for the class."""
 
     gateway_overrides: dict = {}
@@ -168,10 +193,6 @@ class GrantsCase(unittest.TestCase):
         ids = cls.pg.psql("select id from traces order by id limit 3").split()
         cls.trace, cls.other_trace, cls.third_trace = ids
         cls.secrets: list[str] = []  # every credential and token handed out: never in logs
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        stop_access_plane(cls)
 
     def token(self, client: str = "agent") -> str:
         tok = self.idp.token(client)
@@ -624,13 +645,8 @@ class IntrospectionTest(unittest.TestCase):
                    "introspector": {"groups": []}}
         try:
             with PgServer(traces=3) as pg, OidcProvider(clients=clients) as idp:
-                secret_file = os.path.join(tmp, "introspector.secret")
-                with open(secret_file, "w") as f:
-                    f.write(idp.secret_of("introspector") + "\n")
                 cfg = grants_config(pg, idp, tmp)
-                cfg["identity"]["issuers"][0].update(
-                    {"introspection_client_id": "introspector",
-                     "introspection_client_secret_file": secret_file})
+                use_introspection(cfg, tmp, idp.secret_of("introspector"))
                 with Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
                                        pg.password_for("tracegate")}) as gw:
                     api = Api(gw, cfg["tls"]["cert_file"])

@@ -20,11 +20,10 @@ import unittest
 import urllib.parse
 
 import harness
-from harness import (Gateway, PgServer, free_port, make_self_signed_cert, run_libpq_client,
-                     run_psql, wait_for)
+from harness import PgServer, run_libpq_client, run_psql, wait_for
 from oidc import OidcProvider
 from test_gate import errors_of
-from test_grants import issuer_config, start_access_plane, stop_access_plane
+from test_grants import access_config, start_access_plane
 
 harness.install_sigterm_cleanup()
 
@@ -79,17 +78,21 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def plant_trace(pg: PgServer) -> None:
+    """Inserts trace TRACE (EMAIL in its name; INPUT, OUTPUT, METADATA) into pg's traces."""
+    pg.psql(
+        "INSERT INTO traces (id, name, user_id, session_id, input, output, metadata) "
+        f"VALUES ({sql_literal(TRACE)}, {sql_literal('contact ' + EMAIL)}, 'u1', "
+        f"'sess-1', {sql_literal(json.dumps(INPUT))}::jsonb, "
+        f"{sql_literal(json.dumps(OUTPUT))}::jsonb, "
+        f"{sql_literal(json.dumps(METADATA))}::jsonb);")
+
+
 def mask_config(pg: PgServer, idp: OidcProvider, tmp: str) -> dict:
-    cert, key = make_self_signed_cert(tmp, "gateway")
+    cfg = access_config(pg, idp, tmp, POLICY)
     key_file = os.path.join(tmp, "pseudonym.key")
     with open(key_file, "w", encoding="utf-8") as f:
         f.write("test-pseudonym-key-0123456789abcdef\n")
-    cfg = Gateway.config_for(pg, users={}, tls={"cert_file": cert, "key_file": key})
-    del cfg["connections"][0]["users"]
-    cfg["api"] = {"listen": f"127.0.0.1:{free_port()}", "tls": True,
-                  "auth_failures_per_minute": 100000}
-    cfg["state"] = {"path": os.path.join(tmp, "state.db")}
-    cfg["identity"] = {"issuers": [issuer_config(idp)]}
     cfg["masking_profiles"] = [
         {"name": "default",
          "field_rules": [
@@ -102,11 +105,10 @@ def mask_config(pg: PgServer, idp: OidcProvider, tmp: str) -> dict:
          "strategies": {"CARD": {"kind": "partial", "keep_last": 4}},
          "pseudonym_key_file": key_file},
     ]
-    cfg["policy"] = POLICY
     return cfg
 
 
-class MaskCase(unittest.TestCase):
+class MaskCase(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         start_access_plane(cls, "tg-mask-", lambda: mask_config(cls.pg, cls.idp, cls.tmp),
@@ -124,10 +126,6 @@ class MaskCase(unittest.TestCase):
             f"'score-planted', {sql_literal(TRACE)}, 'quality', 0.5, "
             f"{sql_literal('reviewed by ' + EMAIL)});")
         cls.grants: dict[str, dict] = {}
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        stop_access_plane(cls)
 
     def uri(self, client: str) -> str:
         # A fresh grant per session keeps the tests independent of each other's sessions.
