@@ -98,26 +98,9 @@ class ApprovalQueueTest(ApprovalsCase):
     lost; approver1 decides; outsider may see nothing."""
 
     @classmethod
-    def setUpClass(cls) -> None:
-        cls.dead = HostileHook("dead")
-        cls.hung = HostileHook("hung")
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.dead.close()
-            cls.hung.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        try:
-            super().tearDownClass()
-        finally:
-            cls.dead.close()
-            cls.hung.close()
-
-    @classmethod
     def make_approvals_config(cls) -> dict:
+        cls.dead = cls.enter(HostileHook("dead"))
+        cls.hung = cls.enter(HostileHook("hung"))
         return {
             "timeout": "15m",
             "force_groups": ["security-leads"],

@@ -14,9 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -25,10 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import harness
-from harness import (Gateway, PgServer, RawPgConn, gateway_binary, parse_error_fields, run_psql,
+from harness import (PgServer, RawPgConn, gateway_binary, parse_error_fields, run_psql,
                      wait_for)
 from oidc import OidcProvider
-from test_grants import Api, grants_config
+from test_grants import grants_config, start_api_gateway
 from webhook_receiver import Delivery, WebhookReceiver
 
 harness.install_sigterm_cleanup()
@@ -149,56 +147,27 @@ class NoticeRecordingConn(RawPgConn):
         return mtype, body
 
 
-class ApprovalsCase(unittest.TestCase):
+class ApprovalsCase(harness.ClassFixtures, unittest.TestCase):
     """One PostgreSQL, one OpenID provider, one webhook receiver and one gateway per class."""
 
     approvals_config: dict = {}
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-approvals-")
-        cls.hooks = WebhookReceiver(fail_first={"/flaky"})
-        cls.hooks.__enter__()
-        cls.pg = cls.idp = cls.gw = None
-        try:
-            cls.pg = PgServer(traces=10)
-            cls.pg.__enter__()
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
-                                approvals=cls.make_approvals_config())
-            cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"),
-                            "checkpoint_interval": "200ms"}
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate"),
-                                       WEBHOOK_SECRET_ENV: WEBHOOK_SECRET})
-            cls.gw.__enter__()
-            cls.ca_file = cfg["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-            cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
-        except BaseException:
-            cls.stop_all()
-            raise
+        cls.start_fixtures("tg-approvals-")
+        cls.hooks = cls.enter(WebhookReceiver(fail_first={"/flaky"}))
+        cls.pg = cls.enter(PgServer(traces=10))
+        cls.idp = cls.enter(OidcProvider(clients=CLIENTS))
+        cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
+                            approvals=cls.make_approvals_config())
+        cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"),
+                        "checkpoint_interval": "200ms"}
+        start_api_gateway(cls, cfg, {WEBHOOK_SECRET_ENV: WEBHOOK_SECRET})
+        cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
 
     @classmethod
     def make_approvals_config(cls) -> dict:
         return {"timeout": "15m", "force_groups": ["security-leads"]}
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.stop_all()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        try:
-            for part in (cls.gw, cls.idp, cls.pg):
-                if part is not None:
-                    part.__exit__(None, None, None)
-        finally:
-            cls.hooks.__exit__(None, None, None)
-            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -836,35 +805,21 @@ class RiskApprovalTest(ApprovalsCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-risk-")
-        cls.hooks = WebhookReceiver()
-        cls.hooks.__enter__()
-        cls.pg = cls.idp = cls.gw = None
-        try:
-            cls.pg = PgServer(traces=6)
-            cls.pg.__enter__()
-            ids = cls.pg.psql("select id from traces order by id limit 5").split()
-            cls.low, cls.high, cls.edge, cls.no_row, cls.null_risk = ids
-            cls.pg.psql("CREATE TABLE trace_risk (trace_id text PRIMARY KEY, risk numeric);"
-                        f"INSERT INTO trace_risk VALUES ('{cls.low}', 0.2), ('{cls.high}', 0.95),"
-                        f" ('{cls.edge}', 0.8), ('{cls.null_risk}', NULL);"
-                        "GRANT SELECT ON trace_risk TO tracegate;")
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=RISK_POLICY,
-                                approvals={"timeout": "15m"})
-            cfg["connections"][0]["risk_query"] = RISK_QUERY  # traces-pg; other-pg has none
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate")})
-            cls.gw.__enter__()
-            cls.ca_file = cfg["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-            cls.trace = cls.low
-        except BaseException:
-            cls.stop_all()
-            raise
+        cls.start_fixtures("tg-risk-")
+        cls.hooks = cls.enter(WebhookReceiver())
+        cls.pg = cls.enter(PgServer(traces=6))
+        ids = cls.pg.psql("select id from traces order by id limit 5").split()
+        cls.low, cls.high, cls.edge, cls.no_row, cls.null_risk = ids
+        cls.pg.psql("CREATE TABLE trace_risk (trace_id text PRIMARY KEY, risk numeric);"
+                    f"INSERT INTO trace_risk VALUES ('{cls.low}', 0.2), ('{cls.high}', 0.95),"
+                    f" ('{cls.edge}', 0.8), ('{cls.null_risk}', NULL);"
+                    "GRANT SELECT ON trace_risk TO tracegate;")
+        cls.idp = cls.enter(OidcProvider(clients=CLIENTS))
+        cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=RISK_POLICY,
+                            approvals={"timeout": "15m"})
+        cfg["connections"][0]["risk_query"] = RISK_QUERY  # traces-pg; other-pg has none
+        start_api_gateway(cls, cfg)
+        cls.trace = cls.low
 
     def grant_for(self, trace: str) -> tuple[int, Any]:
         return self.api.grant(self.token("sensitive"), trace, reason="incident 4711")

@@ -11,19 +11,16 @@ Run from this folder: python3 -m unittest -v test_approvals_hold
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import unittest
 import urllib.parse
 
 import harness
-from harness import Gateway, PgServer, wait_for
+from harness import PgServer, wait_for
 from oidc import OidcProvider
 from test_approvals import HeldPsql
-from test_grants import Api, grants_config
-from test_mask import EMAIL, EMAIL2, INPUT, METADATA, OUTPUT, TRACE, sql_literal
+from test_grants import grants_config, start_api_gateway
+from test_mask import EMAIL, EMAIL2, TRACE, plant_trace, sql_literal
 
 harness.install_sigterm_cleanup()
 
@@ -44,49 +41,18 @@ SELECT_PII = f"select name, input, metadata from traces where id = {sql_literal(
 SELECT_CLEAN = f"select id from traces where id = {sql_literal(TRACE)}"
 
 
-class ContentHoldTest(unittest.TestCase):
+class ContentHoldTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-hold-")
-        cls.pg = cls.idp = cls.gw = None
-        try:
-            cls.pg = PgServer(traces=5)
-            cls.pg.__enter__()
-            cls.pg.psql(
-                "INSERT INTO traces (id, name, user_id, session_id, input, output, metadata) "
-                f"VALUES ({sql_literal(TRACE)}, {sql_literal('contact ' + EMAIL)}, 'u1', "
-                f"'sess-1', {sql_literal(json.dumps(INPUT))}::jsonb, "
-                f"{sql_literal(json.dumps(OUTPUT))}::jsonb, "
-                f"{sql_literal(json.dumps(METADATA))}::jsonb);")
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
-                                approvals={"timeout": "4s"})
-            cfg["masking_profiles"] = [{"name": "default"}]
-            cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit")}
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate")})
-            cls.gw.__enter__()
-            cls.ca_file = cfg["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-        except BaseException:
-            cls.stop_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.stop_all()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        try:
-            for part in (cls.gw, cls.idp, cls.pg):
-                if part is not None:
-                    part.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        cls.start_fixtures("tg-hold-")
+        cls.pg = cls.enter(PgServer(traces=5))
+        plant_trace(cls.pg)
+        cls.idp = cls.enter(OidcProvider(clients=CLIENTS))
+        cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
+                            approvals={"timeout": "4s"})
+        cfg["masking_profiles"] = [{"name": "default"}]
+        cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit")}
+        start_api_gateway(cls, cfg)
 
     def session(self, script: str) -> tuple[HeldPsql, str]:
         status, grant = self.api.grant(self.idp.token("reader"), TRACE)

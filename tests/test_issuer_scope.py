@@ -15,15 +15,14 @@ Run from this folder: python3 -m unittest -v test_issuer_scope
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import unittest
 
 import harness
-from harness import Gateway, PgServer, gateway_binary, wait_for
+from harness import PgServer, gateway_binary
 from oidc import OidcProvider
-from test_grants import Api, grants_config, issuer_config
+from test_grants import grants_config, issuer_config, start_api_gateway
 
 harness.install_sigterm_cleanup()
 
@@ -52,52 +51,26 @@ POLICY = {
 }
 
 
-class IssuerScopeTest(unittest.TestCase):
+class IssuerScopeTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-issuer-scope-")
-        cls.pg = cls.workforce = cls.agents = cls.gw = None
-        try:
-            cls.pg = PgServer(traces=4)
-            cls.pg.__enter__()
-            cls.workforce = OidcProvider(clients=WORKFORCE_CLIENTS)
-            cls.workforce.__enter__()
-            cls.agents = OidcProvider(clients=AGENT_CLIENTS)
-            cls.agents.__enter__()
-            cfg = grants_config(cls.pg, cls.workforce, cls.tmp, policy=POLICY, approvals={
-                "timeout": "15m", "approver_groups": ["trace-approvers"],
-                "force_groups": ["security-leads"], "issuers": ["workforce"]})
-            cfg["identity"] = {
-                "issuers": [issuer_config(cls.workforce, name="workforce"),
-                            issuer_config(cls.agents, name="agents")],
-                "people": [{"name": "alice",
-                            "identities": ["workforce:alice", "agents:alice-bot"]}],
-            }
-            cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"),
-                            "auditor_groups": ["auditors"], "auditor_issuers": ["workforce"]}
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate")})
-            cls.gw.__enter__()
-            cls.api = Api(cls.gw, cfg["tls"]["cert_file"])
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-            cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
-        except BaseException:
-            cls.stop_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.stop_all()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        try:
-            for part in (cls.gw, cls.agents, cls.workforce, cls.pg):
-                if part is not None:
-                    part.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        cls.start_fixtures("tg-issuer-scope-")
+        cls.pg = cls.enter(PgServer(traces=4))
+        cls.workforce = cls.enter(OidcProvider(clients=WORKFORCE_CLIENTS))
+        cls.agents = cls.enter(OidcProvider(clients=AGENT_CLIENTS))
+        cfg = grants_config(cls.pg, cls.workforce, cls.tmp, policy=POLICY, approvals={
+            "timeout": "15m", "approver_groups": ["trace-approvers"],
+            "force_groups": ["security-leads"], "issuers": ["workforce"]})
+        cfg["identity"] = {
+            "issuers": [issuer_config(cls.workforce, name="workforce"),
+                        issuer_config(cls.agents, name="agents")],
+            "people": [{"name": "alice",
+                        "identities": ["workforce:alice", "agents:alice-bot"]}],
+        }
+        cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"),
+                        "auditor_groups": ["auditors"], "auditor_issuers": ["workforce"]}
+        start_api_gateway(cls, cfg)
+        cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
 
     # -- helpers ---------------------------------------------------------------------------
 
