@@ -15,19 +15,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 import unittest
 
 import harness
-from harness import Gateway, HttpTraceStore, PgServer, free_port, wait_for
+from harness import HttpTraceStore, PgServer, free_port, wait_for
 from oidc import OidcProvider
 from test_audit import audit, generate_key
-from test_grants import Api, grants_config
-from test_http_proxy import STORE_SECRET_ENV, http_connection
+from test_grants import grants_config
+from test_http_proxy import (http_connection, start_store_gateway, use_fetch_query,
+                             wait_http_listener)
 
 harness.install_sigterm_cleanup()
 
@@ -59,59 +58,29 @@ def make_config(pg: PgServer, idp: OidcProvider, store: HttpTraceStore, tmp: str
     # A static user beside the grants on the second listener.
     cfg["connections"][1]["users"] = [
         {"name": STATIC_USER, "scram_verifier": harness.scram_verifier(STATIC_PASSWORD)}]
-    cfg["connections"][0]["gate"]["queries"] = [{"name": "trace_by_id", "sql": FETCH_SQL}]
-    cfg["connections"][0]["fetch_query"] = "trace_by_id"
+    use_fetch_query(cfg["connections"][0], FETCH_SQL)
     cfg["connections"].append(http_connection("traces-http", store.url, store.user))
     return cfg
 
 
-class AuthFailureCase(unittest.TestCase):
+class AuthFailureCase(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-authfail-")
-        cls.pg = cls.idp = cls.gw = cls.store = None
-        try:
-            cls.pg = PgServer(traces=5)
-            cls.pg.__enter__()
-            cls.store = HttpTraceStore(traces=5)
-            cls.store.__enter__()
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-            cfg = make_config(cls.pg, cls.idp, cls.store, cls.tmp)
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate"),
-                                       STORE_SECRET_ENV: cls.store.password})
-            cls.gw.__enter__()
-            cls.ca_file = cfg["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-            cls.pg_host, cls.pg_port = harness.split_hostport(cfg["connections"][0]["listen"])
-            cls.other_port = harness.split_hostport(cfg["connections"][1]["listen"])[1]
-            cls.http_port = harness.split_hostport(cfg["connections"][2]["listen"])[1]
-            wait_for(lambda: harness.port_accepts("127.0.0.1", cls.http_port), 30,
-                     what="http listener")
-            cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
-            cls.config_path = cls.gw.config_path
-        except BaseException:
-            cls.stop_all()
-            raise
+        cls.start_fixtures("tg-authfail-")
+        cls.pg = cls.enter(PgServer(traces=5))
+        cls.store = cls.enter(HttpTraceStore(traces=5))
+        cls.idp = cls.enter(OidcProvider(clients=CLIENTS))
+        cfg = make_config(cls.pg, cls.idp, cls.store, cls.tmp)
+        start_store_gateway(cls, cfg)
+        cls.pg_host, cls.pg_port = harness.split_hostport(cfg["connections"][0]["listen"])
+        cls.other_port = harness.split_hostport(cfg["connections"][1]["listen"])[1]
+        cls.http_port = harness.split_hostport(cfg["connections"][2]["listen"])[1]
+        wait_http_listener("127.0.0.1", cls.http_port)
+        cls.trace = cls.pg.psql("select id from traces order by id limit 1").strip()
+        cls.config_path = cls.gw.config_path
         # Every secret a failed attempt used, or that a caller holds: none may be recorded.
         cls.secrets: list[str] = [STATIC_PASSWORD, cls.pg.password_for("tracegate"),
                                   cls.store.password]
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.stop_all()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        try:
-            for part in (cls.gw, cls.idp, cls.store, cls.pg):
-                if part is not None:
-                    part.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     # -- helpers --
 

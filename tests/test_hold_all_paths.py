@@ -21,22 +21,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import unittest
 from typing import Any, Callable
 
 import harness
-from harness import Gateway, HttpTraceStore, PgServer, wait_for
+from harness import HttpTraceStore, PgServer, wait_for
 from oidc import OidcProvider
 from test_audit import audit
-from test_grants import Api, grants_config
+from test_grants import grants_config
 from test_http_proxy import EMAIL as STORE_EMAIL
 from test_http_proxy import PII as STORE_PII
-from test_http_proxy import STORE_SECRET_ENV, http_connection
-from test_mask import EMAIL, EMAIL2, INPUT, METADATA, OUTPUT, TRACE, sql_literal
+from test_http_proxy import (http_connection, start_store_gateway, use_fetch_query,
+                             wait_http_listener)
+from test_mask import EMAIL, EMAIL2, TRACE, plant_trace, sql_literal
 
 harness.install_sigterm_cleanup()
 
@@ -58,63 +57,27 @@ FETCH_SQL = "select id, name, user_id, input, output, metadata from traces where
 PLANTED = (EMAIL, EMAIL2, STORE_EMAIL)
 
 
-class HoldOnEveryPathTest(unittest.TestCase):
+class HoldOnEveryPathTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-hold-paths-")
-        cls.pg = cls.idp = cls.gw = cls.store = None
-        try:
-            cls.pg = PgServer(traces=5)
-            cls.pg.__enter__()
-            cls.pg.psql(
-                "INSERT INTO traces (id, name, user_id, session_id, input, output, metadata) "
-                f"VALUES ({sql_literal(TRACE)}, {sql_literal('contact ' + EMAIL)}, 'u1', "
-                f"'sess-1', {sql_literal(json.dumps(INPUT))}::jsonb, "
-                f"{sql_literal(json.dumps(OUTPUT))}::jsonb, "
-                f"{sql_literal(json.dumps(METADATA))}::jsonb);")
-            cls.store = HttpTraceStore(traces=5)
-            cls.store.__enter__()
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
-                                approvals={"timeout": APPROVAL_TIMEOUT})
-            pg_conn = cfg["connections"][0]
-            pg_conn["gate"]["queries"] = [{"name": "trace_by_id", "sql": FETCH_SQL}]
-            pg_conn["fetch_query"] = "trace_by_id"
-            http = http_connection("traces-http", cls.store.url, cls.store.user)
-            http["fetch_route"] = "trace"
-            cfg["connections"].append(http)
-            cfg["masking_profiles"] = [{"name": "default"}]
-            cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit")}
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate"),
-                                       STORE_SECRET_ENV: cls.store.password})
-            cls.gw.__enter__()
-            cls.ca_file = cfg["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-            cls.http_host, cls.http_port = harness.split_hostport(http["listen"])
-            wait_for(lambda: harness.port_accepts(cls.http_host, cls.http_port), 30,
-                     what="http listener")
-            cls.clean_store_trace = next(t for t in cls.store.trace_ids()
-                                         if t not in (STORE_PII, "bench-30k"))
-        except BaseException:
-            cls.stop_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.stop_all()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        try:
-            for part in (cls.gw, cls.idp, cls.store, cls.pg):
-                if part is not None:
-                    part.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        cls.start_fixtures("tg-hold-paths-")
+        cls.pg = cls.enter(PgServer(traces=5))
+        plant_trace(cls.pg)
+        cls.store = cls.enter(HttpTraceStore(traces=5))
+        cls.idp = cls.enter(OidcProvider(clients=CLIENTS))
+        cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
+                            approvals={"timeout": APPROVAL_TIMEOUT})
+        use_fetch_query(cfg["connections"][0], FETCH_SQL)
+        http = http_connection("traces-http", cls.store.url, cls.store.user)
+        http["fetch_route"] = "trace"
+        cfg["connections"].append(http)
+        cfg["masking_profiles"] = [{"name": "default"}]
+        cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit")}
+        start_store_gateway(cls, cfg)
+        cls.http_host, cls.http_port = harness.split_hostport(http["listen"])
+        wait_http_listener(cls.http_host, cls.http_port)
+        cls.clean_store_trace = next(t for t in cls.store.trace_ids()
+                                     if t not in (STORE_PII, "bench-30k"))
 
     # -- the three paths, each as a call that answers (status, body, headers) --
 

@@ -12,19 +12,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
+from typing import Any
 
 import harness
-from harness import Gateway, HttpTraceStore, PgServer, free_port, wait_for
+from harness import HttpTraceStore, PgServer, free_port, wait_for
 from oidc import OidcProvider
 from test_audit import audit
-from test_grants import Api, grants_config
+from test_grants import grants_config, start_api_gateway
 
 harness.install_sigterm_cleanup()
 
@@ -69,62 +68,47 @@ def http_connection(name: str, url: str, user: str, **upstream: object) -> dict:
             "upstream": up, "routes": ROUTES}
 
 
-class HttpProxyTest(unittest.TestCase):
+def use_fetch_query(pg_conn: dict, sql: str) -> None:
+    """Makes `sql` (one $1: the trace id) the PostgreSQL connection's one-call fetch."""
+    pg_conn["gate"]["queries"] = [{"name": "trace_by_id", "sql": sql}]
+    pg_conn["fetch_query"] = "trace_by_id"
+
+
+def start_store_gateway(cls: Any, cfg: dict) -> None:
+    """start_api_gateway() with the secret of cls.store (an HttpTraceStore) for the HTTP
+    connections (http_connection()) in cfg."""
+    start_api_gateway(cls, cfg, {STORE_SECRET_ENV: cls.store.password})
+
+
+def wait_http_listener(host: str, port: int) -> None:
+    wait_for(lambda: harness.port_accepts(host, port), 30, what="http listener")
+
+
+class HttpProxyTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="tg-http-")
-        cls.pg = cls.idp = cls.gw = cls.store = None
-        try:
-            cls.pg = PgServer(traces=5)
-            cls.pg.__enter__()
-            cls.store = HttpTraceStore(traces=5)
-            cls.store.__enter__()
-            cls.idp = OidcProvider(clients=CLIENTS)
-            cls.idp.__enter__()
-            cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
-                                approvals={"timeout": "60s"})
-            pg_conn = cfg["connections"][0]
-            pg_conn["gate"]["queries"] = [{"name": "trace_by_id", "sql": FETCH_SQL}]
-            pg_conn["fetch_query"] = "trace_by_id"
-            cfg["connections"].append(
-                http_connection("traces-http", cls.store.url, cls.store.user))
-            cfg["connections"].append(http_connection(
-                "dead-http", f"http://127.0.0.1:{free_port()}", cls.store.user))
-            # Pinned, so that one request per worker reaches every worker's keep-alive pool
-            # (test_a_close_delimited_body_does_not_stay_in_the_keep_alive_pool).
-            cfg["workers"] = WORKERS
-            cfg["masking_profiles"] = [{"name": "default"}]
-            cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"), "auditor_groups": ["nobody"]}
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate"),
-                                       STORE_SECRET_ENV: cls.store.password})
-            cls.gw.__enter__()
-            cls.ca_file = cfg["tls"]["cert_file"]
-            cls.api = Api(cls.gw, cls.ca_file)
-            wait_for(lambda: harness.port_accepts(cls.api.host, cls.api.port), 30,
-                     what="api listening")
-            cls.http_host, cls.http_port = harness.split_hostport(cfg["connections"][2]["listen"])
-            cls.dead_port = harness.split_hostport(cfg["connections"][3]["listen"])[1]
-            wait_for(lambda: harness.port_accepts(cls.http_host, cls.http_port), 30,
-                     what="http listener")
-            cls.trace_ids = [t for t in cls.store.trace_ids() if t not in (PII, "bench-30k")]
-            cls.pg_trace = cls.pg.psql("select id from traces order by id limit 1").strip()
-        except BaseException:
-            cls.stop_all()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.stop_all()
-
-    @classmethod
-    def stop_all(cls) -> None:
-        try:
-            for part in (cls.gw, cls.idp, cls.store, cls.pg):
-                if part is not None:
-                    part.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        cls.start_fixtures("tg-http-")
+        cls.pg = cls.enter(PgServer(traces=5))
+        cls.store = cls.enter(HttpTraceStore(traces=5))
+        cls.idp = cls.enter(OidcProvider(clients=CLIENTS))
+        cfg = grants_config(cls.pg, cls.idp, cls.tmp, policy=POLICY,
+                            approvals={"timeout": "60s"})
+        use_fetch_query(cfg["connections"][0], FETCH_SQL)
+        cfg["connections"].append(
+            http_connection("traces-http", cls.store.url, cls.store.user))
+        cfg["connections"].append(http_connection(
+            "dead-http", f"http://127.0.0.1:{free_port()}", cls.store.user))
+        # Pinned, so that one request per worker reaches every worker's keep-alive pool
+        # (test_a_close_delimited_body_does_not_stay_in_the_keep_alive_pool).
+        cfg["workers"] = WORKERS
+        cfg["masking_profiles"] = [{"name": "default"}]
+        cfg["audit"] = {"dir": os.path.join(cls.tmp, "audit"), "auditor_groups": ["nobody"]}
+        start_store_gateway(cls, cfg)
+        cls.http_host, cls.http_port = harness.split_hostport(cfg["connections"][2]["listen"])
+        cls.dead_port = harness.split_hostport(cfg["connections"][3]["listen"])[1]
+        wait_http_listener(cls.http_host, cls.http_port)
+        cls.trace_ids = [t for t in cls.store.trace_ids() if t not in (PII, "bench-30k")]
+        cls.pg_trace = cls.pg.psql("select id from traces order by id limit 1").strip()
 
     def setUp(self) -> None:
         self.store.set(delay_seconds=0.0, gzip=False, chunked=False, encoding_override=None,
