@@ -21,9 +21,9 @@ import os
 import random
 import re
 import subprocess
-import tempfile
 import unittest
 
+import harness
 from harness import ROOT as TRACEGATE_ROOT, PgProtocolError, PgServer, RawPgConn, gateway_binary
 
 TRACE = "tr-1"
@@ -295,22 +295,16 @@ DECLARE = re.compile(r"^\s*DECLARE\s+\S+\s+(?:[A-Z ]*?)CURSOR\s+(?:WITH(?:OUT)?\
 PARAM = re.compile(r"\$(\d+)")
 
 
-class GateOracleTest(unittest.TestCase):
+class GateOracleTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pg = PgServer(traces=3, payload_bytes=256)
-        cls.pg.setup()
-        cls.tmp = tempfile.mkdtemp(prefix="tg-oracle-")
+        cls.start_fixtures("tg-oracle-")
+        cls.pg = cls.enter(PgServer(traces=3, payload_bytes=256))
         cls.config = os.path.join(cls.tmp, "oracle.yaml")
         with open(cls.config, "w") as f:
             f.write(CONFIG)
-        cls.conn = RawPgConn(cls.pg.host, cls.pg.port)
+        cls.conn = cls.enter(RawPgConn(cls.pg.host, cls.pg.port))
         cls.conn.startup("tracegate", cls.pg.password_for("tracegate"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.conn.close()
-        cls.pg.cleanup()
 
     def verdicts(self, statements: list[str]) -> list[tuple[str, str, list[int]]]:
         """(statement, verdict line, trace params) for each statement, from the CLI."""

@@ -59,28 +59,16 @@ def metric(gw: Gateway, name: str) -> float:
     return total
 
 
-class PreauthLimitsTest(unittest.TestCase):
+class PreauthLimitsTest(harness.ClassFixtures, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        cls.pg = PgServer(traces=5)
-        cls.pg.__enter__()
-        try:
-            cfg = Gateway.config_for(cls.pg, users={"alice": PASSWORD})
-            cfg["limits"] = {"max_startup_length": 10000, "max_message_length": "64MiB",
-                             "max_unauthenticated": MAX_UNAUTHENTICATED}
-            cls.gw = Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
-                                       cls.pg.password_for("tracegate")})
-            cls.gw.__enter__()
-        except BaseException:
-            cls.pg.__exit__(None, None, None)
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        try:
-            cls.gw.__exit__(None, None, None)
-        finally:
-            cls.pg.__exit__(None, None, None)
+        cls.start_fixtures("tg-preauth-")
+        cls.pg = cls.enter(PgServer(traces=5))
+        cfg = Gateway.config_for(cls.pg, users={"alice": PASSWORD})
+        cfg["limits"] = {"max_startup_length": 10000, "max_message_length": "64MiB",
+                         "max_unauthenticated": MAX_UNAUTHENTICATED}
+        cls.gw = cls.enter(Gateway(cfg, env={Gateway.BACKEND_PASSWORD_ENV:
+                                             cls.pg.password_for("tracegate")}))
 
     def psql_login_works(self) -> bool:
         p = run_psql(self.gw.dsn("alice", PASSWORD), "select 40 + 2")
