@@ -53,6 +53,35 @@ absl::Status Refused(const config::Connection& conn, std::string_view method,
 
 constexpr std::string_view kNotAllowed = "backend.auth does not allow";
 
+// Computes the SCRAM salted password on `pool` and resumes the awaiting coroutine on its own
+// executor. An ordinary function object that is copied into the operation (g++ 12 and
+// coroutine temporaries, see DESIGN.md); `scram` and `derivation` belong to the awaiting
+// coroutine, which stays suspended until the result is posted back.
+struct SaltPasswordInitiation {
+  asio::thread_pool* pool;
+  const pgwire::ScramClient* scram;
+  const pgwire::ScramDerivation* derivation;
+
+  template <typename Handler>
+  void operator()(Handler handler) {
+    auto home = asio::prefer(asio::get_associated_executor(handler),
+                             asio::execution::outstanding_work.tracked);
+    asio::post(*pool, [handler = std::move(handler), scram = scram, derivation = derivation,
+                       home = std::move(home)]() mutable {
+      std::string salted = scram->SaltedPassword(*derivation);
+      asio::post(home, [handler = std::move(handler), salted = std::move(salted)]() mutable {
+        std::move(handler)(std::move(salted));
+      });
+    });
+  }
+};
+
+awaitable<std::string> SaltPassword(asio::thread_pool& pool, const pgwire::ScramClient& scram,
+                                    const pgwire::ScramDerivation& derivation) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::string)>(
+      SaltPasswordInitiation{&pool, &scram, &derivation}, asio::use_awaitable);
+}
+
 }  // namespace
 
 const std::string* BackendConn::Parameter(std::string_view name) const {
@@ -177,6 +206,7 @@ awaitable<absl::StatusOr<std::unique_ptr<BackendConn>>> BackendConn::Open(
   // whatever step is pending fail at once.
   auto result = std::make_unique<BackendConn>(tcp::socket(executor));
   result->limits_ = target.limits;
+  result->scram_pool_ = target.scram_pool;
   SocketDeadline deadline(executor, result->stream_.socket(), backend.connect_timeout);
 
   error_code ec = co_await ConnectTcp(result->stream_.socket(), backend.host, backend.port);
@@ -388,16 +418,26 @@ awaitable<absl::Status> BackendConn::AuthenticateScram(const config::Connection&
       cont.code != pgwire::AuthCode::kSaslContinue) {
     co_return BackendProtocolError("expected SASLContinue");
   }
-  // At most backend.max_scram_iterations HMACs, computed here on the worker: see DESIGN.md
-  // ("Backend authentication") for why that bound keeps it inline.
-  absl::StatusOr<std::string> client_final = scram.HandleServerFirst(cont.data);
-  if (absl::IsResourceExhausted(client_final.status())) {
-    const std::string why(MessageOf(client_final.status()));  // names the count, no secret
+  absl::StatusOr<pgwire::ScramDerivation> derivation = scram.ParseServerFirst(cont.data);
+  if (absl::IsResourceExhausted(derivation.status())) {
+    const std::string why(MessageOf(derivation.status()));  // names the count, no secret
     spdlog::warn("connection={} backend={}:{}: {}; login refused", conn.name, backend.host,
                  backend.port, why);
     co_return PgError(absl::StatusCode::kPermissionDenied, sqlstate::kInvalidAuthorization,
                       Cat("tracegate: ", why, " (connection \"", conn.name, "\")"));
   }
+  if (!derivation.ok()) {
+    co_return BackendProtocolError(MessageOf(derivation.status()));
+  }
+  // Up to backend.max_scram_iterations HMACs: never on the worker's event loop, where every
+  // session of the worker would wait for them.
+  std::string salted;
+  if (scram_pool_ != nullptr) {
+    salted = co_await SaltPassword(*scram_pool_, scram, *derivation);
+  } else {
+    salted = scram.SaltedPassword(*derivation);
+  }
+  absl::StatusOr<std::string> client_final = scram.ClientFinal(salted);
   if (!client_final.ok()) {
     co_return BackendProtocolError(MessageOf(client_final.status()));
   }

@@ -25,6 +25,8 @@ struct BackendTarget {
   const config::Connection* connection = nullptr;
   asio::ssl::context* tls = nullptr;  // null when backend.tls is disable
   pgwire::Limits limits;
+  // Where SCRAM's PBKDF2 runs, off the worker's event loop; null = inline (unit tests).
+  asio::thread_pool* scram_pool = nullptr;
 };
 
 class BackendConn {
@@ -83,6 +85,7 @@ class BackendConn {
   Stream stream_;
   FrameBuffer buffer_;
   pgwire::Limits limits_;
+  asio::thread_pool* scram_pool_ = nullptr;
   pgwire::BackendKeyData key_;
   std::vector<std::pair<std::string, std::string>> parameters_;
 };

@@ -41,6 +41,9 @@ struct Gateway::State {
   std::deque<asio::ssl::context> backend_tls;
   std::deque<ConnectionRuntime> runtimes;
   std::vector<std::unique_ptr<Worker>> workers;
+  // SCRAM's PBKDF2 for backend logins, off the workers' loops. Declared after `workers` so it
+  // is joined first: a derivation still running posts its result to a live io_context.
+  asio::thread_pool scram_pool{1};
   std::vector<Listener> listeners;
   CancelRegistry cancels;
   // Clients connected and not yet authenticated, all listeners (limits.max_unauthenticated).
@@ -199,7 +202,8 @@ absl::Status Gateway::Start() {
       runtime.users.emplace(user.name, std::move(*verifier));
     }
     WarnAboutPlainLinks(conn);
-    runtime.backend = BackendTarget{.connection = &conn, .tls = nullptr, .limits = limits};
+    runtime.backend = BackendTarget{
+        .connection = &conn, .tls = nullptr, .limits = limits, .scram_pool = &st.scram_pool};
     if (conn.backend.tls != config::BackendTlsMode::kDisable) {
       asio::ssl::context& ctx = st.backend_tls.emplace_back(asio::ssl::context::tls_client);
       if (absl::Status s = ConfigureBackendTls(conn.backend, ctx); !s.ok()) {

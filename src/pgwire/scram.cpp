@@ -322,6 +322,11 @@ std::string ScramClient::ClientFirst() {
 }
 
 absl::StatusOr<std::string> ScramClient::HandleServerFirst(std::string_view server_first) {
+  TG_ASSIGN_OR_RETURN(ScramDerivation derivation, ParseServerFirst(server_first));
+  return ClientFinal(SaltedPassword(derivation));
+}
+
+absl::StatusOr<ScramDerivation> ScramClient::ParseServerFirst(std::string_view server_first) {
   constexpr std::string_view kMsg = "server-first-message";
   if (state_ != State::kExpectServerFirst) {
     state_ = State::kFailed;
@@ -361,16 +366,31 @@ absl::StatusOr<std::string> ScramClient::HandleServerFirst(std::string_view serv
                      " SCRAM iterations, more than backend.max_scram_iterations (",
                      options_.max_iterations, ")"));
   }
+  server_first_ = std::string(server_first);
+  nonce_ = std::string(nonce);
+  state_ = State::kExpectSaltedPassword;
+  return ScramDerivation{.salt = *std::move(salt), .iterations = *iterations};
+}
+
+std::string ScramClient::SaltedPassword(const ScramDerivation& derivation) const {
   // No SASLprep: the password is used as given (identical for ASCII passwords).
-  std::string salted = internal::Pbkdf2Sha256(password_, *salt, *iterations);
+  return internal::Pbkdf2Sha256(password_, derivation.salt, derivation.iterations);
+}
+
+absl::StatusOr<std::string> ScramClient::ClientFinal(std::string_view salted) {
+  if (state_ != State::kExpectSaltedPassword || salted.size() != internal::kSha256Size) {
+    state_ = State::kFailed;
+    return absl::FailedPreconditionError("SCRAM: client-final-message out of order");
+  }
+  state_ = State::kFailed;
   std::string client_key = HmacSha256(salted, "Client Key");
   std::string stored_key = Sha256(client_key);
   // c= is the gs2 header, followed by the certificate hash when the channel is bound.
   const std::string binding =
       gs2_header_.starts_with("p=") ? absl::StrCat(gs2_header_, options_.end_point) : gs2_header_;
-  std::string without_proof = absl::StrCat("c=", Base64Encode(binding), ",r=", Sv(nonce));
+  std::string without_proof = absl::StrCat("c=", Base64Encode(binding), ",r=", nonce_);
   std::string auth_message =
-      absl::StrCat(client_first_bare_, ",", Sv(server_first), ",", without_proof);
+      absl::StrCat(client_first_bare_, ",", server_first_, ",", without_proof);
   std::string proof = internal::XorBytes(client_key, HmacSha256(stored_key, auth_message));
   expected_server_signature_ = HmacSha256(HmacSha256(salted, "Server Key"), auth_message);
   state_ = State::kExpectServerFinal;

@@ -67,6 +67,12 @@ class ScramServer {
 // Iteration counts the gateway accepts from a backend by default (backend.max_scram_iterations).
 inline constexpr uint32_t kDefaultMaxClientIterations = 100'000;
 
+// What the client must derive from the password: SaltedPassword = Hi(password, salt, i).
+struct ScramDerivation {
+  std::string salt;  // raw bytes
+  uint32_t iterations = 0;
+};
+
 struct ScramClientOptions {
   // tls-server-end-point data of the backend's certificate: non-empty = SCRAM-SHA-256-PLUS
   // (the caller selects that mechanism). Empty with `tls` = flag 'y' (we could bind, the
@@ -86,11 +92,25 @@ class ScramClient {
   // ours, malformed fields, and iteration counts below 4096 (InvalidArgument) or above
   // options.max_iterations (ResourceExhausted, naming the count and the bound).
   [[nodiscard]] absl::StatusOr<std::string> HandleServerFirst(std::string_view server_first);
+  // HandleServerFirst in three steps, so that the PBKDF2 in the middle can run on another
+  // thread: ParseServerFirst validates (same errors) and says what to derive;
+  // SaltedPassword is const and touches no other state (safe on any thread while the
+  // client waits); ClientFinal takes its result and returns the client-final-message.
+  [[nodiscard]] absl::StatusOr<ScramDerivation> ParseServerFirst(std::string_view server_first);
+  [[nodiscard]] std::string SaltedPassword(const ScramDerivation& derivation) const;
+  [[nodiscard]] absl::StatusOr<std::string> ClientFinal(std::string_view salted_password);
   // Verifies the server signature (constant time). PermissionDenied on mismatch.
   [[nodiscard]] absl::Status HandleServerFinal(std::string_view server_final);
 
  private:
-  enum class State { kInitial, kExpectServerFirst, kExpectServerFinal, kDone, kFailed };
+  enum class State {
+    kInitial,
+    kExpectServerFirst,
+    kExpectSaltedPassword,
+    kExpectServerFinal,
+    kDone,
+    kFailed
+  };
   State state_ = State::kInitial;
   std::string password_;
   RandomBytes random_;
@@ -98,6 +118,8 @@ class ScramClient {
   std::string gs2_header_;
   std::string client_nonce_;
   std::string client_first_bare_;
+  std::string server_first_;
+  std::string nonce_;  // client nonce + server nonce
   std::string expected_server_signature_;
 };
 

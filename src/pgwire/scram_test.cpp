@@ -440,6 +440,38 @@ TEST(ScramClientTest, RefusesMoreIterationsThanItsBoundNamingBoth) {
   }
 }
 
+TEST(ScramClientTest, StepwiseServerFirstMatchesTheOneCallForm) {
+  const std::string server_first_tail = "srv,s=c2FsdA==,i=4096";
+  ScramClient whole("pw", Counting());
+  std::string first = whole.ClientFirst();
+  std::string nonce = first.substr(first.find("r=") + 2);
+  absl::StatusOr<std::string> expected = whole.HandleServerFirst("r=" + nonce + server_first_tail);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  ScramClient stepwise("pw", Counting());
+  ASSERT_EQ(stepwise.ClientFirst(), first);
+  absl::StatusOr<ScramDerivation> derivation =
+      stepwise.ParseServerFirst("r=" + nonce + server_first_tail);
+  ASSERT_TRUE(derivation.ok()) << derivation.status();
+  EXPECT_EQ(derivation->salt, "salt");
+  EXPECT_EQ(derivation->iterations, 4096u);
+  absl::StatusOr<std::string> final_message =
+      stepwise.ClientFinal(stepwise.SaltedPassword(*derivation));
+  ASSERT_TRUE(final_message.ok()) << final_message.status();
+  EXPECT_EQ(*final_message, *expected);
+
+  // Out of order, or not a salted password: refused, and the client is done.
+  ScramClient early("pw", Counting());
+  (void)early.ClientFirst();
+  EXPECT_TRUE(absl::IsFailedPrecondition(early.ClientFinal(std::string(32, 'x')).status()));
+  ScramClient short_salted("pw", Counting());
+  first = short_salted.ClientFirst();
+  nonce = first.substr(first.find("r=") + 2);
+  ASSERT_TRUE(short_salted.ParseServerFirst("r=" + nonce + server_first_tail).ok());
+  EXPECT_FALSE(short_salted.ClientFinal("short").ok());
+  EXPECT_FALSE(short_salted.HandleServerFinal("v=x").ok());
+}
+
 // ---- Channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point) ------------------------------
 
 struct PlusCase {
