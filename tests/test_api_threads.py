@@ -25,7 +25,8 @@ from typing import Any
 
 import harness
 from harness import http_get, wait_for
-from test_grants import Api, grants_config, start_access_plane, use_introspection
+from test_grants import (Api, FakeIntrospection, grants_config, start_access_plane,
+                         use_introspection)
 
 harness.install_sigterm_cleanup()
 
@@ -75,27 +76,17 @@ class TableLock:
                 stream.close()
 
 
-class HeldIntrospection(harness.LocalHttpServer):
+class HeldIntrospection(FakeIntrospection):
     """An RFC 7662 endpoint that holds every request until release(), then says the token is
     not active. Counts the requests it holds."""
 
     def __init__(self) -> None:
-        self.held = 0
         self.release_event = threading.Event()
-        self._lock = threading.Lock()
-        super().__init__(self._post)
-        self.url += "/introspect"
+        super().__init__()
 
-    def _post(self, handler: BaseHTTPRequestHandler) -> None:
-        harness.read_body(handler)
-        with self._lock:
-            self.held += 1
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
         self.release_event.wait(30)
         harness.reply(handler, 200, b'{"active":false}')
-
-    def count(self) -> int:
-        with self._lock:
-            return self.held
 
     def close(self) -> None:
         self.release_event.set()

@@ -16,7 +16,6 @@ import http.client
 import json
 import re
 import ssl
-import threading
 import time
 import unittest
 import urllib.parse
@@ -25,7 +24,8 @@ from typing import Any
 
 import harness
 from harness import http_get, wait_for
-from test_grants import grants_config, read_response, start_access_plane, use_introspection
+from test_grants import (FakeIntrospection, grants_config, read_response, start_access_plane,
+                         use_introspection)
 
 harness.install_sigterm_cleanup()
 
@@ -34,26 +34,13 @@ PROXY = "127.0.0.2"
 CLIENTS = {"agent": {"groups": ["trace-readers"]}}
 
 
-class FailingIntrospection(harness.LocalHttpServer):
+class FailingIntrospection(FakeIntrospection):
     """An RFC 7662 endpoint that is slow and down: every POST waits a little, then 503.
     Counts the POSTs, so a test can tell whether the gateway asked it at all."""
 
-    def __init__(self) -> None:
-        self.posts = 0
-        self._lock = threading.Lock()
-        super().__init__(self._post)
-        self.url += "/introspect"
-
-    def _post(self, handler: BaseHTTPRequestHandler) -> None:
-        harness.read_body(handler)
-        with self._lock:
-            self.posts += 1
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
         time.sleep(0.2)
         harness.reply(handler, 503, b'{"error":"temporarily_unavailable"}')
-
-    def count(self) -> int:
-        with self._lock:
-            return self.posts
 
 
 class AuthLimitsTest(harness.ClassFixtures, unittest.TestCase):

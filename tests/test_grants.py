@@ -15,9 +15,11 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
 import harness
@@ -144,6 +146,30 @@ def use_introspection(cfg: dict, tmp: str, secret: str, endpoint: str | None = N
     if endpoint is not None:
         settings["introspection_endpoint"] = endpoint
     cfg["identity"]["issuers"][0].update(settings)
+
+
+class FakeIntrospection(harness.LocalHttpServer):
+    """A stand-in RFC 7662 endpoint at self.url (.../introspect) that counts the POSTs it gets
+    (count()); a subclass answers them in answer()."""
+
+    def __init__(self) -> None:
+        self._posts = 0
+        self._lock = threading.Lock()
+        super().__init__(self._post)
+        self.url += "/introspect"
+
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        harness.read_body(handler)
+        with self._lock:
+            self._posts += 1
+        self.answer(handler)
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        with self._lock:
+            return self._posts
 
 
 def start_api_gateway(cls: Any, cfg: dict, env: dict[str, str] | None = None) -> None:
