@@ -148,6 +148,9 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
         spdlog::warn("api: accept failed: {}", ec.message());
         continue;
       }
+      // An answer goes out as more than one TLS record: without this, Nagle holds the last
+      // one until the client's delayed ACK (40 ms on Linux) for every request.
+      socket.set_option(tcp::no_delay(true), ec);
       asio::co_spawn(strand, Connection(std::move(socket)), [](std::exception_ptr failure) {
         if (failure) {
           try {
