@@ -242,6 +242,23 @@ class EveryPathTest(AuthFailureCase):
         text = audit(self.config_path, "replay", sessions[0]["id"]).stdout
         self.assertIn("refused", text)
 
+        # The counters: every series of tracegate_auth_failures_total has the same labels,
+        # path and reason (and connection), whichever listener counted it.
+        self.assertIsNotNone(self.gw.admin_url)
+        status, metrics = harness.http_get(self.gw.admin_url + "/metrics")
+        self.assertEqual(status, 200)
+        series = [line for line in metrics.splitlines()
+                  if line.startswith("tracegate_auth_failures_total{")]
+        self.assertTrue(series, metrics)
+        for line in series:
+            for label in ("path=", "reason=", "connection="):
+                self.assertIn(label, line)
+        by_labels = {line.split(" ")[0]: float(line.split(" ")[1]) for line in series}
+        self.assertGreaterEqual(by_labels['tracegate_auth_failures_total{connection="traces-pg",'
+                                          'path="postgres",reason="invalid_password"}'], 3)
+        self.assertGreaterEqual(by_labels['tracegate_auth_failures_total{connection="traces-pg",'
+                                          'path="postgres",reason="invalid_authorization"}'], 3)
+
         # The records are in the hash chain.
         p = audit(self.config_path, "verify", "--live")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)

@@ -175,7 +175,7 @@ ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticat
                           .Help("Client authentications refused")
                           .Register(*metrics);
     for (const char* reason : kAuthFailureReasons) {
-      auth_failures_->Add({{"path", "api"}, {"reason", reason}});
+      auth_failures_->Add({{"path", "api"}, {"reason", reason}, {"connection", ""}});
     }
     busy_ = &prometheus::BuildCounter()
                  .Name("tracegate_api_busy_total")
@@ -189,7 +189,8 @@ ApiService::ApiService(std::shared_ptr<const config::Config> config, Authenticat
 
 void ApiService::CountAuthFailure(std::string_view reason) {
   if (auth_failures_ != nullptr) {
-    auth_failures_->Add({{"path", "api"}, {"reason", std::string(reason)}}).Increment();
+    auth_failures_->Add({{"path", "api"}, {"reason", std::string(reason)}, {"connection", ""}})
+        .Increment();
   }
 }
 

@@ -69,6 +69,11 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
     l.emplace(key, value);
     return l;
   };
+  auto with2 = [&](const char* key1, const char* value1, const char* key2, const char* value2) {
+    auto l = with(key1, value1);
+    l.emplace(key2, value2);
+    return l;
+  };
   static const prometheus::Histogram::BucketBoundaries kBuckets{
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
       0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
@@ -78,7 +83,10 @@ ConnectionMetrics ProxyMetrics::ForConnection(const std::string& connection) {
       .sessions_refused = &sessions_refused_.Add(labels),
       .preauth_refused = &preauth_refused_.Add(labels),
       .sessions_active = &sessions_active_.Add(labels),
-      .auth_failures = &auth_failures_.Add(labels),
+      .auth_failures_password =
+          &auth_failures_.Add(with2("path", "postgres", "reason", "invalid_password")),
+      .auth_failures_authorization =
+          &auth_failures_.Add(with2("path", "postgres", "reason", "invalid_authorization")),
       .protocol_errors = &protocol_errors_.Add(labels),
       .backend_errors = &backend_errors_.Add(labels),
       .bytes_from_client = &bytes_.Add(with("direction", "from_client")),

@@ -19,9 +19,12 @@ struct ConnectionMetrics {
   prometheus::Counter* sessions_refused;        // over a limit, refused with 53300
   prometheus::Counter* preauth_refused;         // of those: over limits.max_unauthenticated
   prometheus::Gauge* sessions_active;
-  prometheus::Counter* auth_failures;
-  prometheus::Counter* protocol_errors;  // 08P01 sent to a client
-  prometheus::Counter* backend_errors;   // backend unreachable / lost
+  // tracegate_auth_failures_total{path="postgres",reason,connection}: the labels the API's
+  // series carry too (path="api", connection="").
+  prometheus::Counter* auth_failures_password;       // 28P01: wrong password or credential
+  prometheus::Counter* auth_failures_authorization;  // 28000: a grant or user not usable
+  prometheus::Counter* protocol_errors;              // 08P01 sent to a client
+  prometheus::Counter* backend_errors;               // backend unreachable / lost
   prometheus::Counter* bytes_from_client;
   prometheus::Counter* bytes_to_client;
   prometheus::Counter* backend_connects;     // new backend connections opened

@@ -227,9 +227,10 @@ awaitable<void> Session::Run(std::function<void(Session*)> on_done) {
   } else {
     const bool client_left = absl::IsCancelled(status);
     Stop(status, !client_left && !absl::IsDeadlineExceeded(status));
-    if (SqlStateOf(status) == sqlstate::kInvalidPassword ||
-        SqlStateOf(status) == sqlstate::kInvalidAuthorization) {
-      metrics.auth_failures->Increment();
+    if (SqlStateOf(status) == sqlstate::kInvalidPassword) {
+      metrics.auth_failures_password->Increment();
+    } else if (SqlStateOf(status) == sqlstate::kInvalidAuthorization) {
+      metrics.auth_failures_authorization->Increment();
     }
   }
   co_await Finish();
