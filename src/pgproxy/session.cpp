@@ -2,7 +2,6 @@
 
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "approvals/result_hold.h"
+#include "common/peer_gone.h"
 #include "common/socket_deadline.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -764,17 +764,6 @@ awaitable<absl::Status> Session::Authenticate() {
   }
   co_return absl::OkStatus();
 }
-
-namespace {
-
-// Whether the peer has closed its side (or the socket failed), without reading: a held
-// client sends nothing while it waits, and a TLS close_notify would be unread data.
-bool PeerGone(tcp::socket& socket) {
-  pollfd fd{.fd = socket.native_handle(), .events = POLLRDHUP, .revents = 0};
-  return ::poll(&fd, 1, 0) > 0 && (fd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-}
-
-}  // namespace
 
 awaitable<absl::Status> Session::Hold(const std::function<bool()>& settled) {
   // How often a held session checks that its client is still there, and (every
