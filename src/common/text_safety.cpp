@@ -53,9 +53,14 @@ size_t Utf8SequenceAt(std::string_view text, size_t i, uint32_t* code) {
   return len;
 }
 
-bool IsControl(uint32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
-
 }  // namespace
+
+bool IsControlCodePoint(uint32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
+
+bool IsInvisibleFormat(uint32_t cp) {
+  return cp == 0x061C || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF;
+}
 
 bool IsValidUtf8(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
@@ -83,8 +88,13 @@ absl::Status ValidateTraceId(std::string_view trace_id) {
     if (len == 0) {
       return absl::InvalidArgumentError("the trace id is not valid UTF-8");
     }
-    if (IsControl(cp)) {
+    if (IsControlCodePoint(cp)) {
       return absl::InvalidArgumentError("the trace id contains a control character");
+    }
+    if (IsInvisibleFormat(cp)) {
+      return absl::InvalidArgumentError(
+          "the trace id contains an invisible format character (bidi control, line separator "
+          "or zero-width)");
     }
     i += len;
   }
@@ -101,8 +111,9 @@ std::string LogEscape(std::string_view text, size_t max_bytes) {
     }
     uint32_t cp = 0;
     const size_t len = Utf8SequenceAt(text, i, &cp);
-    if (len == 0 || IsControl(cp)) {
-      // An invalid byte, or a control character (one byte for C0/DEL, two for C1).
+    if (len == 0 || IsControlCodePoint(cp) || IsInvisibleFormat(cp)) {
+      // An invalid byte, a control character (one byte for C0/DEL, two for C1) or an invisible
+      // format character (three bytes).
       const size_t n = len == 0 ? 1 : len;
       for (size_t k = 0; k < n; ++k) {
         out += fmt::format("\\x{:02X}", static_cast<unsigned char>(text[i + k]));
@@ -115,6 +126,52 @@ std::string LogEscape(std::string_view text, size_t max_bytes) {
     } else {
       out.append(text.substr(i, len));
     }
+    i += len;
+  }
+  return out;
+}
+
+std::string TerminalEscape(std::string_view text, size_t* escaped) {
+  std::string out;
+  out.reserve(text.size());
+  size_t count = 0;
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp = 0;
+    const size_t len = Utf8SequenceAt(text, i, &cp);
+    if (len == 0) {
+      out += fmt::format("\\x{:02X}", static_cast<unsigned char>(text[i]));
+      ++count;
+      i += 1;
+      continue;
+    }
+    if (cp != '\n' && (IsControlCodePoint(cp) || IsInvisibleFormat(cp))) {
+      out += cp < 0x80 ? fmt::format("\\x{:02X}", cp) : fmt::format("\\u{:04X}", cp);
+      ++count;
+    } else {
+      out.append(text.substr(i, len));
+    }
+    i += len;
+  }
+  if (escaped != nullptr) {
+    *escaped = count;
+  }
+  return out;
+}
+
+std::string JsonEscapeInvisible(std::string_view json_text) {
+  std::string out;
+  out.reserve(json_text.size());
+  for (size_t i = 0; i < json_text.size();) {
+    uint32_t cp = 0;
+    size_t len = Utf8SequenceAt(json_text, i, &cp);
+    if (len == 0) {
+      len = 1;  // not valid UTF-8: left as it is (the caller's JSON is supposed to be valid)
+    } else if (cp >= 0x80 && (IsControlCodePoint(cp) || IsInvisibleFormat(cp))) {
+      out += fmt::format("\\u{:04x}", cp);
+      i += len;
+      continue;
+    }
+    out.append(json_text.substr(i, len));
     i += len;
   }
   return out;
