@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/str_replace.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "pgwire/framing.h"
 #include "pgwire/messages.h"
 
@@ -111,8 +111,9 @@ struct Line {
 
 // Splits recorded text into display lines the way psql shows a cell: at each newline, tabs
 // expanded to the next multiple of 8, CR as \r, other control characters and bytes that are
-// not UTF-8 as \xNN (or \uNNNN for C1 controls). Nothing from the recording reaches the
-// reader's terminal as a control sequence.
+// not UTF-8 as \xNN (or \uNNNN for C1 controls and invisible format characters: U+2028/9,
+// bidi controls, zero-width ones). Nothing from the recording reaches the reader's terminal
+// as a control sequence.
 std::vector<Line> DisplayLines(std::string_view s) {
   std::vector<Line> lines(1);
   char32_t cp = 0;
@@ -133,7 +134,7 @@ std::vector<Line> DisplayLines(std::string_view s) {
       piece = "\\r";
     } else if (cp < 0x20 || cp == 0x7f) {
       piece = fmt::format("\\x{:02X}", static_cast<uint32_t>(cp));
-    } else if (cp >= 0x80 && cp < 0xa0) {
+    } else if ((cp >= 0x80 && cp < 0xa0) || IsInvisibleFormat(cp)) {
       piece = fmt::format("\\u{:04X}", static_cast<uint32_t>(cp));
     } else {
       line.text.append(s.substr(i, n));
@@ -148,14 +149,35 @@ std::vector<Line> DisplayLines(std::string_view s) {
   return lines;
 }
 
-// Recorded free text (SQL, messages) for RenderText: newlines kept, all else made safe.
-std::string Printable(std::string_view s) {
+// How RenderText keeps recorded content apart from its own lines: a line of the replay's
+// own starts at column 0 (a step header with "[time] ", the session's header and end);
+// recorded text is either one line inside such a line (OneLine: newlines shown as \n) or a
+// block whose every line starts with kIndent (Block). So no recorded byte sequence can make a
+// line that starts with '[' (a step header) or with "ended"/"session".
+constexpr std::string_view kIndent = "  ";
+
+// Recorded text inside one of the replay's own lines: made safe, newlines as \n.
+std::string OneLine(std::string_view s) {
   std::string out;
   for (const Line& line : DisplayLines(s)) {
     out += line.text;
+    out += "\\n";
+  }
+  out.resize(out.size() - 2);  // DisplayLines returns at least one line
+  return out;
+}
+
+// Recorded multi-line text (SQL, DETAIL, HINT, HTTP): each line made safe and indented, each
+// ending with a newline. `first` replaces the first line's indent when given.
+std::string Block(std::string_view s, std::optional<std::string_view> first = std::nullopt) {
+  std::string out;
+  bool at_first = true;
+  for (const Line& line : DisplayLines(s)) {
+    out += at_first && first.has_value() ? *first : kIndent;
+    at_first = false;
+    out += line.text;
     out += '\n';
   }
-  out.pop_back();  // DisplayLines returns at least one line
   return out;
 }
 
@@ -1118,14 +1140,19 @@ void AppendResult(const ResultStep& r, std::string& out) {
   if (r.command.has_value() &&
       (!table || r.command->starts_with("INSERT") || r.command->starts_with("UPDATE") ||
        r.command->starts_with("DELETE"))) {
-    out += Cat(Printable(*r.command), "\n");
+    // A tag is one line at column 0 (psql's place for it); it cannot begin a step header.
+    std::string tag = OneLine(*r.command);
+    if (tag.starts_with('[')) {
+      tag.replace(0, 1, "\\x5B");
+    }
+    out += Cat(tag, "\n");
   } else if (!table && r.end == ResultEnd::kSuspended) {
     out += "(portal suspended)\n";
   }
 }
 
 std::string Name(std::string_view name) {
-  return name.empty() ? std::string("(unnamed)") : Printable(name);
+  return name.empty() ? std::string("(unnamed)") : OneLine(name);
 }
 
 std::string ValueText(const Value& v) {
@@ -1142,7 +1169,7 @@ std::string ValueText(const Value& v) {
       quoted += c;
     }
   }
-  return Printable(quoted + "'");
+  return OneLine(quoted + "'");
 }
 
 // A field of a JSON object as text: strings as they are, anything else as JSON, and
@@ -1155,7 +1182,7 @@ std::string Field(const json& object, std::string_view key, std::string_view fal
   if (it == object.end() || it->is_null()) {
     return std::string(fallback);
   }
-  return Printable(it->is_string() ? it->get_ref<const std::string&>() : it->dump());
+  return OneLine(it->is_string() ? it->get_ref<const std::string&>() : it->dump());
 }
 
 struct StepToText {
@@ -1164,11 +1191,11 @@ struct StepToText {
   void Head(std::string_view what) const { out += Cat("\n[", at, "] ", what, "\n"); }
   void operator()(const QueryStep& s) const {
     Head("query");
-    out += Cat(Printable(s.sql), "\n");
+    out += Block(s.sql);
   }
   void operator()(const ParseStep& s) const {
     Head(Cat("parse statement ", Name(s.statement)));
-    out += Cat(Printable(s.sql), "\n");
+    out += Block(s.sql);
   }
   void operator()(const BindStep& s) const {
     std::string params;
@@ -1186,13 +1213,13 @@ struct StepToText {
   void operator()(const MessageStep& s) const {
     std::string_view usual = s.error ? "ERROR" : "NOTICE";
     Head(Cat(s.error ? "error " : "notice ",
-             s.severity == usual ? "" : Cat(Printable(s.severity), " "), Printable(s.sqlstate),
-             ": ", Printable(s.message)));
+             s.severity == usual ? "" : Cat(OneLine(s.severity), " "), OneLine(s.sqlstate), ": ",
+             OneLine(s.message)));
     if (s.detail.has_value()) {
-      out += Cat("DETAIL:  ", Printable(*s.detail), "\n");
+      out += Block(*s.detail, "DETAIL:  ");
     }
     if (s.hint.has_value()) {
-      out += Cat("HINT:  ", Printable(*s.hint), "\n");
+      out += Block(*s.hint, "HINT:  ");
     }
   }
   void operator()(const EventStep& s) const {
@@ -1212,11 +1239,10 @@ struct StepToText {
       const json frames = s.payload.value("frames", json::array());
       Head("client frames not forwarded (summary; their bytes are not recorded)");
       for (const json& f : frames.is_array() ? frames : json::array()) {
-        // One line per entry: a newline in a refused statement's head is shown escaped, so
-        // recorded text cannot pass for a line of the replay's own.
-        const std::string head =
-            absl::StrReplaceAll(Field(f, "head", ""), {{"\n", "\\n"}, {"\r", "\\r"}});
-        out += Cat(Field(f, "count"), " x '", Field(f, "type"), "' (", Field(f, "bytes"),
+        // One indented line per entry (Field shows a newline in a refused statement's head
+        // as \n), so recorded text cannot pass for a line of the replay's own.
+        const std::string head = Field(f, "head", "");
+        out += Cat(kIndent, Field(f, "count"), " x '", Field(f, "type"), "' (", Field(f, "bytes"),
                    " bytes) ", Field(f, "verdict"), head.empty() ? "" : Cat(": ", head), "\n");
       }
     } else if (s.type == RecordType::kTruncated) {
@@ -1246,9 +1272,7 @@ struct StepToText {
                detail.empty() ? "" : Cat(" (", detail, ")")));
     }
   }
-  void operator()(const UndecodableStep& s) const {
-    Head(Cat("undecodable: ", Printable(s.reason)));
-  }
+  void operator()(const UndecodableStep& s) const { Head(Cat("undecodable: ", OneLine(s.reason))); }
   void operator()(const HttpStep& s) const {
     Head(s.request ? "http request" : "http response");
     std::string text;  // HTTP's CRLF line ends shown as plain lines
@@ -1257,9 +1281,7 @@ struct StepToText {
         text.push_back(s.text[i]);
       }
     }
-    for (const Line& line : DisplayLines(text)) {
-      out += Cat(line.text, "\n");
-    }
+    out += Block(text);
   }
 };
 
@@ -1291,10 +1313,10 @@ std::string SessionReplay::RenderText() const {
                Field(j, "masking_profile", "none"), ", ", tls, "\n");
     out += Cat("started ", FormatMicros(s.start_us, false), "\n");
   } else if (refusal) {
-    out += Cat("refused attempt(s) ", Printable(s.session_id),
+    out += Cat("refused attempt(s) ", OneLine(s.session_id),
                ": a credential the gateway refused, no session began\n");
   } else {
-    out += Cat("session ", Printable(s.session_id), " (no session_start record)\n");
+    out += Cat("session ", OneLine(s.session_id), " (no session_start record)\n");
   }
   for (const Step& step : s.steps) {
     std::visit(StepToText{out, ClockOf(step.time_us)}, step.body);
@@ -1316,7 +1338,7 @@ std::string SessionReplay::RenderText() const {
     std::string masked;
     for (const auto& [entity, count] : it->items()) {
       masked +=
-          Cat(masked.empty() ? "; masked " : ", ", Printable(entity), "=", Printable(count.dump()));
+          Cat(masked.empty() ? "; masked " : ", ", OneLine(entity), "=", OneLine(count.dump()));
     }
     out += masked;
   }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/text_safety.h"
 #include "pgwire/messages.h"
 
 namespace tracegate::audit {
@@ -454,9 +455,10 @@ TEST(SessionReplayTest, UnforwardedFramesAreASummaryStep) {
   EXPECT_EQ(step["frames"][0]["count"], 27);
   EXPECT_FALSE(step.contains("session"));
   const std::string text = s.replay().RenderText();
-  EXPECT_THAT(text, HasSubstr("client frames not forwarded (summary; their bytes are not "
-                              "recorded)\n27 x 'd' (283115655 bytes) dropped\n1 x 'Q' (31457320 "
-                              "bytes) refused: SELECT count(*) FROM traces /* xx\\nx\n"));
+  EXPECT_THAT(text,
+              HasSubstr("client frames not forwarded (summary; their bytes are not "
+                        "recorded)\n  27 x 'd' (283115655 bytes) dropped\n  1 x 'Q' (31457320 "
+                        "bytes) refused: SELECT count(*) FROM traces /* xx\\nx\n"));
 }
 
 TEST(SessionReplayTest, GrantEventStep) {
@@ -562,7 +564,7 @@ TEST(SessionReplayTest, TextLikePsql) {
             "started 2026-11-30 23:59:01.123456 UTC\n"
             "\n"
             "[23:59:01.200134] query\n"
-            "SELECT id, input FROM traces WHERE id = 'T'\n"
+            "  SELECT id, input FROM traces WHERE id = 'T'\n"
             // psql -c "select 'T' as id, 'hello' as input, 7 as n union all
             //   select 'T2', E'two\nlines', NULL" prints this table exactly.
             " id | input | n \n"
@@ -573,13 +575,13 @@ TEST(SessionReplayTest, TextLikePsql) {
             "(2 rows)\n"
             "\n"
             "[23:59:01.202134] query\n"
-            "COPY traces TO STDOUT\n"
+            "  COPY traces TO STDOUT\n"
             "\n"
             "[23:59:01.203134] error 42501: tracegate: statement blocked (bulk_export): COPY is "
             "not allowed\n"
             "\n"
             "[23:59:01.204134] query\n"
-            "INSERT INTO notes VALUES (1)\n"
+            "  INSERT INTO notes VALUES (1)\n"
             "INSERT 0 1\n"
             "\n"
             "ended 2026-11-30 23:59:09.000001 UTC: completed (client closed); 3 statements, "
@@ -593,7 +595,7 @@ TEST(SessionReplayTest, TextEscapesControlCharactersAndMeasuresWideOnes) {
               Complete("SELECT 2") + Ready());
   std::string text = s.replay().RenderText();
   EXPECT_THAT(text, Not(HasSubstr("\x1b")));
-  EXPECT_THAT(text, HasSubstr("SELECT '\\x1B]0;owned\\x07'\n"));
+  EXPECT_THAT(text, HasSubstr("  SELECT '\\x1B]0;owned\\x07'\n"));
   // The wide characters take 4 columns, the tab runs to column 8, CR shows as \r: width 12.
   EXPECT_THAT(text, HasSubstr("      v       \n--------------\n \xe6\x97\xa5\xe6\x9c\xac\n"
                               " a       b\\rc\n(2 rows)\n"));
@@ -640,6 +642,79 @@ TEST(SessionReplayTest, OutOfRangeTimesDoNotBreakRendering) {
   EXPECT_EQ(steps[0]["at"], "@-9223372036854775808us");
   EXPECT_EQ(steps[1]["at"], "@9223372036854775807us");
   EXPECT_THAT(s.replay().RenderText(), HasSubstr("[@9223372036854775807us] query"));
+}
+
+// Issue 18 item 4: recorded bytes cannot forge a line of the replay's own. A step header is a
+// line that starts with '['; recorded text sits inside one line of the replay's (newlines as
+// \n) or on lines indented by two spaces, whatever the bytes.
+TEST(SessionReplayTest, RecordedTextCannotForgeAStepHeader) {
+  const std::string forged =
+      "[00:00:00.000001] recording truncated at 1 bytes (1 recorded): nothing after this was "
+      "recorded";
+  const std::string nasty =
+      "\x1b]0;title\x07\x1b]52;c;aGk=\x1b\\\x1b[2J\xc2\x9b"
+      "2J\xc2\x85\xe2\x80\xae";
+  Session s;
+  s.Client(Query("SELECT 1\n" + forged + "\r\n" + forged + "\xe2\x80\xa8" + forged))
+      .Server(RowDesc({{"c\n" + forged + nasty}}) + Row({nasty + "\n" + forged}) +
+              Complete("SELECT 1") +
+              Error({{'S', "ERROR"},
+                     {'C', "42501"},
+                     {'M', "no\n" + forged + nasty},
+                     {'D', "d\n" + forged},
+                     {'H', forged}}) +
+              Ready())
+      .Client(Query(forged))
+      .Server(Complete("[00:00:00.000002] query") + Ready())
+      .Client(ParseMsg("s\n" + forged, forged + nasty))
+      .Json(RecordType::kUnforwarded, {{"frames",
+                                        {{{"type", "Q\n" + forged},
+                                          {"verdict", "refused"},
+                                          {"count", 1},
+                                          {"bytes", 9},
+                                          {"head", forged + "\r\n" + forged}}}}})
+      .Json(RecordType::kGrantEvent, {{"grant_id", "g\n" + forged},
+                                      {"from", "a"},
+                                      {"to", "b"},
+                                      {"actor", nasty},
+                                      {"detail", "x\n" + forged}});
+  const std::string text = s.replay().RenderText();
+  EXPECT_EQ(text.find('\x1b'), std::string::npos);
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  EXPECT_EQ(text.find('\x07'), std::string::npos);
+  EXPECT_EQ(text.find("\xc2\x9b"), std::string::npos);
+  EXPECT_EQ(text.find("\xc2\x85"), std::string::npos);
+  EXPECT_EQ(text.find("\xe2\x80\xae"), std::string::npos);
+  EXPECT_EQ(text.find("\xe2\x80\xa8"), std::string::npos);
+  size_t headers = 0;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    const std::string line = text.substr(start, nl == std::string::npos ? nl : nl - start);
+    start = nl == std::string::npos ? text.size() : nl + 1;
+    EXPECT_FALSE(line.starts_with("[00:")) << line;
+    if (line.starts_with("[")) {
+      ++headers;
+      EXPECT_TRUE(line.starts_with("[23:59:01.")) << line;
+    }
+    // Only the replay's own lines start in column 0 with a letter; recorded ones are indented.
+    EXPECT_FALSE(line.starts_with("recording")) << line;
+  }
+  // query, error, query, parse, unforwarded, grant: six headers, no more.
+  EXPECT_EQ(headers, 6u) << text;
+  EXPECT_THAT(text, HasSubstr("\n  SELECT 1\n  [00:00:00.000001] recording truncated"));
+  EXPECT_THAT(text, HasSubstr("\n\\x5B00:00:00.000002] query\n"));  // the forged tag
+
+  // JSON: the same content, valid whatever the bytes.
+  const std::string dumped = s.replay().ToJson().dump();
+  EXPECT_TRUE(json::accept(dumped));
+  // CSV stays psql's bytes (for a pipe or a file); on a terminal the CLI escapes them.
+  const std::string csv = s.replay().RenderCsv();
+  EXPECT_NE(csv.find('\x1b'), std::string::npos);
+  const std::string shown = TerminalEscape(csv);
+  EXPECT_EQ(shown.find('\x1b'), std::string::npos);
+  EXPECT_EQ(shown.find("\xc2\x9b"), std::string::npos);
+  EXPECT_EQ(shown.find('\r'), std::string::npos);
 }
 
 }  // namespace
