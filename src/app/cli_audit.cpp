@@ -2,14 +2,17 @@
 // state store's session index and the log itself, without a running gateway (or beside one).
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "app/cli.h"
 #include "audit/log.h"
@@ -19,6 +22,7 @@
 #include "common/json_text.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "config/config.h"
 #include "store/sqlite_store.h"
 
@@ -84,16 +88,21 @@ absl::StatusOr<audit::CheckpointKey> VerifyKey(const config::Audit& audit,
   return audit::CheckpointKey::FromPublicPem(*pem);
 }
 
+// A stored value for the table: rows written before trace ids were checked (or by an older
+// gateway) may hold any byte, so control characters (C0, C1), invisible format characters
+// and invalid UTF-8 are shown as \xNN, never written raw to the auditor's terminal.
+std::string Cell(std::string_view value) { return LogEscape(value, value.size()); }
+
 void PrintSessionsTable(const std::vector<store::SessionSummary>& sessions) {
   std::cout << fmt::format("{:<27} {:<22} {:<16} {:<12} {:<20} {:<22} {:>5} {:>6} {:>9} {}\n",
                            "STARTED", "SESSION", "SUBJECT", "CONNECTION", "TRACE", "CLIENT",
                            "STMTS", "ROWS", "BYTES", "OUTCOME");
   for (const store::SessionSummary& s : sessions) {
-    std::cout << fmt::format("{:<27} {:<22} {:<16} {:<12} {:<20} {:<22} {:>5} {:>6} {:>9} {}\n",
-                             audit::FormatTime(s.started_at), s.id,
-                             s.subject.empty() ? s.user : s.subject, s.connection,
-                             s.trace_id.empty() ? "-" : s.trace_id, s.client_address, s.statements,
-                             s.rows, s.bytes_to_client, s.outcome.empty() ? "open" : s.outcome);
+    std::cout << fmt::format(
+        "{:<27} {:<22} {:<16} {:<12} {:<20} {:<22} {:>5} {:>6} {:>9} {}\n",
+        audit::FormatTime(s.started_at), Cell(s.id), Cell(s.subject.empty() ? s.user : s.subject),
+        Cell(s.connection), s.trace_id.empty() ? "-" : Cell(s.trace_id), Cell(s.client_address),
+        s.statements, s.rows, s.bytes_to_client, s.outcome.empty() ? "open" : Cell(s.outcome));
   }
 }
 
@@ -173,6 +182,7 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
   // ---- replay ----
   struct ReplayOptions {
     std::string config, session, format = "text";
+    bool raw = false;
   };
   auto ro = std::make_shared<ReplayOptions>();
   auto* replay = audit_cmd->add_subcommand(
@@ -181,6 +191,9 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
   replay->add_option("session", ro->session, "Session id (from `audit sessions`)")->required();
   replay->add_option("--format", ro->format, "text | json | csv (as psql --csv -q prints)")
       ->check(CLI::IsMember({"text", "json", "csv"}));
+  replay->add_flag("--raw", ro->raw,
+                   "csv: write recorded bytes as they are even to a terminal (by default, on a "
+                   "terminal, control characters are shown as \\xNN / \\uNNNN)");
   replay->callback([ro, &exit_code] {
     absl::StatusOr<Opened> opened = OpenAudit(ro->config);
     if (!opened.ok()) {
@@ -196,9 +209,24 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
       return;
     }
     if (ro->format == "json") {
-      std::cout << DumpJson(session->ToJson(), 2) << "\n";
+      // C0 is escaped by any JSON writer; C1 and bidi/format characters are escaped too, so
+      // the document is safe on a terminal and parses to the same value.
+      std::cout << JsonEscapeInvisible(DumpJson(session->ToJson(), 2)) << "\n";
     } else if (ro->format == "csv") {
-      std::cout << session->RenderCsv();
+      // CSV is psql's bytes exactly (for a file or a pipe). On a terminal the recorded bytes
+      // would be acted on (a window title, an OSC 52 clipboard write, a screen clear), so
+      // there they are escaped unless --raw asks for them; stderr says when that happened.
+      std::string csv = session->RenderCsv();
+      if (!ro->raw && isatty(STDOUT_FILENO) == 1) {
+        size_t escaped = 0;
+        csv = TerminalEscape(csv, &escaped);
+        if (escaped > 0) {
+          std::cerr << "tracegate audit replay: " << escaped
+                    << " control or format character(s) escaped for the terminal; --raw, or a "
+                       "pipe or file, gives the recorded bytes\n";
+        }
+      }
+      std::cout << csv;
     } else {
       std::cout << session->RenderText();
     }
@@ -252,6 +280,23 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
         return;
       }
       options.expected_head = *checkpoint;
+    }
+    // The index is checked against the log: every session_start has its row, no session id
+    // starts twice, every row points at records of its own (issue 18, item 2).
+    store::SessionQuery all;
+    all.limit = std::numeric_limits<size_t>::max();
+    absl::StatusOr<std::vector<store::SessionSummary>> rows = opened->store->ListSessions(all);
+    if (!rows.ok()) {
+      std::cerr << "tracegate audit verify: the session index: " << MessageOf(rows.status())
+                << "\n";
+      exit_code = kFailed;
+      return;
+    }
+    options.index.emplace();
+    options.index->reserve(rows->size());
+    for (const store::SessionSummary& row : *rows) {
+      options.index->push_back(audit::IndexedSession{
+          .id = row.id, .first_seq = row.first_seq, .last_seq = row.last_seq});
     }
     const audit::VerifyReport report = audit::Verify(options);
     for (const std::string& note : report.notes) {
