@@ -60,6 +60,12 @@ BAD_PATH_IDS = {
     "C1 (NEL)": "abc%C2%85",
     "DEL": "abc%7F",
     "ESC": "abc%1B%5B31m",
+    "C1 (U+0080)": "abc%C2%80",
+    "C1 (U+009F)": "abc%C2%9F",
+    "RLO (U+202E)": "abc%E2%80%AEdef",
+    "LRI (U+2066)": "abc%E2%81%A6",
+    "line separator (U+2028)": "abc%E2%80%A8",
+    "zero width space": "abc%E2%80%8B",
     "too long": "a" * 257,
 }
 # What a JSON body may carry: every one of these is valid JSON.
@@ -67,6 +73,13 @@ BAD_BODY_IDS = {
     "CR/LF": f"abc\r\n{MARKER}",
     "NUL": "abc\u0000def",
     "C1 (CSI)": "abc\u009b",
+    "C1 (U+0080)": "abc\u0080",
+    "C1 (U+009F)": "abc\u009f",
+    "RLO (U+202E)": "abc\u202edef",
+    "LRE (U+202A)": "abc\u202a",
+    "PDI (U+2069)": "abc\u2069",
+    "paragraph separator (U+2029)": "abc\u2029",
+    "BOM (U+FEFF)": "\ufeffabc",
     "tab": "abc\tdef",
     "too long": "a" * 257,
     "empty": "",
@@ -206,6 +219,11 @@ class ApiInputTest(unittest.TestCase):
                            "--connection", "traces-pg", "--trace", f"abc\r\n{MARKER}")
         self.assertNotEqual(p.returncode, 0, p.stdout)
         self.assertIn(b"control character", p.stderr)
+        p = self.tracegate("grant", "request", "--api", self.api.url, "--cacert",
+                           self.gw.config["tls"]["cert_file"], "--token-file", token_file,
+                           "--connection", "traces-pg", "--trace", "abc\u202edef")
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn(b"invisible format character", p.stderr)
 
     def test_invalid_utf8_in_the_store_does_not_break_any_reader(self):
         # A pending request the old way: valid now, then its row gets the bytes an older
