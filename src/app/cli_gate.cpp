@@ -9,6 +9,7 @@
 
 #include "app/cli.h"
 #include "common/status.h"
+#include "common/text_safety.h"
 #include "config/config.h"
 #include "sql/gate.h"
 
@@ -41,6 +42,11 @@ void AddGateCommands(CLI::App& app, int& exit_code) {
     auto config = config::LoadFile(options->config);
     if (!config.ok()) {
       std::cerr << MessageOf(config.status()) << "\n";
+      exit_code = 2;
+      return;
+    }
+    if (absl::Status valid = ValidateTraceId(options->trace); !valid.ok()) {
+      std::cerr << "tracegate gate check: " << valid.message() << "\n";
       exit_code = 2;
       return;
     }

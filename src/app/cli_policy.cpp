@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "app/cli.h"
 #include "common/status.h"
+#include "common/text_safety.h"
 #include "config/config.h"
 #include "identity/http_fetch.h"
 #include "identity/token_validator.h"
@@ -59,6 +60,11 @@ void AddPolicyCommands(CLI::App& app, int& exit_code) {
       std::cerr << "tracegate policy explain: the token is not accepted: "
                 << MessageOf(principal.status()) << "\n";
       exit_code = 1;
+      return;
+    }
+    if (absl::Status valid = ValidateTraceId(options->trace); !valid.ok()) {
+      std::cerr << "tracegate policy explain: " << valid.message() << "\n";
+      exit_code = 2;
       return;
     }
     policy::PolicyEngine engine(*config);

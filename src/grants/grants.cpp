@@ -7,6 +7,7 @@
 #include "absl/strings/cord.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "common/text_safety.h"
 #include "grants/credentials.h"
 #include "grants/watch_registry.h"
 
@@ -141,6 +142,9 @@ absl::StatusOr<IssuedGrant> GrantService::Issue(const GrantRequest& request) {
   if (request.connection.empty() || request.trace_id.empty()) {
     return absl::InvalidArgumentError("a grant needs a connection and a trace id");
   }
+  // The callers check first (ApiService::Issue answers 400 invalid_trace_id); this is the one
+  // funnel every grant passes, so no caller can store an id that ValidateTraceId refuses.
+  TG_RETURN_IF_ERROR(ValidateTraceId(request.trace_id));
   if (terms.uses < 1 || terms.ttl.count() <= 0) {
     return absl::InvalidArgumentError(
         Cat("a grant needs at least one use and a positive time to live (rule ", terms.rule, ")"));

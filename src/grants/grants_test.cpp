@@ -234,6 +234,16 @@ TEST_F(GrantServiceTest, IssueRefusesRequestsWithoutScopeOrUses) {
   }
 }
 
+// Issue 18 item 9: whoever calls Issue, a trace id ValidateTraceId refuses is never stored.
+TEST_F(GrantServiceTest, IssueRefusesTraceIdsValidateTraceIdRefuses) {
+  for (const std::string id :
+       {"t\xC2\x85", "t\xC2\x9B", "t\xE2\x80\xAE", "t\xE2\x80\xA8", "t\r\nx", "t\xFF"}) {
+    GrantRequest r = Request();
+    r.trace_id = id;
+    EXPECT_EQ(service_->Issue(r).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 // ---- Postgres login --------------------------------------------------------------------------
 
 // The client half of SCRAM-SHA-256 written out by hand, because pgwire::ScramClient refuses
