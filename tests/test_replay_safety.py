@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import pty
+import sqlite3
 import subprocess
 import unittest
 
 import harness
-from harness import gateway_binary, run_psql
-from test_audit import AuditCase
+from harness import gateway_binary, run_psql, wait_for
+from test_audit import AuditCase, audit
 
 harness.install_sigterm_cleanup()
 
@@ -155,6 +156,31 @@ class ReplaySafetyTest(AuditCase):
         self.assertIn("c\n[00:00:00.000001] rec\x1b]0;T\x07\u009b", columns)
         queries = [s["sql"] for s in replay["steps"] if s["kind"] == "query"]
         self.assertTrue(any(f"\n{FORGED}\n" in q for q in queries), queries)
+
+
+class VerifyChecksTheIndexTest(AuditCase):
+    """`tracegate audit verify` passes the session index to the log check (issue 18, item 2):
+    a session whose index row is gone is named."""
+
+    def test_a_missing_index_row_fails_verify(self):
+        grant = self.grant()
+        p = run_psql(self.uri(grant), f"SELECT id FROM traces WHERE id = '{self.trace}'")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        session = self.session_of(grant["grant_id"])
+        ok = audit(self.config_path, "verify", "--live")
+        self.assertEqual(ok.returncode, 0, ok.stdout + ok.stderr)
+        with sqlite3.connect(self.gw.config["state"]["path"], timeout=10) as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session["id"],))
+        found: list[str] = []
+
+        def named() -> bool:
+            # --live: a start after the last checkpoint is only a note until one signs it.
+            p = audit(self.config_path, "verify", "--live")
+            found[:] = [p.stdout]
+            return p.returncode == 1 and f"session {session['id']} has no row" in p.stdout
+
+        wait_for(named, 30, what="verify naming the session without an index row")
+        self.assertIn("FAILED", found[0])
 
 
 if __name__ == "__main__":
