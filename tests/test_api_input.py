@@ -275,6 +275,18 @@ class ApiInputTest(unittest.TestCase):
                            "--limit", "1000")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(fetched["session_id"], [s["id"] for s in json.loads(p.stdout)])
+        # The table for a terminal (issue 18, item 9): a stored trace id with C1 CSI, an OSC
+        # title sequence and a bidi override is shown escaped, never raw.
+        hostile = "CAST(x'61c29b324a1b5d303b7407e280ae62' AS TEXT)"  # a CSI 2J ESC]0;t BEL RLO b
+        with sqlite3.connect(state_db, timeout=10) as db:
+            db.execute(f"update sessions set trace_id = {hostile}, login_user = {hostile} "
+                       "where grant_id = ?", (fetched["grant_id"],))
+        p = self.tracegate("audit", "sessions", "-c", self.gw.config_path, "--limit", "1000")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(fetched["session_id"].encode(), p.stdout)
+        for raw in (b"\x1b", b"\x07", b"\xc2\x9b", b"\xe2\x80\xae"):
+            self.assertNotIn(raw, p.stdout)
+        self.assertIn(b"a\\xC2\\x9B2J\\x1B]0;t\\x07\\xE2\\x80\\xAEb", p.stdout)
         # The voter of a deny gets its answer (the request and its grant are settled).
         status, out, _ = self.api.call("POST", f"/v1/approvals/{pending}/deny",
                                        self.token("approver"), {"comment": "no"})
