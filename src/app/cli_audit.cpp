@@ -172,7 +172,7 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
       for (const store::SessionSummary& s : *found) {
         out.push_back(audit::SessionSummaryJson(s));
       }
-      std::cout << DumpJson(out, 2) << "\n";
+      std::cout << JsonEscapeInvisible(DumpJson(out, 2)) << "\n";
     } else {
       PrintSessionsTable(*found);
     }
@@ -356,7 +356,9 @@ void AddAuditCommands(CLI::App& app, int& exit_code) {
     }
     absl::Status read = reader->ForEach(0, [&](const audit::Record& record) {
       if (record.time_us >= since_us && record.time_us < until_us) {
-        std::cout << DumpJson(audit::RecordEventJson(record)) << "\n";
+        // JSON lines for a SIEM, often read on a terminal first: C1 and format characters as
+        // \u escapes (the same values when parsed).
+        std::cout << JsonEscapeInvisible(DumpJson(audit::RecordEventJson(record))) << "\n";
       }
       return static_cast<bool>(std::cout);
     });
