@@ -3,11 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <map>
 
 #include "approvals/backend_query.h"
+#include "common/on_pool.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "common/text_safety.h"
@@ -134,12 +134,17 @@ TraceFetcher::TraceFetcher(std::shared_ptr<const config::Config> config,
       grants_(grants),
       recorder_(recorder),
       approvals_(approvals),
-      proxy_(proxy) {}
+      proxy_(proxy),
+      sessions_guard_(std::make_unique<SessionsGuard>(sessions_.get_executor())),
+      sessions_thread_([this] { sessions_.run(); }) {}
 
 TraceFetcher::~TraceFetcher() {
-  // A fetch still held for approvers would keep the pool busy until its request expires:
-  // at shutdown it is abandoned (its API connection is already gone).
-  pool_.stop();
+  // Sessions still held for approvers end with the gateway (their API connections are gone).
+  sessions_guard_.reset();
+  sessions_.stop();
+  if (sessions_thread_.joinable()) {
+    sessions_thread_.join();
+  }
   pool_.join();
 }
 
@@ -165,14 +170,13 @@ asio::awaitable<httpapi::FetchOutcome> TraceFetcher::Fetch(const httpapi::FetchJ
     co_return ToFetchOutcome(result.outcome, std::move(result.session_id),
                              std::move(result.approval_id));
   }
-  // libpq blocks: the fetch runs on the pool, held results included (a hold waits on a
-  // timer, not a thread), on a strand of its own, since what wakes it (a revocation, a
-  // decision) is posted to its executor from other threads. The function holds only
-  // pointers (see proxy.h).
+  // The session lives on the fetcher's own one-thread event loop (a hold waits on a timer
+  // there), as an HTTP fetch lives on a proxy worker; only the blocking libpq query goes to
+  // the pool (FetchPostgres). The function holds only pointers (see proxy.h), and is named,
+  // not a temporary across the co_await.
   const httpapi::FetchJob* pending = &job;
-  co_return co_await asio::co_spawn(
-      asio::make_strand(pool_), [this, pending] { return FetchPostgres(*pending); },
-      asio::use_awaitable);
+  const auto run = [this, pending] { return FetchPostgres(*pending); };
+  co_return co_await asio::co_spawn(sessions_, run, asio::use_awaitable);
 }
 
 asio::awaitable<httpapi::FetchOutcome> TraceFetcher::FetchPostgres(const httpapi::FetchJob& job) {
@@ -214,7 +218,12 @@ asio::awaitable<httpapi::FetchOutcome> TraceFetcher::FetchPostgres(const httpapi
   } else if (gate == nullptr) {
     outcome = Refuse(503, "unavailable", "the connection's statement gate is unusable");
   } else {
-    outcome = QueryTrace(*connection, *gate, grant, config_);
+    // libpq blocks: the query runs on the pool and the session resumes here. Named, not a
+    // temporary across the co_await (common/on_pool.h).
+    const std::function<Outcome()> query = [connection, &gate, &grant, this] {
+      return QueryTrace(*connection, *gate, grant, config_);
+    };
+    outcome = co_await OnPool<Outcome>(pool_, query);
   }
   const OneShotSession::Serializer body = [](const Outcome& o, bool) { return o.body; };
   OneShotSession::Answer answer = co_await session.Release(std::move(outcome), body);

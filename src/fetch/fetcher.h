@@ -7,11 +7,14 @@
 // "fetch", cut when the grant ends, held for approvers when the rule holds results, the
 // grant's use ended).
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "approvals/approvals.h"
 #include "audit/recorder.h"
@@ -49,6 +52,12 @@ class TraceFetcher {
   std::mutex gates_mu_;
   std::map<std::string, std::shared_ptr<const sql::Gate>, std::less<>> gates_;
   boost::asio::thread_pool pool_{2};  // libpq blocks
+  // The sessions of PostgreSQL fetches: one thread, so no strand is needed (Boost 1.74's
+  // any_io_executor over a strand freed it under a completing co_spawn; ASan).
+  boost::asio::io_context sessions_;
+  using SessionsGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+  std::unique_ptr<SessionsGuard> sessions_guard_;
+  std::thread sessions_thread_;
 };
 
 }  // namespace tracegate::fetch

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/on_pool.h"
 #include "common/server_tls.h"
 #include "common/socket_deadline.h"
 #include "common/strings.h"
@@ -66,45 +67,9 @@ http::response<http::string_body> ToHttp(const ApiResponse& api, unsigned versio
 
 }  // namespace
 
-namespace {
-
-// Not a coroutine on purpose: g++ 12 mishandles class objects (by-value parameters,
-// temporaries) that live across a co_await, so OnHandlerThread only builds this and returns
-// Asio's awaitable, and the work is copied here, outside any coroutine frame.
-struct OnHandlerThreadInitiation {
-  asio::thread_pool* pool;
-  std::function<ApiResponse()> work;
-
-  template <typename Handler>
-  void operator()(Handler handler) {
-    // The awaiting coroutine's executor (its connection's strand) counts this as work until
-    // the answer is posted back to it.
-    auto home = asio::prefer(asio::get_associated_executor(handler),
-                             asio::execution::outstanding_work.tracked);
-    asio::post(*pool, [handler = std::move(handler), work = std::move(work),
-                       home = std::move(home)]() mutable {
-      std::exception_ptr failure;
-      ApiResponse answer;
-      try {
-        answer = work();
-      } catch (...) {
-        failure = std::current_exception();  // rethrown in the coroutine (AnswerAlways)
-      }
-      asio::post(home,
-                 [handler = std::move(handler), failure, answer = std::move(answer)]() mutable {
-                   std::move(handler)(failure, std::move(answer));
-                 });
-    });
-  }
-};
-
-}  // namespace
-
 asio::awaitable<ApiResponse> OnHandlerThread(asio::thread_pool& pool,
                                              const std::function<ApiResponse()>& work) {
-  return asio::async_initiate<const asio::use_awaitable_t<>&,
-                              void(std::exception_ptr, ApiResponse)>(
-      OnHandlerThreadInitiation{&pool, work}, asio::use_awaitable);
+  return OnPool<ApiResponse>(pool, work);
 }
 
 asio::awaitable<ApiResponse> AnswerAlways(std::string request_id,
@@ -271,7 +236,7 @@ struct ApiServer::Impl : std::enable_shared_from_this<Impl> {
   // The service may block (state store, risk query, IdP): it runs on a handler thread while
   // this connection's coroutine waits without holding an I/O thread.
   asio::awaitable<ApiResponse> Handle(const ApiRequest& request) {
-    // Named, not a temporary across the co_await (see OnHandlerThreadInitiation).
+    // Named, not a temporary across the co_await (see common/on_pool.h).
     const std::function<ApiResponse()> work = [this, &request] { return service.Handle(request); };
     ApiResponse answer = co_await OnHandlerThread(*handlers, work);
     co_return answer;

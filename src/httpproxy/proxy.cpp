@@ -599,9 +599,8 @@ asio::awaitable<FetchResult> HttpProxy::Fetch(const FetchRequest& request) {
   // its frame lives and dies with that worker; the function holds only pointers.
   Impl* impl = impl_.get();
   const FetchRequest* fetch = &request;
-  co_return co_await asio::co_spawn(
-      worker.context, [impl, &worker, fetch] { return impl->RunFetch(worker, *fetch); },
-      asio::use_awaitable);
+  const auto run = [impl, &worker, fetch] { return impl->RunFetch(worker, *fetch); };
+  co_return co_await asio::co_spawn(worker.context, run, asio::use_awaitable);
 }
 
 void HttpProxy::StopAccepting() {
