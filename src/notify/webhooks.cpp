@@ -436,7 +436,10 @@ struct Lane {
         wake.wait(lock);
         continue;
       } else if (queue.front().due > now) {
-        wake.wait_until(lock, queue.front().due);
+        // A copy: wait_until keeps reading its argument while the lock is released, and a
+        // Push meanwhile may reallocate the queue (ASan: heap-use-after-free).
+        const Clock::time_point due = queue.front().due;
+        wake.wait_until(lock, due);
         continue;
       }
       Delivery d = Pop();
