@@ -131,14 +131,19 @@ TEST_F(ApiAuthTest, OverBudgetAValidLocalTokenPassesAndTheIdpIsNotAsked) {
   EXPECT_EQ(Get("remote", "10.0.0.2").status, 404u);
   EXPECT_EQ(IdpCalls("remote"), 1);
   const std::string metrics = Metrics();
-  EXPECT_NE(metrics.find(R"(tracegate_auth_failures_total{connection="",path="api",reason="invalid_token"} 4)"),
+  EXPECT_NE(
+      metrics.find(
+          R"(tracegate_auth_failures_total{connection="",path="api",reason="invalid_token"} 4)"),
+      std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find(
+                R"(tracegate_auth_failures_total{connection="",path="api",reason="throttled"} 1)"),
             std::string::npos)
       << metrics;
-  EXPECT_NE(metrics.find(R"(tracegate_auth_failures_total{connection="",path="api",reason="throttled"} 1)"),
-            std::string::npos)
-      << metrics;
-  EXPECT_NE(metrics.find(R"(tracegate_auth_failures_total{connection="",path="api",reason="missing_token"} 1)"),
-            std::string::npos)
+  EXPECT_NE(
+      metrics.find(
+          R"(tracegate_auth_failures_total{connection="",path="api",reason="missing_token"} 1)"),
+      std::string::npos)
       << metrics;
 }
 
